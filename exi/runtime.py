@@ -133,6 +133,12 @@ class Reader:
         self._load(self.base + p - n, n)
         return self.v, self.end, self.pos + n
 
+    def slideq(self, q: int, n: int) -> tuple[int, int]:
+        """Generated code keeps ``q``, the bits left in the window after its position, and read ``n`` bits
+        past the window's end (``q`` < 0): move the window and return the new (v, q after the read)."""
+        self._load(self.base + self.end - q - n, n)
+        return self.v, self.end - self.pos - n
+
     def at(self, p: int) -> int:
         """The absolute bit position of window position ``p`` (for error messages)."""
         return self.base + p

@@ -12,8 +12,7 @@ _I_apphand_responseCodeType = {v: i for i, v in enumerate(apphand.responseCodeTy
 def _d_AppProtocolType(r):
     # {urn:iso:15118:2:2010:AppProtocol}AppProtocolType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ProtocolNamespace = None
     f_VersionNumberMajor = None
@@ -21,81 +20,81 @@ def _d_AppProtocolType(r):
     f_SchemaID = None
     f_Priority = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('AppProtocolType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('AppProtocolType', r.end - q)
         el = 'ProtocolNamespace'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
             f_ProtocolNamespace = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             f_ProtocolNamespace = r.string('ProtocolNamespace')
             if len(f_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', f_ProtocolNamespace, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('AppProtocolType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ProtocolNamespace', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('AppProtocolType', r.end - q)
         el = 'VersionNumberMajor'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_VersionNumberMajor = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_VersionNumberMajor = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_VersionNumberMajor = (V >> q) & 127
         else:
-            r.pos = p; f_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('AppProtocolType', p)
-        if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(p))
+            r.pos = r.end - q; f_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('AppProtocolType', r.end - q)
+        if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(r.end - q))
         el = 'VersionNumberMinor'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_VersionNumberMinor = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_VersionNumberMinor = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_VersionNumberMinor = (V >> q) & 127
         else:
-            r.pos = p; f_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 21
-        if p > E: V, E, p = r.slide(p, 21)
-        x = (V >> (E - p)) & 2097151
-        if x & 1835907: raise r.deviation('AppProtocolType', p)
-        if f_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', f_VersionNumberMinor, r.at(p))
+            r.pos = r.end - q; f_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 21
+        if q < 0: V, q = r.slideq(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1835907: raise r.deviation('AppProtocolType', r.end - q)
+        if f_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', f_VersionNumberMinor, r.at(r.end - q))
         el = 'SchemaID'
         f_SchemaID = ((x >> 10) & 255)
         el = 'Priority'
         f_Priority = ((x >> 2) & 31) + 1
-        if f_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', f_Priority, r.at(p))
-        r.pos = p
+        if f_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', f_Priority, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(apphand.AppProtocolType)
@@ -169,85 +168,84 @@ def _e_AppProtocolType(w, o):
 def _d_supportedAppProtocolReq(r):
     # anonymous type of supportedAppProtocolReq
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_AppProtocol = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('supportedAppProtocolReq', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('supportedAppProtocolReq', r.end - q)
         el = 'AppProtocol/ProtocolNamespace'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
             _c1_ProtocolNamespace = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             _c1_ProtocolNamespace = r.string('ProtocolNamespace')
             if len(_c1_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c1_ProtocolNamespace, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('supportedAppProtocolReq', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ProtocolNamespace', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('supportedAppProtocolReq', r.end - q)
         el = 'AppProtocol/VersionNumberMajor'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_VersionNumberMajor = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_VersionNumberMajor = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_VersionNumberMajor = (V >> q) & 127
         else:
-            r.pos = p; _c1_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('supportedAppProtocolReq', p)
-        if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(p))
+            r.pos = r.end - q; _c1_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
+        if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(r.end - q))
         el = 'AppProtocol/VersionNumberMinor'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_VersionNumberMinor = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_VersionNumberMinor = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_VersionNumberMinor = (V >> q) & 127
         else:
-            r.pos = p; _c1_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 21
-        if p > E: V, E, p = r.slide(p, 21)
-        x = (V >> (E - p)) & 2097151
-        if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
-        if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(p))
+            r.pos = r.end - q; _c1_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 21
+        if q < 0: V, q = r.slideq(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1835907: raise r.deviation('supportedAppProtocolReq', r.end - q)
+        if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(r.end - q))
         el = 'AppProtocol/SchemaID'
         _c1_SchemaID = ((x >> 10) & 255)
         el = 'AppProtocol/Priority'
         _c1_Priority = ((x >> 2) & 31) + 1
-        if _c1_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c1_Priority, r.at(p))
+        if _c1_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c1_Priority, r.at(r.end - q))
         _v = _new(apphand.AppProtocolType)
         _v.ProtocolNamespace = _c1_ProtocolNamespace
         _v.VersionNumberMajor = _c1_VersionNumberMajor
@@ -259,84 +257,84 @@ def _d_supportedAppProtocolReq(r):
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('supportedAppProtocolReq', r.end - q)
                     el = 'AppProtocol/ProtocolNamespace'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
                         _c2_ProtocolNamespace = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c2_ProtocolNamespace = r.string('ProtocolNamespace')
                         if len(_c2_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c2_ProtocolNamespace, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('supportedAppProtocolReq', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ProtocolNamespace', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('supportedAppProtocolReq', r.end - q)
                     el = 'AppProtocol/VersionNumberMajor'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_VersionNumberMajor = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_VersionNumberMajor = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_VersionNumberMajor = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('supportedAppProtocolReq', p)
-                    if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(p))
+                        r.pos = r.end - q; _c2_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                    if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(r.end - q))
                     el = 'AppProtocol/VersionNumberMinor'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_VersionNumberMinor = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_VersionNumberMinor = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_VersionNumberMinor = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 21
-                    if p > E: V, E, p = r.slide(p, 21)
-                    x = (V >> (E - p)) & 2097151
-                    if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
-                    if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(p))
+                        r.pos = r.end - q; _c2_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 21
+                    if q < 0: V, q = r.slideq(q, 21)
+                    x = (V >> q) & 2097151
+                    if x & 1835907: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                    if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(r.end - q))
                     el = 'AppProtocol/SchemaID'
                     _c2_SchemaID = ((x >> 10) & 255)
                     el = 'AppProtocol/Priority'
                     _c2_Priority = ((x >> 2) & 31) + 1
-                    if _c2_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c2_Priority, r.at(p))
+                    if _c2_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c2_Priority, r.at(r.end - q))
                     _v = _new(apphand.AppProtocolType)
                     _v.ProtocolNamespace = _c2_ProtocolNamespace
                     _v.VersionNumberMajor = _c2_VersionNumberMajor
@@ -353,13 +351,13 @@ def _d_supportedAppProtocolReq(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('supportedAppProtocolReq', p)
+                    raise r.deviation('supportedAppProtocolReq', r.end - q)
         if s == 20:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('supportedAppProtocolReq', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(apphand.supportedAppProtocolReq)
@@ -495,30 +493,29 @@ def _e_supportedAppProtocolReq(w, o):
 def _d_supportedAppProtocolRes(r):
     # anonymous type of supportedAppProtocolRes
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_SchemaID = None
     try:
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 25: raise r.deviation('supportedAppProtocolRes', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 25: raise r.deviation('supportedAppProtocolRes', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 1) & 3)
-        if f_ResponseCode >= 3: f_ResponseCode = r.enum_index('supportedAppProtocolRes/ResponseCode', f_ResponseCode, 3, r.at(p))
+        if f_ResponseCode >= 3: f_ResponseCode = r.enum_index('supportedAppProtocolRes/ResponseCode', f_ResponseCode, 3, r.at(r.end - q))
         else: f_ResponseCode = _E_apphand_responseCodeType[f_ResponseCode]
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1027: raise r.deviation('supportedAppProtocolRes', p)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1027: raise r.deviation('supportedAppProtocolRes', r.end - q)
                 el = 'SchemaID'
                 f_SchemaID = ((x >> 2) & 255)
                 s = -1
@@ -526,8 +523,8 @@ def _d_supportedAppProtocolRes(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('supportedAppProtocolRes', p)
-        r.pos = p
+                raise r.deviation('supportedAppProtocolRes', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(apphand.supportedAppProtocolRes)
@@ -601,15 +598,14 @@ DOCUMENT_WIDTH = 2
 
 def _de0(r):  # Priority
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 7
-    if p > E: V, E, p = r.slide(p, 7)
-    x = (V >> (E - p)) & 127
-    if x & 65: raise r.deviation('Priority', p)
+    q = r.end - r.pos
+    q -= 7
+    if q < 0: V, q = r.slideq(q, 7)
+    x = (V >> q) & 127
+    if x & 65: raise r.deviation('Priority', r.end - q)
     val = ((x >> 1) & 31) + 1
-    if val > 20: r.facet('Priority', 'maxInclusive 20', val, r.at(p))
-    r.pos = p
+    if val > 20: r.facet('Priority', 'maxInclusive 20', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee0(w, o):  # Priority
@@ -623,24 +619,23 @@ def _ee0(w, o):  # Priority
 
 def _de1(r):  # ProtocolNamespace
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('ProtocolNamespace')
         if len(val) > 100: r.facet('ProtocolNamespace', 'length [0, 100]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ProtocolNamespace', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee1(w, o):  # ProtocolNamespace
@@ -661,16 +656,15 @@ def _ee1(w, o):  # ProtocolNamespace
 
 def _de2(r):  # ResponseCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('ResponseCode', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('ResponseCode', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('ResponseCode', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('ResponseCode', val, 3, r.at(r.end - q))
     else: val = _E_apphand_responseCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee2(w, o):  # ResponseCode
@@ -685,14 +679,13 @@ def _ee2(w, o):  # ResponseCode
 
 def _de3(r):  # SchemaID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('SchemaID', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('SchemaID', r.end - q)
     val = ((x >> 1) & 255)
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee3(w, o):  # SchemaID
@@ -706,34 +699,33 @@ def _ee3(w, o):  # SchemaID
 
 def _de4(r):  # VersionNumberMajor
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMajor', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('VersionNumberMajor', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMajor', p)
-    if val > 4294967295: r.facet('VersionNumberMajor', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('VersionNumberMajor', r.end - q)
+    if val > 4294967295: r.facet('VersionNumberMajor', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee4(w, o):  # VersionNumberMajor
@@ -753,34 +745,33 @@ def _ee4(w, o):  # VersionNumberMajor
 
 def _de5(r):  # VersionNumberMinor
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMinor', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('VersionNumberMinor', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMinor', p)
-    if val > 4294967295: r.facet('VersionNumberMinor', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('VersionNumberMinor', r.end - q)
+    if val > 4294967295: r.facet('VersionNumberMinor', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee5(w, o):  # VersionNumberMinor

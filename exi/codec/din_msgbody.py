@@ -32,101 +32,100 @@ _I_din_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(din_msgdatatype
 def _d_CableCheckReqType(r):
     # {urn:din:70121:2012:MsgBody}CableCheckReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CableCheckReqType', r.end - q)
         el = 'DC_EVStatus'
         _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 1) & 1) == 1
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
                 _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 2
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 3:
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
             _c1_EVErrorCode = ((x >> 1) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
-            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
         f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
@@ -134,10 +133,10 @@ def _d_CableCheckReqType(r):
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CableCheckReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.CableCheckReqType)
@@ -250,84 +249,83 @@ def _e_CableCheckReqType(w, o):
 def _d_CableCheckResType(r):
     # {urn:din:70121:2012:MsgBody}CableCheckResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
     f_EVSEProcessing = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('CableCheckResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('CableCheckResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEIsolationStatus'
             _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 1) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         elif ec == 1:
-            p += 6
-            if p > E: V, E, p = r.slide(p, 6)
-            x = (V >> (E - p)) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 1) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         else:
-            raise r.deviation('DC_EVSEStatusType', p)
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 2) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
             else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
             _c1_s = -1
         f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
@@ -335,13 +333,13 @@ def _d_CableCheckResType(r):
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 27: raise r.deviation('CableCheckResType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 27: raise r.deviation('CableCheckResType', r.end - q)
         el = 'EVSEProcessing'
         f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.CableCheckResType)
@@ -438,100 +436,99 @@ def _e_CableCheckResType(w, o):
 def _d_CertificateInstallationReqType(r):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_OEMProvisioningCert = None
     f_ListOfRootCertificateIDs = None
     f_DHParams = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
             el = 'OEMProvisioningCert'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
                 f_OEMProvisioningCert = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+                    r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
             s = 2
         elif ec == 1:
             el = 'OEMProvisioningCert'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
                 f_OEMProvisioningCert = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+                    r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
             s = 2
         else:
-            raise r.deviation('CertificateInstallationReqType', p)
+            raise r.deviation('CertificateInstallationReqType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
             el = 'ListOfRootCertificateIDs'
-            r.pos = p
+            r.pos = r.end - q
             f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
             el = 'DHParams'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
                 f_DHParams = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                    r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.CertificateInstallationReqType)
@@ -619,8 +616,7 @@ def _e_CertificateInstallationReqType(w, o):
 def _d_CertificateInstallationResType(r):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_ResponseCode = None
@@ -629,132 +625,132 @@ def _d_CertificateInstallationResType(r):
     f_DHParams = None
     f_ContractID = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = '@Id'
-        r.pos = p
+        r.pos = r.end - q
         f_Id = r.string('Id')
-        V = r.v; E = r.end; p = r.pos
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('CertificateInstallationResType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ContractSignatureCertChain'
         _c1_Certificate = None
         _c1_SubCertificates = None
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
         el = 'ContractSignatureCertChain/Certificate'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
             _c1_Certificate = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
+                raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
             f_ContractSignatureEncryptedPrivateKey = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+                r.pos = r.end - q; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'DHParams'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
             f_DHParams = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', f_DHParams, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+                r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
             f_ContractID = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             f_ContractID = r.string('din_msgbody:ContractID')
             if len(f_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
-        r.pos = p
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.CertificateInstallationResType)
@@ -876,8 +872,7 @@ def _e_CertificateInstallationResType(w, o):
 def _d_CertificateUpdateReqType(r):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_ContractSignatureCertChain = None
@@ -885,60 +880,60 @@ def _d_CertificateUpdateReqType(r):
     f_ListOfRootCertificateIDs = None
     f_DHParams = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ContractSignatureCertChain'
             _c1_Certificate = None
             _c1_SubCertificates = None
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c1_s = 1
             if _c1_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ContractSignatureCertChain/SubCertificates'
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                     _c1_s = -1
                 elif ec == 1:
                     pass
                     _c1_s = -1
                 else:
-                    raise r.deviation('CertificateChainType', p)
+                    raise r.deviation('CertificateChainType', r.end - q)
             f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
             f_ContractSignatureCertChain.Certificate = _c1_Certificate
             f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
@@ -947,105 +942,105 @@ def _d_CertificateUpdateReqType(r):
             el = 'ContractSignatureCertChain'
             _c2_Certificate = None
             _c2_SubCertificates = None
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c2_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c2_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c2_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c2_s = 1
             if _c2_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ContractSignatureCertChain/SubCertificates'
-                    r.pos = p
+                    r.pos = r.end - q
                     _c2_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                     _c2_s = -1
                 elif ec == 1:
                     pass
                     _c2_s = -1
                 else:
-                    raise r.deviation('CertificateChainType', p)
+                    raise r.deviation('CertificateChainType', r.end - q)
             f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
             f_ContractSignatureCertChain.Certificate = _c2_Certificate
             f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
             s = 2
         else:
-            raise r.deviation('CertificateUpdateReqType', p)
+            raise r.deviation('CertificateUpdateReqType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ContractID'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
                 f_ContractID = ''
             else:
-                r.pos = p
+                r.pos = r.end - q
                 f_ContractID = r.string('din_msgbody:ContractID')
                 if len(f_ContractID) > 24: r.facet('CertificateUpdateReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ListOfRootCertificateIDs'
-            r.pos = p
+            r.pos = r.end - q
             f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'DHParams'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
                 f_DHParams = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_DHParams) > 256: r.facet('CertificateUpdateReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+                    r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_DHParams) > 256: r.facet('CertificateUpdateReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.CertificateUpdateReqType)
@@ -1206,8 +1201,7 @@ def _e_CertificateUpdateReqType(w, o):
 def _d_CertificateUpdateResType(r):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_ResponseCode = None
@@ -1217,158 +1211,158 @@ def _d_CertificateUpdateResType(r):
     f_ContractID = None
     f_RetryCounter = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = '@Id'
-        r.pos = p
+        r.pos = r.end - q
         f_Id = r.string('Id')
-        V = r.v; E = r.end; p = r.pos
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('CertificateUpdateResType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ContractSignatureCertChain'
         _c1_Certificate = None
         _c1_SubCertificates = None
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
         el = 'ContractSignatureCertChain/Certificate'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
             _c1_Certificate = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
+                raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
             f_ContractSignatureEncryptedPrivateKey = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+                r.pos = r.end - q; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'DHParams'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
             f_DHParams = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', f_DHParams, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+                r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
             f_ContractID = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             f_ContractID = r.string('din_msgbody:ContractID')
             if len(f_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('CertificateUpdateResType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'RetryCounter'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_RetryCounter = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_RetryCounter = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_RetryCounter = (V >> q) & 127
         else:
-            r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateResType', p)
+            r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
         if _neg: f_RetryCounter = -f_RetryCounter - 1
-        if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(p))
-        r.pos = p
+        if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.CertificateUpdateResType)
@@ -1503,438 +1497,437 @@ def _e_CertificateUpdateResType(w, o):
 def _d_ChargeParameterDiscoveryReqType(r):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVRequestedEnergyTransferType = None
     f_AC_EVChargeParameter = None
     f_DC_EVChargeParameter = None
     f_EVChargeParameter = None
     try:
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         el = 'EVRequestedEnergyTransferType'
         f_EVRequestedEnergyTransferType = ((x >> 1) & 7)
-        if f_EVRequestedEnergyTransferType >= 6: f_EVRequestedEnergyTransferType = r.enum_index('ChargeParameterDiscoveryReqType/EVRequestedEnergyTransferType', f_EVRequestedEnergyTransferType, 6, r.at(p))
+        if f_EVRequestedEnergyTransferType >= 6: f_EVRequestedEnergyTransferType = r.enum_index('ChargeParameterDiscoveryReqType/EVRequestedEnergyTransferType', f_EVRequestedEnergyTransferType, 6, r.at(r.end - q))
         else: f_EVRequestedEnergyTransferType = _E_din_msgdatatypes_EVRequestedEnergyTransferType[f_EVRequestedEnergyTransferType]
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 el = 'AC_EVChargeParameter/DepartureTime'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_DepartureTime = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_DepartureTime = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_DepartureTime = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(p))
+                    r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
                 el = 'AC_EVChargeParameter/EAmount'
                 _c1_c1_Multiplier = None
                 _c1_c1_Unit = None
                 _c1_c1_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EAmount/Multiplier'
                 _c1_c1_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(p))
+                if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(r.end - q))
                 _c1_c1_s = 1
                 if _c1_c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVChargeParameter/EAmount/Unit'
                         _c1_c1_Unit = ((x >> 4) & 15)
-                        if _c1_c1_Unit >= 10: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 10, r.at(p))
+                        if _c1_c1_Unit >= 10: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 10, r.at(r.end - q))
                         else: _c1_c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c1_Unit]
                         el = 'AC_EVChargeParameter/EAmount/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_c1_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_c1_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_c1_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
                         _c1_c1_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVChargeParameter/EAmount/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_c1_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_c1_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_c1_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
                         _c1_c1_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_c1_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_c1_s = -1
                 _c1_EAmount = _new(din_msgdatatypes.PhysicalValueType)
                 _c1_EAmount.Multiplier = _c1_c1_Multiplier
                 _c1_EAmount.Unit = _c1_c1_Unit
                 _c1_EAmount.Value = _c1_c1_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxVoltage'
                 _c1_c2_Multiplier = None
                 _c1_c2_Unit = None
                 _c1_c2_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
                 _c1_c2_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c2_Multiplier, r.at(p))
+                if _c1_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c2_Multiplier, r.at(r.end - q))
                 _c1_c2_s = 1
                 if _c1_c2_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
                         _c1_c2_Unit = ((x >> 4) & 15)
-                        if _c1_c2_Unit >= 10: _c1_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c2_Unit, 10, r.at(p))
+                        if _c1_c2_Unit >= 10: _c1_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c2_Unit, 10, r.at(r.end - q))
                         else: _c1_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c2_Unit]
                         el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_c2_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_c2_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_c2_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
+                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
                         _c1_c2_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_c2_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_c2_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_c2_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
+                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
                         _c1_c2_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_c2_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_c2_s = -1
                 _c1_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
                 _c1_EVMaxVoltage.Multiplier = _c1_c2_Multiplier
                 _c1_EVMaxVoltage.Unit = _c1_c2_Unit
                 _c1_EVMaxVoltage.Value = _c1_c2_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxCurrent'
                 _c1_c3_Multiplier = None
                 _c1_c3_Unit = None
                 _c1_c3_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
                 _c1_c3_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(p))
+                if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(r.end - q))
                 _c1_c3_s = 1
                 if _c1_c3_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
                         _c1_c3_Unit = ((x >> 4) & 15)
-                        if _c1_c3_Unit >= 10: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 10, r.at(p))
+                        if _c1_c3_Unit >= 10: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 10, r.at(r.end - q))
                         else: _c1_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c3_Unit]
                         el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c3_Value = -_c1_c3_Value - 1
-                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(p))
+                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
                         _c1_c3_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c3_Value = -_c1_c3_Value - 1
-                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(p))
+                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
                         _c1_c3_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_c3_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_c3_s = -1
                 _c1_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
                 _c1_EVMaxCurrent.Multiplier = _c1_c3_Multiplier
                 _c1_EVMaxCurrent.Unit = _c1_c3_Unit
                 _c1_EVMaxCurrent.Value = _c1_c3_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMinCurrent'
                 _c1_c4_Multiplier = None
                 _c1_c4_Unit = None
                 _c1_c4_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
                 _c1_c4_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c4_Multiplier, r.at(p))
+                if _c1_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c4_Multiplier, r.at(r.end - q))
                 _c1_c4_s = 1
                 if _c1_c4_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
                         _c1_c4_Unit = ((x >> 4) & 15)
-                        if _c1_c4_Unit >= 10: _c1_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c4_Unit, 10, r.at(p))
+                        if _c1_c4_Unit >= 10: _c1_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c4_Unit, 10, r.at(r.end - q))
                         else: _c1_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c4_Unit]
                         el = 'AC_EVChargeParameter/EVMinCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c4_Value = -_c1_c4_Value - 1
-                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(p))
+                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
                         _c1_c4_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVChargeParameter/EVMinCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_c4_Value = -_c1_c4_Value - 1
-                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(p))
+                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
                         _c1_c4_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_c4_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_c4_s = -1
                 _c1_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
                 _c1_EVMinCurrent.Multiplier = _c1_c4_Multiplier
                 _c1_EVMinCurrent.Unit = _c1_c4_Unit
                 _c1_EVMinCurrent.Value = _c1_c4_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 f_AC_EVChargeParameter = _new(din_msgdatatypes.AC_EVChargeParameterType)
                 f_AC_EVChargeParameter.DepartureTime = _c1_DepartureTime
                 f_AC_EVChargeParameter.EAmount = _c1_EAmount
@@ -1944,25 +1937,25 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 s = 2
             elif ec == 1:
                 el = 'DC_EVChargeParameter'
-                r.pos = p
+                r.pos = r.end - q
                 f_DC_EVChargeParameter = c_din_msgdatatypes._d_DC_EVChargeParameterType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 2
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                 el = 'EVChargeParameter'
                 f_EVChargeParameter = _new(din_msgdatatypes.EVChargeParameterType)
                 s = 2
             else:
-                raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ChargeParameterDiscoveryReqType)
@@ -2286,8 +2279,7 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
 def _d_ChargeParameterDiscoveryResType(r):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEProcessing = None
@@ -2297,76 +2289,76 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_DC_EVSEChargeParameter = None
     f_EVSEChargeParameter = None
     try:
-        p += 12
-        if p > E: V, E, p = r.slide(p, 12)
-        x = (V >> (E - p)) & 4095
-        if x & 3101: raise r.deviation('ChargeParameterDiscoveryResType', p)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3101: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 5) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 1) & 1)]
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleList'
-                r.pos = p
+                r.pos = r.end - q
                 f_SAScheduleList = c_din_msgdatatypes._d_SAScheduleListType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'SASchedules'
                 f_SASchedules = _new(din_msgdatatypes.SASchedulesType)
                 s = 3
             else:
-                raise r.deviation('ChargeParameterDiscoveryResType', p)
+                raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1911: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1911: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
                 _c2_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                 _c2_c1_RCD = ((x >> 3) & 1) == 1
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 8
-                if p > E: V, E, p = r.slide(p, 8)
-                x = (V >> (E - p)) & 255
-                if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                if _c2_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c1_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                if _c2_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                 _c2_c1_EVSENotification = ((x >> 3) & 3)
-                if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(p))
+                if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(r.end - q))
                 else: _c2_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
                 _c2_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
                 _c2_AC_EVSEStatus.PowerSwitchClosed = _c2_c1_PowerSwitchClosed
@@ -2377,290 +2369,290 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c2_c2_Multiplier = None
                 _c2_c2_Unit = None
                 _c2_c2_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
                 _c2_c2_Multiplier = ((x >> 1) & 7) + -3
-                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(p))
+                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(r.end - q))
                 _c2_c2_s = 1
                 if _c2_c2_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
                         _c2_c2_Unit = ((x >> 4) & 15)
-                        if _c2_c2_Unit >= 10: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 10, r.at(p))
+                        if _c2_c2_Unit >= 10: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 10, r.at(r.end - q))
                         else: _c2_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c2_Unit]
                         el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c2_c2_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c2_c2_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c2_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                         _c2_c2_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c2_c2_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c2_c2_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c2_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                         _c2_c2_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c2_c2_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c2_c2_s = -1
                 _c2_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
                 _c2_EVSEMaxVoltage.Multiplier = _c2_c2_Multiplier
                 _c2_EVSEMaxVoltage.Unit = _c2_c2_Unit
                 _c2_EVSEMaxVoltage.Value = _c2_c2_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                 _c2_c3_Multiplier = None
                 _c2_c3_Unit = None
                 _c2_c3_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                 _c2_c3_Multiplier = ((x >> 1) & 7) + -3
-                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(p))
+                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
                 _c2_c3_s = 1
                 if _c2_c3_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
                         _c2_c3_Unit = ((x >> 4) & 15)
-                        if _c2_c3_Unit >= 10: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 10, r.at(p))
+                        if _c2_c3_Unit >= 10: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 10, r.at(r.end - q))
                         else: _c2_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c3_Unit]
                         el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c2_c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c2_c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
                         _c2_c3_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c2_c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c2_c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
                         _c2_c3_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c2_c3_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c2_c3_s = -1
                 _c2_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
                 _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
                 _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
                 _c2_EVSEMaxCurrent.Value = _c2_c3_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
                 _c2_c4_Multiplier = None
                 _c2_c4_Unit = None
                 _c2_c4_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
                 _c2_c4_Multiplier = ((x >> 1) & 7) + -3
-                if _c2_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c4_Multiplier, r.at(p))
+                if _c2_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c4_Multiplier, r.at(r.end - q))
                 _c2_c4_s = 1
                 if _c2_c4_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
                         _c2_c4_Unit = ((x >> 4) & 15)
-                        if _c2_c4_Unit >= 10: _c2_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c4_Unit, 10, r.at(p))
+                        if _c2_c4_Unit >= 10: _c2_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c4_Unit, 10, r.at(r.end - q))
                         else: _c2_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c4_Unit]
                         el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c2_c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c2_c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c4_Value = -_c2_c4_Value - 1
-                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(p))
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
                         _c2_c4_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c2_c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c2_c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c2_c4_Value = -_c2_c4_Value - 1
-                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(p))
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
                         _c2_c4_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c2_c4_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c2_c4_s = -1
                 _c2_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
                 _c2_EVSEMinCurrent.Multiplier = _c2_c4_Multiplier
                 _c2_EVSEMinCurrent.Unit = _c2_c4_Unit
                 _c2_EVSEMinCurrent.Value = _c2_c4_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 f_AC_EVSEChargeParameter = _new(din_msgdatatypes.AC_EVSEChargeParameterType)
                 f_AC_EVSEChargeParameter.AC_EVSEStatus = _c2_AC_EVSEStatus
                 f_AC_EVSEChargeParameter.EVSEMaxVoltage = _c2_EVSEMaxVoltage
@@ -2669,25 +2661,25 @@ def _d_ChargeParameterDiscoveryResType(r):
                 s = 4
             elif ec == 1:
                 el = 'DC_EVSEChargeParameter'
-                r.pos = p
+                r.pos = r.end - q
                 f_DC_EVSEChargeParameter = c_din_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'EVSEChargeParameter'
                 f_EVSEChargeParameter = _new(din_msgdatatypes.EVSEChargeParameterType)
                 s = 4
             else:
-                raise r.deviation('ChargeParameterDiscoveryResType', p)
+                raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ChargeParameterDiscoveryResType)
@@ -2997,14 +2989,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
 def _d_ChargingStatusReqType(r):
     # {urn:din:70121:2012:MsgBody}ChargingStatusReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusReqType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargingStatusReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ChargingStatusReqType)
@@ -3027,8 +3018,7 @@ def _e_ChargingStatusReqType(w, o):
 def _d_ChargingStatusResType(r):
     # {urn:din:70121:2012:MsgBody}ChargingStatusResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEID = None
@@ -3038,155 +3028,155 @@ def _d_ChargingStatusResType(r):
     f_ReceiptRequired = None
     f_AC_EVSEStatus = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('ChargingStatusResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
             f_EVSEID = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_EVSEID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_EVSEID = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_EVSEID) > 32: r.facet('ChargingStatusResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('ChargingStatusResType', p)
+                r.pos = r.end - q; f_EVSEID = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_EVSEID) > 32: r.facet('ChargingStatusResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'SAScheduleTupleID'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_SAScheduleTupleID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_SAScheduleTupleID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_SAScheduleTupleID = (V >> q) & 127
         else:
-            r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
+            r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
+        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
         s = 3
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSEMaxCurrent'
                 _c1_Multiplier = None
                 _c1_Unit = None
                 _c1_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaxCurrent/Multiplier'
                 _c1_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
                 _c1_s = 1
                 if _c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaxCurrent/Unit'
                         _c1_Unit = ((x >> 4) & 15)
-                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
                         else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
                         el = 'EVSEMaxCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaxCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_s = -1
                 f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
@@ -3195,84 +3185,84 @@ def _d_ChargingStatusResType(r):
                 s = 4
             elif ec == 1:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('ChargingStatusResType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 1) & 1) == 1
                 s = 6
             else:
-                raise r.deviation('ChargingStatusResType', p)
+                raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('ChargingStatusResType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 1) & 1) == 1
                 s = 6
             else:
-                raise r.deviation('ChargingStatusResType', p)
+                raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 5:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            x = (V >> (E - p)) & 15
-            if x & 13: raise r.deviation('ChargingStatusResType', p)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 13: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'ReceiptRequired'
             f_ReceiptRequired = ((x >> 1) & 1) == 1
             s = 6
         if s == 6:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1911: raise r.deviation('ChargingStatusResType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1911: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'AC_EVSEStatus/PowerSwitchClosed'
             _c2_PowerSwitchClosed = ((x >> 7) & 1) == 1
             el = 'AC_EVSEStatus/RCD'
             _c2_RCD = ((x >> 3) & 1) == 1
             el = 'AC_EVSEStatus/NotificationMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 8
-            if p > E: V, E, p = r.slide(p, 8)
-            x = (V >> (E - p)) & 255
-            if x & 231: raise r.deviation('ChargingStatusResType', p)
-            if _c2_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(p))
+                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 231: raise r.deviation('ChargingStatusResType', r.end - q)
+            if _c2_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEStatus/EVSENotification'
             _c2_EVSENotification = ((x >> 3) & 3)
-            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
             else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
             f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
             f_AC_EVSEStatus.PowerSwitchClosed = _c2_PowerSwitchClosed
@@ -3280,7 +3270,7 @@ def _d_ChargingStatusResType(r):
             f_AC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
             f_AC_EVSEStatus.EVSENotification = _c2_EVSENotification
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ChargingStatusResType)
@@ -3488,75 +3478,74 @@ def _e_ChargingStatusResType(w, o):
 def _d_ContractAuthenticationReqType(r):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_GenChallenge = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('Id')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 1
         elif ec == 1:
             el = 'GenChallenge'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
                 f_GenChallenge = ''
             else:
-                r.pos = p
+                r.pos = r.end - q
                 f_GenChallenge = r.string('din_msgbody:GenChallenge')
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
             s = 2
         elif ec == 2:
             pass
             s = -1
         else:
-            raise r.deviation('ContractAuthenticationReqType', p)
+            raise r.deviation('ContractAuthenticationReqType', r.end - q)
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'GenChallenge'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
                     f_GenChallenge = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_GenChallenge = r.string('din_msgbody:GenChallenge')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
                 s = 2
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ContractAuthenticationReqType', p)
+                raise r.deviation('ContractAuthenticationReqType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ContractAuthenticationReqType)
@@ -3634,23 +3623,22 @@ def _e_ContractAuthenticationReqType(w, o):
 def _d_ContractAuthenticationResType(r):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEProcessing = None
     try:
-        p += 13
-        if p > E: V, E, p = r.slide(p, 13)
-        x = (V >> (E - p)) & 8191
-        if x & 6203: raise r.deviation('ContractAuthenticationResType', p)
+        q -= 13
+        if q < 0: V, q = r.slideq(q, 13)
+        x = (V >> q) & 8191
+        if x & 6203: raise r.deviation('ContractAuthenticationResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 6) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ContractAuthenticationResType)
@@ -3689,8 +3677,7 @@ def _e_ContractAuthenticationResType(w, o):
 def _d_CurrentDemandReqType(r):
     # {urn:din:70121:2012:MsgBody}CurrentDemandReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     f_EVTargetCurrent = None
@@ -3703,96 +3690,96 @@ def _d_CurrentDemandReqType(r):
     f_RemainingTimeToBulkSoC = None
     f_EVTargetVoltage = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
         el = 'DC_EVStatus'
         _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 1) & 1) == 1
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
                 _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 2
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 3:
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
             _c1_EVErrorCode = ((x >> 1) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
-            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
         f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
@@ -3800,97 +3787,97 @@ def _d_CurrentDemandReqType(r):
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
         el = 'EVTargetCurrent'
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetCurrent/Multiplier'
         _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         _c2_s = 1
         if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetCurrent/Unit'
                 _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c2_Multiplier
@@ -3898,98 +3885,98 @@ def _d_CurrentDemandReqType(r):
         f_EVTargetCurrent.Value = _c2_Value
         s = 2
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'EVMaximumVoltageLimit'
                 _c3_Multiplier = None
                 _c3_Unit = None
                 _c3_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Multiplier'
                 _c3_Multiplier = ((x >> 1) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
                 _c3_s = 1
                 if _c3_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumVoltageLimit/Unit'
                         _c3_Unit = ((x >> 4) & 15)
-                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
                         else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
                         el = 'EVMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c3_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c3_s = -1
                 f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
@@ -4001,90 +3988,90 @@ def _d_CurrentDemandReqType(r):
                 _c4_Multiplier = None
                 _c4_Unit = None
                 _c4_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Multiplier'
                 _c4_Multiplier = ((x >> 1) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
                 _c4_s = 1
                 if _c4_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumCurrentLimit/Unit'
                         _c4_Unit = ((x >> 4) & 15)
-                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
                         else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
                         el = 'EVMaximumCurrentLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumCurrentLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c4_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c4_s = -1
                 f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
@@ -4096,90 +4083,90 @@ def _d_CurrentDemandReqType(r):
                 _c5_Multiplier = None
                 _c5_Unit = None
                 _c5_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
                 _c5_Multiplier = ((x >> 1) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
                 _c5_s = 1
                 if _c5_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumPowerLimit/Unit'
                         _c5_Unit = ((x >> 4) & 15)
-                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
                         else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
                         el = 'EVMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c5_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c5_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c5_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c5_s = -1
                 f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
@@ -4187,116 +4174,116 @@ def _d_CurrentDemandReqType(r):
                 f_EVMaximumPowerLimit.Value = _c5_Value
                 s = 5
             elif ec == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 4:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 3:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'EVMaximumCurrentLimit'
                 _c6_Multiplier = None
                 _c6_Unit = None
                 _c6_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Multiplier'
                 _c6_Multiplier = ((x >> 1) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
                 _c6_s = 1
                 if _c6_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumCurrentLimit/Unit'
                         _c6_Unit = ((x >> 4) & 15)
-                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
                         else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
                         el = 'EVMaximumCurrentLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c6_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumCurrentLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c6_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c6_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c6_s = -1
                 f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
@@ -4308,90 +4295,90 @@ def _d_CurrentDemandReqType(r):
                 _c7_Multiplier = None
                 _c7_Unit = None
                 _c7_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
                 _c7_Multiplier = ((x >> 1) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
                 _c7_s = 1
                 if _c7_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumPowerLimit/Unit'
                         _c7_Unit = ((x >> 4) & 15)
-                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
                         else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
                         el = 'EVMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c7_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c7_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c7_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c7_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c7_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c7_s = -1
                 f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
@@ -4399,116 +4386,116 @@ def _d_CurrentDemandReqType(r):
                 f_EVMaximumPowerLimit.Value = _c7_Value
                 s = 5
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVMaximumPowerLimit'
                 _c8_Multiplier = None
                 _c8_Unit = None
                 _c8_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
                 _c8_Multiplier = ((x >> 1) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 _c8_s = 1
                 if _c8_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumPowerLimit/Unit'
                         _c8_Unit = ((x >> 4) & 15)
-                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
                         else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
                         el = 'EVMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c8_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c8_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c8_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c8_s = -1
                 f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
@@ -4516,146 +4503,146 @@ def _d_CurrentDemandReqType(r):
                 f_EVMaximumPowerLimit.Value = _c8_Value
                 s = 5
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 5:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 6:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            x = (V >> (E - p)) & 15
-            if x & 13: raise r.deviation('CurrentDemandReqType', p)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 13: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
             f_ChargingComplete = ((x >> 1) & 1) == 1
             s = 7
         if s == 7:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'RemainingTimeToFullSoC'
                 _c9_Multiplier = None
                 _c9_Unit = None
                 _c9_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToFullSoC/Multiplier'
                 _c9_Multiplier = ((x >> 1) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
                 _c9_s = 1
                 if _c9_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'RemainingTimeToFullSoC/Unit'
                         _c9_Unit = ((x >> 4) & 15)
-                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
+                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
                         else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
                         el = 'RemainingTimeToFullSoC/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c9_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c9_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'RemainingTimeToFullSoC/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c9_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c9_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c9_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c9_s = -1
                 f_RemainingTimeToFullSoC = _new(din_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
@@ -4667,90 +4654,90 @@ def _d_CurrentDemandReqType(r):
                 _c10_Multiplier = None
                 _c10_Unit = None
                 _c10_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
                 _c10_Multiplier = ((x >> 1) & 7) + -3
-                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
                 _c10_s = 1
                 if _c10_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'RemainingTimeToBulkSoC/Unit'
                         _c10_Unit = ((x >> 4) & 15)
-                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(p))
+                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
                         else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
                         el = 'RemainingTimeToBulkSoC/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c10_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c10_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c10_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
-                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'RemainingTimeToBulkSoC/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c10_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c10_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c10_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
-                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c10_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c10_s = -1
                 f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
@@ -4762,90 +4749,90 @@ def _d_CurrentDemandReqType(r):
                 _c11_Multiplier = None
                 _c11_Unit = None
                 _c11_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
                 _c11_Multiplier = ((x >> 1) & 7) + -3
-                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(p))
+                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
                 _c11_s = 1
                 if _c11_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVTargetVoltage/Unit'
                         _c11_Unit = ((x >> 4) & 15)
-                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(p))
+                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
                         else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
                         el = 'EVTargetVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c11_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c11_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c11_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
-                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVTargetVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c11_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c11_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c11_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
-                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c11_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c11_s = -1
                 f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c11_Multiplier
@@ -4853,100 +4840,100 @@ def _d_CurrentDemandReqType(r):
                 f_EVTargetVoltage.Value = _c11_Value
                 s = 10
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 8:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'RemainingTimeToBulkSoC'
                 _c12_Multiplier = None
                 _c12_Unit = None
                 _c12_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
                 _c12_Multiplier = ((x >> 1) & 7) + -3
-                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(p))
+                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
                 _c12_s = 1
                 if _c12_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'RemainingTimeToBulkSoC/Unit'
                         _c12_Unit = ((x >> 4) & 15)
-                        if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(p))
+                        if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(r.end - q))
                         else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
                         el = 'RemainingTimeToBulkSoC/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c12_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c12_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c12_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c12_Value = -_c12_Value - 1
-                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                         _c12_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'RemainingTimeToBulkSoC/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c12_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c12_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c12_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c12_Value = -_c12_Value - 1
-                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                         _c12_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c12_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c12_s = -1
                 f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
@@ -4958,90 +4945,90 @@ def _d_CurrentDemandReqType(r):
                 _c13_Multiplier = None
                 _c13_Unit = None
                 _c13_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
                 _c13_Multiplier = ((x >> 1) & 7) + -3
-                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(p))
+                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
                 _c13_s = 1
                 if _c13_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVTargetVoltage/Unit'
                         _c13_Unit = ((x >> 4) & 15)
-                        if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(p))
+                        if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(r.end - q))
                         else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
                         el = 'EVTargetVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c13_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c13_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c13_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c13_Value = -_c13_Value - 1
-                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                         _c13_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVTargetVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c13_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c13_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c13_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c13_Value = -_c13_Value - 1
-                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                         _c13_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c13_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c13_s = -1
                 f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c13_Multiplier
@@ -5049,99 +5036,99 @@ def _d_CurrentDemandReqType(r):
                 f_EVTargetVoltage.Value = _c13_Value
                 s = 10
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 9:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVTargetVoltage'
             _c14_Multiplier = None
             _c14_Unit = None
             _c14_Value = None
-            p += 6
-            if p > E: V, E, p = r.slide(p, 6)
-            x = (V >> (E - p)) & 63
-            if x & 49: raise r.deviation('PhysicalValueType', p)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetVoltage/Multiplier'
             _c14_Multiplier = ((x >> 1) & 7) + -3
-            if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(p))
+            if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
             _c14_s = 1
             if _c14_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 270: raise r.deviation('PhysicalValueType', p)
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVTargetVoltage/Unit'
                     _c14_Unit = ((x >> 4) & 15)
-                    if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(p))
+                    if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
                     else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
                     el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c14_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c14_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c14_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
-                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     _c14_s = 3
                 elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('PhysicalValueType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c14_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c14_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c14_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
-                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     _c14_s = 3
                 else:
-                    raise r.deviation('PhysicalValueType', p)
+                    raise r.deviation('PhysicalValueType', r.end - q)
             if _c14_s == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 _c14_s = -1
             f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
             f_EVTargetVoltage.Multiplier = _c14_Multiplier
@@ -5149,11 +5136,11 @@ def _d_CurrentDemandReqType(r):
             f_EVTargetVoltage.Value = _c14_Value
             s = 10
         if s == 10:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.CurrentDemandReqType)
@@ -6180,8 +6167,7 @@ def _e_CurrentDemandReqType(w, o):
 def _d_CurrentDemandResType(r):
     # {urn:din:70121:2012:MsgBody}CurrentDemandResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
@@ -6194,77 +6180,77 @@ def _d_CurrentDemandResType(r):
     f_EVSEMaximumCurrentLimit = None
     f_EVSEMaximumPowerLimit = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('CurrentDemandResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEIsolationStatus'
             _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 1) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         elif ec == 1:
-            p += 6
-            if p > E: V, E, p = r.slide(p, 6)
-            x = (V >> (E - p)) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 1) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         else:
-            raise r.deviation('DC_EVSEStatusType', p)
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 2) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
             else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
             _c1_s = -1
         f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
@@ -6272,202 +6258,202 @@ def _d_CurrentDemandResType(r):
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSEPresentVoltage'
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
         _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         _c2_s = 1
         if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPresentVoltage/Unit'
                 _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'EVSEPresentVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPresentVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSEPresentCurrent'
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentCurrent/Multiplier'
         _c3_Multiplier = ((x >> 1) & 7) + -3
-        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         _c3_s = 1
         if _c3_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPresentCurrent/Unit'
                 _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
                 else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c3_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c3_s = -1
         f_EVSEPresentCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
         f_EVSEPresentCurrent.Unit = _c3_Unit
         f_EVSEPresentCurrent.Value = _c3_Value
-        p += 12
-        if p > E: V, E, p = r.slide(p, 12)
-        x = (V >> (E - p)) & 4095
-        if x & 3549: raise r.deviation('CurrentDemandResType', p)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3549: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSECurrentLimitAchieved'
         f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
         el = 'EVSEVoltageLimitAchieved'
@@ -6476,98 +6462,98 @@ def _d_CurrentDemandResType(r):
         f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
         s = 7
         if s == 7:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'EVSEMaximumVoltageLimit'
                 _c4_Multiplier = None
                 _c4_Unit = None
                 _c4_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Multiplier'
                 _c4_Multiplier = ((x >> 1) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
                 _c4_s = 1
                 if _c4_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumVoltageLimit/Unit'
                         _c4_Unit = ((x >> 4) & 15)
-                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
                         else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
                         el = 'EVSEMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c4_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c4_s = -1
                 f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
@@ -6579,90 +6565,90 @@ def _d_CurrentDemandResType(r):
                 _c5_Multiplier = None
                 _c5_Unit = None
                 _c5_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
                 _c5_Multiplier = ((x >> 1) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
                 _c5_s = 1
                 if _c5_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumCurrentLimit/Unit'
                         _c5_Unit = ((x >> 4) & 15)
-                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
                         else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
                         el = 'EVSEMaximumCurrentLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c5_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumCurrentLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c5_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c5_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c5_s = -1
                 f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
@@ -6674,90 +6660,90 @@ def _d_CurrentDemandResType(r):
                 _c6_Multiplier = None
                 _c6_Unit = None
                 _c6_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
                 _c6_Multiplier = ((x >> 1) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
                 _c6_s = 1
                 if _c6_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumPowerLimit/Unit'
                         _c6_Unit = ((x >> 4) & 15)
-                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
                         else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
                         el = 'EVSEMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c6_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c6_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c6_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c6_s = -1
                 f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
@@ -6768,100 +6754,100 @@ def _d_CurrentDemandResType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('CurrentDemandResType', p)
+                raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 8:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSEMaximumCurrentLimit'
                 _c7_Multiplier = None
                 _c7_Unit = None
                 _c7_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
                 _c7_Multiplier = ((x >> 1) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
                 _c7_s = 1
                 if _c7_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumCurrentLimit/Unit'
                         _c7_Unit = ((x >> 4) & 15)
-                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
                         else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
                         el = 'EVSEMaximumCurrentLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c7_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c7_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumCurrentLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c7_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c7_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c7_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c7_s = -1
                 f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
@@ -6873,90 +6859,90 @@ def _d_CurrentDemandResType(r):
                 _c8_Multiplier = None
                 _c8_Unit = None
                 _c8_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
                 _c8_Multiplier = ((x >> 1) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 _c8_s = 1
                 if _c8_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumPowerLimit/Unit'
                         _c8_Unit = ((x >> 4) & 15)
-                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
                         else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
                         el = 'EVSEMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c8_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c8_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c8_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c8_s = -1
                 f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
@@ -6967,100 +6953,100 @@ def _d_CurrentDemandResType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('CurrentDemandResType', p)
+                raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 9:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSEMaximumPowerLimit'
                 _c9_Multiplier = None
                 _c9_Unit = None
                 _c9_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
                 _c9_Multiplier = ((x >> 1) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
                 _c9_s = 1
                 if _c9_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumPowerLimit/Unit'
                         _c9_Unit = ((x >> 4) & 15)
-                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
+                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
                         else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
                         el = 'EVSEMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c9_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c9_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c9_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c9_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c9_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c9_s = -1
                 f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
@@ -7071,13 +7057,13 @@ def _d_CurrentDemandResType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('CurrentDemandResType', p)
+                raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 10:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.CurrentDemandResType)
@@ -7713,119 +7699,118 @@ def _e_CurrentDemandResType(w, o):
 def _d_MeteringReceiptReqType(r):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SessionID = None
     f_SAScheduleTupleID = None
     f_MeterInfo = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
             el = 'SessionID'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
                 f_SessionID = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
             s = 2
         elif ec == 1:
             el = 'SessionID'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
                 f_SessionID = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
             s = 2
         else:
-            raise r.deviation('MeteringReceiptReqType', p)
+            raise r.deviation('MeteringReceiptReqType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeteringReceiptReqType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                 el = 'SAScheduleTupleID'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_SAScheduleTupleID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_SAScheduleTupleID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_SAScheduleTupleID = (V >> q) & 127
                 else:
-                    r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptReqType', p)
+                    r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 1:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             else:
-                raise r.deviation('MeteringReceiptReqType', p)
+                raise r.deviation('MeteringReceiptReqType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.MeteringReceiptReqType)
@@ -7927,58 +7912,57 @@ def _e_MeteringReceiptReqType(w, o):
 def _d_MeteringReceiptResType(r):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_AC_EVSEStatus = None
     try:
-        p += 19
-        if p > E: V, E, p = r.slide(p, 19)
-        x = (V >> (E - p)) & 524287
-        if x & 397175: raise r.deviation('MeteringReceiptResType', p)
+        q -= 19
+        if q < 0: V, q = r.slideq(q, 19)
+        x = (V >> q) & 524287
+        if x & 397175: raise r.deviation('MeteringReceiptResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 12) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'AC_EVSEStatus/PowerSwitchClosed'
         _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
         el = 'AC_EVSEStatus/RCD'
         _c1_RCD = ((x >> 3) & 1) == 1
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 8
-        if p > E: V, E, p = r.slide(p, 8)
-        x = (V >> (E - p)) & 255
-        if x & 231: raise r.deviation('MeteringReceiptResType', p)
-        if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 231: raise r.deviation('MeteringReceiptResType', r.end - q)
+        if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'AC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 3) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
         f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
         f_AC_EVSEStatus.RCD = _c1_RCD
         f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.MeteringReceiptResType)
@@ -8039,84 +8023,83 @@ def _e_MeteringReceiptResType(w, o):
 def _d_PaymentDetailsReqType(r):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ContractID = None
     f_ContractSignatureCertChain = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
             f_ContractID = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             f_ContractID = r.string('din_msgbody:ContractID')
             if len(f_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractSignatureCertChain'
         _c1_Certificate = None
         _c1_SubCertificates = None
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
         el = 'ContractSignatureCertChain/Certificate'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
             _c1_Certificate = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+            if len(_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
+                raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PaymentDetailsReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.PaymentDetailsReqType)
@@ -8197,66 +8180,65 @@ def _e_PaymentDetailsReqType(w, o):
 def _d_PaymentDetailsResType(r):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_GenChallenge = None
     f_DateTimeNow = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('PaymentDetailsResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('PaymentDetailsResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'GenChallenge'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
             f_GenChallenge = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             f_GenChallenge = r.string('din_msgbody:GenChallenge')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('PaymentDetailsResType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('PaymentDetailsResType', r.end - q)
         el = 'DateTimeNow'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_DateTimeNow = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_DateTimeNow = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_DateTimeNow = (V >> q) & 127
         else:
-            r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsResType', p)
+            r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PaymentDetailsResType', r.end - q)
         if _neg: f_DateTimeNow = -f_DateTimeNow - 1
-        if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(p))
-        r.pos = p
+        if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.PaymentDetailsResType)
@@ -8313,41 +8295,40 @@ def _e_PaymentDetailsResType(w, o):
 def _d_PowerDeliveryReqType(r):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ReadyToChargeState = None
     f_ChargingProfile = None
     f_DC_EVPowerDeliveryParameter = None
     f_EVPowerDeliveryParameter = None
     try:
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 13: raise r.deviation('PowerDeliveryReqType', p)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 13: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'ReadyToChargeState'
         f_ReadyToChargeState = ((x >> 1) & 1) == 1
         s = 1
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'ChargingProfile'
-                r.pos = p
+                r.pos = r.end - q
                 f_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 2
             elif ec == 1:
                 el = 'DC_EVPowerDeliveryParameter'
-                r.pos = p
+                r.pos = r.end - q
                 f_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
                 f_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
                 s = 3
@@ -8355,21 +8336,21 @@ def _d_PowerDeliveryReqType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('PowerDeliveryReqType', p)
+                raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DC_EVPowerDeliveryParameter'
-                r.pos = p
+                r.pos = r.end - q
                 f_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
                 f_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
                 s = 3
@@ -8377,13 +8358,13 @@ def _d_PowerDeliveryReqType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('PowerDeliveryReqType', p)
+                raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.PowerDeliveryReqType)
@@ -8479,63 +8460,62 @@ def _e_PowerDeliveryReqType(w, o):
 def _d_PowerDeliveryResType(r):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_AC_EVSEStatus = None
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        p += 8
-        if p > E: V, E, p = r.slide(p, 8)
-        x = (V >> (E - p)) & 255
-        if x & 193: raise r.deviation('PowerDeliveryResType', p)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 193: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 1) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 887: raise r.deviation('PowerDeliveryResType', p)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 887: raise r.deviation('PowerDeliveryResType', r.end - q)
                 el = 'AC_EVSEStatus/PowerSwitchClosed'
                 _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
                 el = 'AC_EVSEStatus/RCD'
                 _c1_RCD = ((x >> 3) & 1) == 1
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 115: raise r.deviation('PowerDeliveryResType', p)
-                if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 115: raise r.deviation('PowerDeliveryResType', r.end - q)
+                if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c1_EVSENotification = ((x >> 2) & 3)
-                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
                 else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
                 f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
                 f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
@@ -8549,64 +8529,64 @@ def _d_PowerDeliveryResType(r):
                 _c2_EVSEStatusCode = None
                 _c2_NotificationMaxDelay = None
                 _c2_EVSENotification = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 11
-                    if p > E: V, E, p = r.slide(p, 11)
-                    x = (V >> (E - p)) & 2047
-                    if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+                    q -= 11
+                    if q < 0: V, q = r.slideq(q, 11)
+                    x = (V >> q) & 2047
+                    if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
                     _c2_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
                     el = 'DC_EVSEStatus/EVSEStatusCode'
                     _c2_EVSEStatusCode = ((x >> 1) & 15)
-                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                     else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                     _c2_s = 2
                 elif ec == 1:
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                     el = 'DC_EVSEStatus/EVSEStatusCode'
                     _c2_EVSEStatusCode = ((x >> 1) & 15)
-                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                     else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                     _c2_s = 2
                 else:
-                    raise r.deviation('DC_EVSEStatusType', p)
+                    raise r.deviation('DC_EVSEStatusType', r.end - q)
                 if _c2_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
                     el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_NotificationMaxDelay = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_NotificationMaxDelay = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 7
-                    if p > E: V, E, p = r.slide(p, 7)
-                    x = (V >> (E - p)) & 127
-                    if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-                    if _c2_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(p))
+                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 7
+                    if q < 0: V, q = r.slideq(q, 7)
+                    x = (V >> q) & 127
+                    if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                    if _c2_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     el = 'DC_EVSEStatus/EVSENotification'
                     _c2_EVSENotification = ((x >> 2) & 3)
-                    if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+                    if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
                     else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
                     _c2_s = -1
                 f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
@@ -8616,20 +8596,20 @@ def _d_PowerDeliveryResType(r):
                 f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
                 s = 2
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
                 el = 'EVSEStatus'
                 f_EVSEStatus = _new(din_msgdatatypes.EVSEStatusType)
                 s = 2
             else:
-                raise r.deviation('PowerDeliveryResType', p)
+                raise r.deviation('PowerDeliveryResType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.PowerDeliveryResType)
@@ -8770,103 +8750,102 @@ def _e_PowerDeliveryResType(w, o):
 def _d_PreChargeReqType(r):
     # {urn:din:70121:2012:MsgBody}PreChargeReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     f_EVTargetVoltage = None
     f_EVTargetCurrent = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'DC_EVStatus'
         _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 1) & 1) == 1
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
                 _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 2
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 3:
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
             _c1_EVErrorCode = ((x >> 1) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
-            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
         f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
@@ -8874,202 +8853,202 @@ def _d_PreChargeReqType(r):
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'EVTargetVoltage'
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetVoltage/Multiplier'
         _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         _c2_s = 1
         if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Unit'
                 _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVTargetVoltage.Multiplier = _c2_Multiplier
         f_EVTargetVoltage.Unit = _c2_Unit
         f_EVTargetVoltage.Value = _c2_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'EVTargetCurrent'
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetCurrent/Multiplier'
         _c3_Multiplier = ((x >> 1) & 7) + -3
-        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         _c3_s = 1
         if _c3_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetCurrent/Unit'
                 _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
                 else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c3_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c3_s = -1
         f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c3_Multiplier
         f_EVTargetCurrent.Unit = _c3_Unit
         f_EVTargetCurrent.Value = _c3_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PreChargeReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.PreChargeReqType)
@@ -9308,84 +9287,83 @@ def _e_PreChargeReqType(w, o):
 def _d_PreChargeResType(r):
     # {urn:din:70121:2012:MsgBody}PreChargeResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('PreChargeResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('PreChargeResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEIsolationStatus'
             _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 1) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         elif ec == 1:
-            p += 6
-            if p > E: V, E, p = r.slide(p, 6)
-            x = (V >> (E - p)) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 1) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         else:
-            raise r.deviation('DC_EVSEStatusType', p)
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 2) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
             else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
             _c1_s = -1
         f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
@@ -9393,106 +9371,106 @@ def _d_PreChargeResType(r):
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PreChargeResType', r.end - q)
         el = 'EVSEPresentVoltage'
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
         _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         _c2_s = 1
         if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPresentVoltage/Unit'
                 _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'EVSEPresentVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPresentVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PreChargeResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.PreChargeResType)
@@ -9645,38 +9623,37 @@ def _e_PreChargeResType(w, o):
 def _d_ServiceDetailReqType(r):
     # {urn:din:70121:2012:MsgBody}ServiceDetailReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceID = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
         el = 'ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
-        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
-        r.pos = p
+            r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ServiceDetailReqType)
@@ -9713,64 +9690,63 @@ def _e_ServiceDetailReqType(w, o):
 def _d_ServiceDetailResType(r):
     # {urn:din:70121:2012:MsgBody}ServiceDetailResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_ServiceID = None
     f_ServiceParameterList = None
     try:
-        p += 10
-        if p > E: V, E, p = r.slide(p, 10)
-        x = (V >> (E - p)) & 1023
-        if x & 775: raise r.deviation('ServiceDetailResType', p)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 3) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+            r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceParameterList'
-                r.pos = p
+                r.pos = r.end - q
                 f_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ServiceDetailResType', p)
-        r.pos = p
+                raise r.deviation('ServiceDetailResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ServiceDetailResType)
@@ -9834,38 +9810,37 @@ def _e_ServiceDetailResType(w, o):
 def _d_ServiceDiscoveryReqType(r):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceScope = None
     f_ServiceCategory = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'ServiceScope'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                 f_ServiceScope = ''
             else:
-                r.pos = p
+                r.pos = r.end - q
                 f_ServiceScope = r.string('din_msgbody:ServiceScope')
                 if len(f_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
             s = 1
         elif ec == 1:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            x = (V >> (E - p)) & 15
-            if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             el = 'ServiceCategory'
             f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
             s = 2
@@ -9873,16 +9848,16 @@ def _d_ServiceDiscoveryReqType(r):
             pass
             s = -1
         else:
-            raise r.deviation('ServiceDiscoveryReqType', p)
+            raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 s = 2
@@ -9890,13 +9865,13 @@ def _d_ServiceDiscoveryReqType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ServiceDiscoveryReqType', p)
+                raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ServiceDiscoveryReqType)
@@ -9967,143 +9942,142 @@ def _e_ServiceDiscoveryReqType(w, o):
 def _d_ServiceDiscoveryResType(r):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_PaymentOptions = None
     f_ChargeService = None
     f_ServiceList = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'PaymentOptions'
-        r.pos = p
+        r.pos = r.end - q
         f_PaymentOptions = c_din_msgdatatypes._d_PaymentOptionsType(r)
-        V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceDiscoveryResType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ChargeService/ServiceTag'
         _c1_c1_ServiceID = None
         _c1_c1_ServiceName = None
         _c1_c1_ServiceCategory = None
         _c1_c1_ServiceScope = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ChargeService/ServiceTag/ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(p))
+            r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
         _c1_c1_s = 1
         if _c1_c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ChargeService/ServiceTag/ServiceName'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                     _c1_c1_ServiceName = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                     if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('ServiceTagType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ChargeService/ServiceTag/ServiceCategory'
                 _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 _c1_c1_s = 3
             elif ec == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('ServiceTagType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ChargeService/ServiceTag/ServiceCategory'
                 _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 _c1_c1_s = 3
             else:
-                raise r.deviation('ServiceTagType', p)
+                raise r.deviation('ServiceTagType', r.end - q)
         if _c1_c1_s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ChargeService/ServiceTag/ServiceScope'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                     _c1_c1_ServiceScope = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                     if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
                 _c1_c1_s = -1
             elif ec == 1:
                 pass
                 _c1_c1_s = -1
             else:
-                raise r.deviation('ServiceTagType', p)
+                raise r.deviation('ServiceTagType', r.end - q)
         _c1_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
         _c1_ServiceTag.ServiceID = _c1_c1_ServiceID
         _c1_ServiceTag.ServiceName = _c1_c1_ServiceName
         _c1_ServiceTag.ServiceCategory = _c1_c1_ServiceCategory
         _c1_ServiceTag.ServiceScope = _c1_c1_ServiceScope
-        p += 12
-        if p > E: V, E, p = r.slide(p, 12)
-        x = (V >> (E - p)) & 4095
-        if x & 3523: raise r.deviation('ServiceDiscoveryResType', p)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3523: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ChargeService/FreeService'
         _c1_FreeService = ((x >> 9) & 1) == 1
         el = 'ChargeService/EnergyTransferType'
         _c1_EnergyTransferType = ((x >> 2) & 15)
-        if _c1_EnergyTransferType >= 10: _c1_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', _c1_EnergyTransferType, 10, r.at(p))
+        if _c1_EnergyTransferType >= 10: _c1_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', _c1_EnergyTransferType, 10, r.at(r.end - q))
         else: _c1_EnergyTransferType = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[_c1_EnergyTransferType]
         f_ChargeService = _new(din_msgdatatypes.ServiceChargeType)
         f_ChargeService.ServiceTag = _c1_ServiceTag
@@ -10111,24 +10085,24 @@ def _d_ServiceDiscoveryResType(r):
         f_ChargeService.EnergyTransferType = _c1_EnergyTransferType
         s = 3
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceList'
-                r.pos = p
+                r.pos = r.end - q
                 f_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ServiceDiscoveryResType', p)
-        r.pos = p
+                raise r.deviation('ServiceDiscoveryResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ServiceDiscoveryResType)
@@ -10282,26 +10256,25 @@ def _e_ServiceDiscoveryResType(w, o):
 def _d_ServicePaymentSelectionReqType(r):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SelectedPaymentOption = None
     f_SelectedServiceList = None
     try:
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 27: raise r.deviation('ServicePaymentSelectionReqType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 27: raise r.deviation('ServicePaymentSelectionReqType', r.end - q)
         el = 'SelectedPaymentOption'
         f_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
         el = 'SelectedServiceList'
-        r.pos = p
+        r.pos = r.end - q
         f_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServicePaymentSelectionReqType', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServicePaymentSelectionReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ServicePaymentSelectionReqType)
@@ -10343,20 +10316,19 @@ def _e_ServicePaymentSelectionReqType(w, o):
 def _d_ServicePaymentSelectionResType(r):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('ServicePaymentSelectionResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('ServicePaymentSelectionResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.ServicePaymentSelectionResType)
@@ -10388,36 +10360,35 @@ def _e_ServicePaymentSelectionResType(w, o):
 def _d_SessionSetupReqType(r):
     # {urn:din:70121:2012:MsgBody}SessionSetupReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVCCID = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'EVCCID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
             f_EVCCID = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', f_EVCCID, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
-        r.pos = p
+                r.pos = r.end - q; f_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', f_EVCCID, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.SessionSetupReqType)
@@ -10453,81 +10424,80 @@ def _e_SessionSetupReqType(w, o):
 def _d_SessionSetupResType(r):
     # {urn:din:70121:2012:MsgBody}SessionSetupResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEID = None
     f_DateTimeNow = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('SessionSetupResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('SessionSetupResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
             f_EVSEID = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_EVSEID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_EVSEID = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
+                r.pos = r.end - q; f_EVSEID = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('SessionSetupResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                 el = 'DateTimeNow'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_DateTimeNow = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_DateTimeNow = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_DateTimeNow = (V >> q) & 127
                 else:
-                    r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
+                    r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
                 if _neg: f_DateTimeNow = -f_DateTimeNow - 1
-                if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(p))
+                if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SessionSetupResType', p)
-        r.pos = p
+                raise r.deviation('SessionSetupResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.SessionSetupResType)
@@ -10593,20 +10563,19 @@ def _e_SessionSetupResType(w, o):
 def _d_SessionStopResType(r):
     # {urn:din:70121:2012:MsgBody}SessionStopResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('SessionStopResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('SessionStopResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.SessionStopResType)
@@ -10638,14 +10607,13 @@ def _e_SessionStopResType(w, o):
 def _d_SessionStopType(r):
     # {urn:din:70121:2012:MsgBody}SessionStopType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SessionStopType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SessionStopType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.SessionStopType)
@@ -10668,101 +10636,100 @@ def _e_SessionStopType(w, o):
 def _d_WeldingDetectionReqType(r):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WeldingDetectionReqType', r.end - q)
         el = 'DC_EVStatus'
         _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 1) & 1) == 1
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
                 _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 2
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 3:
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
             _c1_EVErrorCode = ((x >> 1) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
-            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
         f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
@@ -10770,10 +10737,10 @@ def _d_WeldingDetectionReqType(r):
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WeldingDetectionReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.WeldingDetectionReqType)
@@ -10886,84 +10853,83 @@ def _e_WeldingDetectionReqType(w, o):
 def _d_WeldingDetectionResType(r):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('WeldingDetectionResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEIsolationStatus'
             _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 1) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         elif ec == 1:
-            p += 6
-            if p > E: V, E, p = r.slide(p, 6)
-            x = (V >> (E - p)) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 1) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         else:
-            raise r.deviation('DC_EVSEStatusType', p)
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 2) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
             else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
             _c1_s = -1
         f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
@@ -10971,106 +10937,106 @@ def _d_WeldingDetectionResType(r):
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'EVSEPresentVoltage'
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
         _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         _c2_s = 1
         if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPresentVoltage/Unit'
                 _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'EVSEPresentVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPresentVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WeldingDetectionResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgbody.WeldingDetectionResType)

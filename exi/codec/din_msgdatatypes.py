@@ -31,8 +31,7 @@ _I_din_msgdatatypes_valueType = {v: i for i, v in enumerate(din_msgdatatypes.val
 def _d_AC_EVChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_EAmount = None
@@ -40,417 +39,417 @@ def _d_AC_EVChargeParameterType(r):
     f_EVMaxCurrent = None
     f_EVMinCurrent = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'DepartureTime'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_DepartureTime = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_DepartureTime = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_DepartureTime = (V >> q) & 127
         else:
-            r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
-        if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+            r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         el = 'EAmount'
         _c1_Multiplier = None
         _c1_Unit = None
         _c1_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EAmount/Multiplier'
         _c1_Multiplier = ((x >> 1) & 7) + -3
-        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EAmount/Unit'
                 _c1_Unit = ((x >> 4) & 15)
-                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
                 else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
                 el = 'EAmount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 _c1_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EAmount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 _c1_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c1_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c1_s = -1
         f_EAmount = _new(din_msgdatatypes.PhysicalValueType)
         f_EAmount.Multiplier = _c1_Multiplier
         f_EAmount.Unit = _c1_Unit
         f_EAmount.Value = _c1_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMaxVoltage'
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaxVoltage/Multiplier'
         _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         _c2_s = 1
         if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaxVoltage/Unit'
                 _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'EVMaxVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaxVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVMaxVoltage.Multiplier = _c2_Multiplier
         f_EVMaxVoltage.Unit = _c2_Unit
         f_EVMaxVoltage.Value = _c2_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMaxCurrent'
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaxCurrent/Multiplier'
         _c3_Multiplier = ((x >> 1) & 7) + -3
-        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         _c3_s = 1
         if _c3_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaxCurrent/Unit'
                 _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
                 else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
                 el = 'EVMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c3_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c3_s = -1
         f_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVMaxCurrent.Multiplier = _c3_Multiplier
         f_EVMaxCurrent.Unit = _c3_Unit
         f_EVMaxCurrent.Value = _c3_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMinCurrent'
         _c4_Multiplier = None
         _c4_Unit = None
         _c4_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMinCurrent/Multiplier'
         _c4_Multiplier = ((x >> 1) & 7) + -3
-        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
         _c4_s = 1
         if _c4_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMinCurrent/Unit'
                 _c4_Unit = ((x >> 4) & 15)
-                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
                 else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVMinCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMinCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c4_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c4_s = -1
         f_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVMinCurrent.Multiplier = _c4_Multiplier
         f_EVMinCurrent.Unit = _c4_Unit
         f_EVMinCurrent.Value = _c4_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.AC_EVChargeParameterType)
@@ -739,49 +738,48 @@ def _e_AC_EVChargeParameterType(w, o):
 def _d_AC_EVSEChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_AC_EVSEStatus = None
     f_EVSEMaxVoltage = None
     f_EVSEMaxCurrent = None
     f_EVSEMinCurrent = None
     try:
-        p += 11
-        if p > E: V, E, p = r.slide(p, 11)
-        x = (V >> (E - p)) & 2047
-        if x & 1911: raise r.deviation('AC_EVSEChargeParameterType', p)
+        q -= 11
+        if q < 0: V, q = r.slideq(q, 11)
+        x = (V >> q) & 2047
+        if x & 1911: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'AC_EVSEStatus/PowerSwitchClosed'
         _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
         el = 'AC_EVSEStatus/RCD'
         _c1_RCD = ((x >> 3) & 1) == 1
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 8
-        if p > E: V, E, p = r.slide(p, 8)
-        x = (V >> (E - p)) & 255
-        if x & 231: raise r.deviation('AC_EVSEChargeParameterType', p)
-        if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 231: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
+        if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'AC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 3) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
         f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
@@ -792,291 +790,291 @@ def _d_AC_EVSEChargeParameterType(r):
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaxVoltage/Multiplier'
         _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         _c2_s = 1
         if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaxVoltage/Unit'
                 _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'EVSEMaxVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaxVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEMaxVoltage.Multiplier = _c2_Multiplier
         f_EVSEMaxVoltage.Unit = _c2_Unit
         f_EVSEMaxVoltage.Value = _c2_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMaxCurrent'
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaxCurrent/Multiplier'
         _c3_Multiplier = ((x >> 1) & 7) + -3
-        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         _c3_s = 1
         if _c3_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaxCurrent/Unit'
                 _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
                 else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
                 el = 'EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 _c3_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c3_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c3_s = -1
         f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
         f_EVSEMaxCurrent.Unit = _c3_Unit
         f_EVSEMaxCurrent.Value = _c3_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMinCurrent'
         _c4_Multiplier = None
         _c4_Unit = None
         _c4_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinCurrent/Multiplier'
         _c4_Multiplier = ((x >> 1) & 7) + -3
-        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
         _c4_s = 1
         if _c4_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMinCurrent/Unit'
                 _c4_Unit = ((x >> 4) & 15)
-                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
                 else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVSEMinCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMinCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 _c4_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c4_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c4_s = -1
         f_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEMinCurrent.Multiplier = _c4_Multiplier
         f_EVSEMinCurrent.Unit = _c4_Unit
         f_EVSEMinCurrent.Value = _c4_Value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.AC_EVSEChargeParameterType)
@@ -1319,51 +1317,50 @@ def _e_AC_EVSEChargeParameterType(w, o):
 def _d_AC_EVSEStatusType(r):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_PowerSwitchClosed = None
     f_RCD = None
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        p += 10
-        if p > E: V, E, p = r.slide(p, 10)
-        x = (V >> (E - p)) & 1023
-        if x & 887: raise r.deviation('AC_EVSEStatusType', p)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 887: raise r.deviation('AC_EVSEStatusType', r.end - q)
         el = 'PowerSwitchClosed'
         f_PowerSwitchClosed = ((x >> 7) & 1) == 1
         el = 'RCD'
         f_RCD = ((x >> 3) & 1) == 1
         el = 'NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 7
-        if p > E: V, E, p = r.slide(p, 7)
-        x = (V >> (E - p)) & 127
-        if x & 115: raise r.deviation('AC_EVSEStatusType', p)
-        if f_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 115: raise r.deviation('AC_EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 3)
-        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.AC_EVSEStatusType)
@@ -1419,53 +1416,52 @@ def _e_AC_EVSEStatusType(w, o):
 def _d_CertificateChainType(r):
     # {urn:din:70121:2012:MsgDataTypes}CertificateChainType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Certificate = None
     f_SubCertificates = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
         el = 'Certificate'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
             f_Certificate = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', f_Certificate, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', f_Certificate, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 f_SubCertificates = _d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
-        r.pos = p
+                raise r.deviation('CertificateChainType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.CertificateChainType)
@@ -1521,152 +1517,151 @@ def _e_CertificateChainType(w, o):
 def _d_ChargingProfileType(r):
     # {urn:din:70121:2012:MsgDataTypes}ChargingProfileType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SAScheduleTupleID = None
     f_ProfileEntry = []
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('ChargingProfileType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ChargingProfileType', r.end - q)
         el = 'SAScheduleTupleID'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_SAScheduleTupleID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_SAScheduleTupleID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_SAScheduleTupleID = (V >> q) & 127
         else:
-            r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        if (V >> (E - p)) & 15: raise r.deviation('ChargingProfileType', p)
+            r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        if (V >> q) & 15: raise r.deviation('ChargingProfileType', r.end - q)
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
+        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryStart'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_ChargingProfileEntryStart = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_ChargingProfileEntryStart = (V >> q) & 127
         else:
-            r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('ChargingProfileType', p)
-        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(p))
+            r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
+        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_ChargingProfileEntryMaxPower = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_ChargingProfileEntryMaxPower = (V >> q) & 127
         else:
-            r.pos = p; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
+            r.pos = r.end - q; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
         if _neg: _c1_ChargingProfileEntryMaxPower = -_c1_ChargingProfileEntryMaxPower - 1
-        if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c1_ChargingProfileEntryMaxPower, r.at(p))
+        if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c1_ChargingProfileEntryMaxPower, r.at(r.end - q))
         _v = _new(din_msgdatatypes.ProfileEntryType)
         _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
         _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
         f_ProfileEntry.append(_v)
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
                 el = 'ProfileEntry/ChargingProfileEntryStart'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_ChargingProfileEntryStart = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_ChargingProfileEntryStart = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('ChargingProfileType', p)
-                if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(p))
+                    r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
+                if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_ChargingProfileEntryMaxPower = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_ChargingProfileEntryMaxPower = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
+                    r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
                 if _neg: _c2_ChargingProfileEntryMaxPower = -_c2_ChargingProfileEntryMaxPower - 1
-                if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c2_ChargingProfileEntryMaxPower, r.at(p))
+                if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c2_ChargingProfileEntryMaxPower, r.at(r.end - q))
                 _v = _new(din_msgdatatypes.ProfileEntryType)
                 _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
                 _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
@@ -1676,65 +1671,65 @@ def _d_ChargingProfileType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ChargingProfileType', p)
+                raise r.deviation('ChargingProfileType', r.end - q)
         if s == 3:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
                     el = 'ProfileEntry/ChargingProfileEntryStart'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_ChargingProfileEntryStart = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_ChargingProfileEntryStart = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('ChargingProfileType', p)
-                    if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(p))
+                        r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
+                    if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_ChargingProfileEntryMaxPower = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_ChargingProfileEntryMaxPower = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
+                        r.pos = r.end - q; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
                     if _neg: _c3_ChargingProfileEntryMaxPower = -_c3_ChargingProfileEntryMaxPower - 1
-                    if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c3_ChargingProfileEntryMaxPower, r.at(p))
+                    if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c3_ChargingProfileEntryMaxPower, r.at(r.end - q))
                     _v = _new(din_msgdatatypes.ProfileEntryType)
                     _v.ChargingProfileEntryStart = _c3_ChargingProfileEntryStart
                     _v.ChargingProfileEntryMaxPower = _c3_ChargingProfileEntryMaxPower
@@ -1744,8 +1739,8 @@ def _d_ChargingProfileType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('ChargingProfileType', p)
-        r.pos = p
+                    raise r.deviation('ChargingProfileType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ChargingProfileType)
@@ -1881,98 +1876,97 @@ def _e_ChargingProfileType(w, o):
 def _d_ConsumptionCostType(r):
     # {urn:din:70121:2012:MsgDataTypes}ConsumptionCostType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_startValue = None
     f_Cost = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ConsumptionCostType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ConsumptionCostType', r.end - q)
         el = 'startValue'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_startValue = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_startValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_startValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_startValue = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_startValue = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_startValue = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_startValue = (V >> q) & 127
         else:
-            r.pos = p; f_startValue = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
-        if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(p))
+            r.pos = r.end - q; f_startValue = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ConsumptionCostType', r.end - q)
+        if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Cost'
                 _c1_costKind = None
                 _c1_amount = None
                 _c1_amountMultiplier = None
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 103: raise r.deviation('CostType', p)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 103: raise r.deviation('CostType', r.end - q)
                 el = 'Cost/costKind'
                 _c1_costKind = ((x >> 3) & 3)
-                if _c1_costKind >= 3: _c1_costKind = r.enum_index('CostType/costKind', _c1_costKind, 3, r.at(p))
+                if _c1_costKind >= 3: _c1_costKind = r.enum_index('CostType/costKind', _c1_costKind, 3, r.at(r.end - q))
                 else: _c1_costKind = _E_din_msgdatatypes_costKindType[_c1_costKind]
                 el = 'Cost/amount'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_amount = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_amount = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_amount = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-                if _c1_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c1_amount, r.at(p))
+                    r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                if _c1_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c1_amount, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 35: raise r.deviation('CostType', p)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 35: raise r.deviation('CostType', r.end - q)
                         el = 'Cost/amountMultiplier'
                         _c1_amountMultiplier = ((x >> 2) & 7) + -3
-                        if _c1_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c1_amountMultiplier, r.at(p))
+                        if _c1_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c1_amountMultiplier, r.at(r.end - q))
                         _c1_s = -1
                     elif ec == 1:
                         pass
                         _c1_s = -1
                     else:
-                        raise r.deviation('CostType', p)
+                        raise r.deviation('CostType', r.end - q)
                 _v = _new(din_msgdatatypes.CostType)
                 _v.costKind = _c1_costKind
                 _v.amount = _c1_amount
@@ -1983,67 +1977,67 @@ def _d_ConsumptionCostType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ConsumptionCostType', p)
+                raise r.deviation('ConsumptionCostType', r.end - q)
         if s == 2:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Cost'
                     _c2_costKind = None
                     _c2_amount = None
                     _c2_amountMultiplier = None
-                    p += 7
-                    if p > E: V, E, p = r.slide(p, 7)
-                    x = (V >> (E - p)) & 127
-                    if x & 103: raise r.deviation('CostType', p)
+                    q -= 7
+                    if q < 0: V, q = r.slideq(q, 7)
+                    x = (V >> q) & 127
+                    if x & 103: raise r.deviation('CostType', r.end - q)
                     el = 'Cost/costKind'
                     _c2_costKind = ((x >> 3) & 3)
-                    if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(p))
+                    if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(r.end - q))
                     else: _c2_costKind = _E_din_msgdatatypes_costKindType[_c2_costKind]
                     el = 'Cost/amount'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_amount = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_amount = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_amount = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-                    if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(p))
+                        r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                    if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
                     _c2_s = 2
                     if _c2_s == 2:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
-                            p += 6
-                            if p > E: V, E, p = r.slide(p, 6)
-                            x = (V >> (E - p)) & 63
-                            if x & 35: raise r.deviation('CostType', p)
+                            q -= 6
+                            if q < 0: V, q = r.slideq(q, 6)
+                            x = (V >> q) & 63
+                            if x & 35: raise r.deviation('CostType', r.end - q)
                             el = 'Cost/amountMultiplier'
                             _c2_amountMultiplier = ((x >> 2) & 7) + -3
-                            if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(p))
+                            if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(r.end - q))
                             _c2_s = -1
                         elif ec == 1:
                             pass
                             _c2_s = -1
                         else:
-                            raise r.deviation('CostType', p)
+                            raise r.deviation('CostType', r.end - q)
                     _v = _new(din_msgdatatypes.CostType)
                     _v.costKind = _c2_costKind
                     _v.amount = _c2_amount
@@ -2054,8 +2048,8 @@ def _d_ConsumptionCostType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('ConsumptionCostType', p)
-        r.pos = p
+                    raise r.deviation('ConsumptionCostType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ConsumptionCostType)
@@ -2199,64 +2193,63 @@ def _e_ConsumptionCostType(w, o):
 def _d_CostType(r):
     # {urn:din:70121:2012:MsgDataTypes}CostType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_costKind = None
     f_amount = None
     f_amountMultiplier = None
     try:
-        p += 7
-        if p > E: V, E, p = r.slide(p, 7)
-        x = (V >> (E - p)) & 127
-        if x & 103: raise r.deviation('CostType', p)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 103: raise r.deviation('CostType', r.end - q)
         el = 'costKind'
         f_costKind = ((x >> 3) & 3)
-        if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
+        if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(r.end - q))
         else: f_costKind = _E_din_msgdatatypes_costKindType[f_costKind]
         el = 'amount'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_amount = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_amount = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_amount = (V >> q) & 127
         else:
-            r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-        if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(p))
+            r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+        if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 35: raise r.deviation('CostType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 35: raise r.deviation('CostType', r.end - q)
                 el = 'amountMultiplier'
                 f_amountMultiplier = ((x >> 2) & 7) + -3
-                if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(p))
+                if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('CostType', p)
-        r.pos = p
+                raise r.deviation('CostType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.CostType)
@@ -2316,8 +2309,7 @@ def _e_CostType(w, o):
 def _d_DC_EVChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     f_EVMaximumCurrentLimit = None
@@ -2328,96 +2320,96 @@ def _d_DC_EVChargeParameterType(r):
     f_FullSOC = None
     f_BulkSOC = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
         el = 'DC_EVStatus'
         _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 1) & 1) == 1
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
                 _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 2
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 3:
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
             _c1_EVErrorCode = ((x >> 1) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
-            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
         f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
@@ -2425,97 +2417,97 @@ def _d_DC_EVChargeParameterType(r):
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
         el = 'EVMaximumCurrentLimit'
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaximumCurrentLimit/Multiplier'
         _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         _c2_s = 1
         if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Unit'
                 _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
         f_EVMaximumCurrentLimit.Multiplier = _c2_Multiplier
@@ -2523,194 +2515,194 @@ def _d_DC_EVChargeParameterType(r):
         f_EVMaximumCurrentLimit.Value = _c2_Value
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVMaximumPowerLimit'
                 _c3_Multiplier = None
                 _c3_Unit = None
                 _c3_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
                 _c3_Multiplier = ((x >> 1) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
                 _c3_s = 1
                 if _c3_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumPowerLimit/Unit'
                         _c3_Unit = ((x >> 4) & 15)
-                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
                         else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
                         el = 'EVMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c3_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c3_s = -1
                 f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c3_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c3_Unit
                 f_EVMaximumPowerLimit.Value = _c3_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVMaximumVoltageLimit'
                 _c4_Multiplier = None
                 _c4_Unit = None
                 _c4_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Multiplier'
                 _c4_Multiplier = ((x >> 1) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
                 _c4_s = 1
                 if _c4_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumVoltageLimit/Unit'
                         _c4_Unit = ((x >> 4) & 15)
-                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
                         else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
                         el = 'EVMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c4_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c4_s = -1
                 f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c4_Multiplier
@@ -2722,90 +2714,90 @@ def _d_DC_EVChargeParameterType(r):
                 _c5_Multiplier = None
                 _c5_Unit = None
                 _c5_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Multiplier'
                 _c5_Multiplier = ((x >> 1) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
                 _c5_s = 1
                 if _c5_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumVoltageLimit/Unit'
                         _c5_Unit = ((x >> 4) & 15)
-                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
                         else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
                         el = 'EVMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c5_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c5_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c5_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c5_s = -1
                 f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
@@ -2813,100 +2805,100 @@ def _d_DC_EVChargeParameterType(r):
                 f_EVMaximumVoltageLimit.Value = _c5_Value
                 s = 4
             else:
-                raise r.deviation('DC_EVChargeParameterType', p)
+                raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 4:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'EVEnergyCapacity'
                 _c6_Multiplier = None
                 _c6_Unit = None
                 _c6_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyCapacity/Multiplier'
                 _c6_Multiplier = ((x >> 1) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
                 _c6_s = 1
                 if _c6_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVEnergyCapacity/Unit'
                         _c6_Unit = ((x >> 4) & 15)
-                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
                         else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
                         el = 'EVEnergyCapacity/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c6_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVEnergyCapacity/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c6_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c6_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                         _c6_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c6_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c6_s = -1
                 f_EVEnergyCapacity = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVEnergyCapacity.Multiplier = _c6_Multiplier
@@ -2918,90 +2910,90 @@ def _d_DC_EVChargeParameterType(r):
                 _c7_Multiplier = None
                 _c7_Unit = None
                 _c7_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Multiplier'
                 _c7_Multiplier = ((x >> 1) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
                 _c7_s = 1
                 if _c7_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVEnergyRequest/Unit'
                         _c7_Unit = ((x >> 4) & 15)
-                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
                         else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
                         el = 'EVEnergyRequest/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c7_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c7_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVEnergyRequest/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c7_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c7_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c7_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                         _c7_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c7_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c7_s = -1
                 f_EVEnergyRequest = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c7_Multiplier
@@ -3009,121 +3001,121 @@ def _d_DC_EVChargeParameterType(r):
                 f_EVEnergyRequest.Value = _c7_Value
                 s = 6
             elif ec == 2:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
                 f_FullSOC = ((x >> 1) & 127)
-                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
                 s = 7
             elif ec == 3:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 1) & 127)
-                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 4:
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_EVChargeParameterType', p)
+                raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 5:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'EVEnergyRequest'
                 _c8_Multiplier = None
                 _c8_Unit = None
                 _c8_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Multiplier'
                 _c8_Multiplier = ((x >> 1) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 _c8_s = 1
                 if _c8_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVEnergyRequest/Unit'
                         _c8_Unit = ((x >> 4) & 15)
-                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
                         else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
                         el = 'EVEnergyRequest/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c8_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVEnergyRequest/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c8_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c8_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c8_s = -1
                 f_EVEnergyRequest = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c8_Multiplier
@@ -3131,79 +3123,79 @@ def _d_DC_EVChargeParameterType(r):
                 f_EVEnergyRequest.Value = _c8_Value
                 s = 6
             elif ec == 1:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
                 f_FullSOC = ((x >> 1) & 127)
-                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
                 s = 7
             elif ec == 2:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 1) & 127)
-                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_EVChargeParameterType', p)
+                raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
                 f_FullSOC = ((x >> 1) & 127)
-                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
                 s = 7
             elif ec == 1:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 1) & 127)
-                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_EVChargeParameterType', p)
+                raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 7:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 1) & 127)
-                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_EVChargeParameterType', p)
+                raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 8:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.DC_EVChargeParameterType)
@@ -3842,103 +3834,102 @@ def _e_DC_EVChargeParameterType(w, o):
 def _d_DC_EVPowerDeliveryParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVPowerDeliveryParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     f_BulkChargingComplete = None
     f_ChargingComplete = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         el = 'DC_EVStatus'
         _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 1) & 1) == 1
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVCabinConditioning'
                 _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 2
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 2:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
                 _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                 _c1_s = 3
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
                 _c1_EVErrorCode = ((x >> 1) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 3:
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
             _c1_EVErrorCode = ((x >> 1) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _c1_s = 4
         if _c1_s == 4:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
-            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
         f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
@@ -3948,35 +3939,35 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 5) & 1) == 1
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 3
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 3
             else:
-                raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         if s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
@@ -4118,8 +4109,7 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
 def _d_DC_EVSEChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVSEStatus = None
     f_EVSEMaximumCurrentLimit = None
@@ -4131,72 +4121,72 @@ def _d_DC_EVSEChargeParameterType(r):
     f_EVSEPeakCurrentRipple = None
     f_EVSEEnergyToBeDelivered = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'DC_EVSEStatus'
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEIsolationStatus'
             _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 1) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         elif ec == 1:
-            p += 6
-            if p > E: V, E, p = r.slide(p, 6)
-            x = (V >> (E - p)) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 1) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _c1_s = 2
         else:
-            raise r.deviation('DC_EVSEStatusType', p)
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 2) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
             else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
             _c1_s = -1
         f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
@@ -4204,97 +4194,97 @@ def _d_DC_EVSEChargeParameterType(r):
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMaximumCurrentLimit'
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaximumCurrentLimit/Multiplier'
         _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         _c2_s = 1
         if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Unit'
                 _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 _c2_s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             _c2_s = -1
         f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
         f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
@@ -4302,194 +4292,194 @@ def _d_DC_EVSEChargeParameterType(r):
         f_EVSEMaximumCurrentLimit.Value = _c2_Value
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSEMaximumPowerLimit'
                 _c3_Multiplier = None
                 _c3_Unit = None
                 _c3_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
                 _c3_Multiplier = ((x >> 1) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
                 _c3_s = 1
                 if _c3_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumPowerLimit/Unit'
                         _c3_Unit = ((x >> 4) & 15)
-                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
                         else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
                         el = 'EVSEMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumPowerLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                         _c3_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c3_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c3_s = -1
                 f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c3_Unit
                 f_EVSEMaximumPowerLimit.Value = _c3_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit'
                 _c4_Multiplier = None
                 _c4_Unit = None
                 _c4_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Multiplier'
                 _c4_Multiplier = ((x >> 1) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
                 _c4_s = 1
                 if _c4_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumVoltageLimit/Unit'
                         _c4_Unit = ((x >> 4) & 15)
-                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
                         else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
                         el = 'EVSEMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                         _c4_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c4_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c4_s = -1
                 f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
@@ -4501,90 +4491,90 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c5_Multiplier = None
                 _c5_Unit = None
                 _c5_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Multiplier'
                 _c5_Multiplier = ((x >> 1) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
                 _c5_s = 1
                 if _c5_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumVoltageLimit/Unit'
                         _c5_Unit = ((x >> 4) & 15)
-                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
                         else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
                         el = 'EVSEMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c5_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEMaximumVoltageLimit/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c5_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c5_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                         _c5_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c5_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c5_s = -1
                 f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumVoltageLimit.Multiplier = _c5_Multiplier
@@ -4592,195 +4582,195 @@ def _d_DC_EVSEChargeParameterType(r):
                 f_EVSEMaximumVoltageLimit.Value = _c5_Value
                 s = 4
             else:
-                raise r.deviation('DC_EVSEChargeParameterType', p)
+                raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMinimumCurrentLimit'
             _c6_Multiplier = None
             _c6_Unit = None
             _c6_Value = None
-            p += 6
-            if p > E: V, E, p = r.slide(p, 6)
-            x = (V >> (E - p)) & 63
-            if x & 49: raise r.deviation('PhysicalValueType', p)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumCurrentLimit/Multiplier'
             _c6_Multiplier = ((x >> 1) & 7) + -3
-            if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+            if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
             _c6_s = 1
             if _c6_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 270: raise r.deviation('PhysicalValueType', p)
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMinimumCurrentLimit/Unit'
                     _c6_Unit = ((x >> 4) & 15)
-                    if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                    if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
                     else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
                     el = 'EVSEMinimumCurrentLimit/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c6_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c6_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c6_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                     _c6_s = 3
                 elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('PhysicalValueType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMinimumCurrentLimit/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c6_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c6_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c6_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                     _c6_s = 3
                 else:
-                    raise r.deviation('PhysicalValueType', p)
+                    raise r.deviation('PhysicalValueType', r.end - q)
             if _c6_s == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 _c6_s = -1
             f_EVSEMinimumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
             f_EVSEMinimumCurrentLimit.Multiplier = _c6_Multiplier
             f_EVSEMinimumCurrentLimit.Unit = _c6_Unit
             f_EVSEMinimumCurrentLimit.Value = _c6_Value
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMinimumVoltageLimit'
             _c7_Multiplier = None
             _c7_Unit = None
             _c7_Value = None
-            p += 6
-            if p > E: V, E, p = r.slide(p, 6)
-            x = (V >> (E - p)) & 63
-            if x & 49: raise r.deviation('PhysicalValueType', p)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumVoltageLimit/Multiplier'
             _c7_Multiplier = ((x >> 1) & 7) + -3
-            if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+            if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
             _c7_s = 1
             if _c7_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 270: raise r.deviation('PhysicalValueType', p)
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMinimumVoltageLimit/Unit'
                     _c7_Unit = ((x >> 4) & 15)
-                    if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                    if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
                     else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
                     el = 'EVSEMinimumVoltageLimit/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c7_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c7_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c7_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                     _c7_s = 3
                 elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('PhysicalValueType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMinimumVoltageLimit/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c7_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c7_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c7_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                     _c7_s = 3
                 else:
-                    raise r.deviation('PhysicalValueType', p)
+                    raise r.deviation('PhysicalValueType', r.end - q)
             if _c7_s == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 _c7_s = -1
             f_EVSEMinimumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
             f_EVSEMinimumVoltageLimit.Multiplier = _c7_Multiplier
@@ -4788,194 +4778,194 @@ def _d_DC_EVSEChargeParameterType(r):
             f_EVSEMinimumVoltageLimit.Value = _c7_Value
             s = 6
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSECurrentRegulationTolerance'
                 _c8_Multiplier = None
                 _c8_Unit = None
                 _c8_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSECurrentRegulationTolerance/Multiplier'
                 _c8_Multiplier = ((x >> 1) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 _c8_s = 1
                 if _c8_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSECurrentRegulationTolerance/Unit'
                         _c8_Unit = ((x >> 4) & 15)
-                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
                         else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
                         el = 'EVSECurrentRegulationTolerance/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c8_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSECurrentRegulationTolerance/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c8_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c8_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                         _c8_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c8_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c8_s = -1
                 f_EVSECurrentRegulationTolerance = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSECurrentRegulationTolerance.Multiplier = _c8_Multiplier
                 f_EVSECurrentRegulationTolerance.Unit = _c8_Unit
                 f_EVSECurrentRegulationTolerance.Value = _c8_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 el = 'EVSEPeakCurrentRipple'
                 _c9_Multiplier = None
                 _c9_Unit = None
                 _c9_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Multiplier'
                 _c9_Multiplier = ((x >> 1) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
                 _c9_s = 1
                 if _c9_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEPeakCurrentRipple/Unit'
                         _c9_Unit = ((x >> 4) & 15)
-                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
+                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
                         else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
                         el = 'EVSEPeakCurrentRipple/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c9_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c9_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEPeakCurrentRipple/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c9_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c9_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c9_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                         _c9_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c9_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c9_s = -1
                 f_EVSEPeakCurrentRipple = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
@@ -4987,90 +4977,90 @@ def _d_DC_EVSEChargeParameterType(r):
                 _c10_Multiplier = None
                 _c10_Unit = None
                 _c10_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Multiplier'
                 _c10_Multiplier = ((x >> 1) & 7) + -3
-                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
                 _c10_s = 1
                 if _c10_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEPeakCurrentRipple/Unit'
                         _c10_Unit = ((x >> 4) & 15)
-                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(p))
+                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
                         else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
                         el = 'EVSEPeakCurrentRipple/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c10_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c10_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c10_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
-                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEPeakCurrentRipple/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c10_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c10_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c10_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c10_Value = -_c10_Value - 1
-                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                         _c10_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c10_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c10_s = -1
                 f_EVSEPeakCurrentRipple = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEPeakCurrentRipple.Multiplier = _c10_Multiplier
@@ -5078,115 +5068,115 @@ def _d_DC_EVSEChargeParameterType(r):
                 f_EVSEPeakCurrentRipple.Value = _c10_Value
                 s = 8
             else:
-                raise r.deviation('DC_EVSEChargeParameterType', p)
+                raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if s == 8:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVSEEnergyToBeDelivered'
                 _c11_Multiplier = None
                 _c11_Unit = None
                 _c11_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEEnergyToBeDelivered/Multiplier'
                 _c11_Multiplier = ((x >> 1) & 7) + -3
-                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(p))
+                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
                 _c11_s = 1
                 if _c11_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEEnergyToBeDelivered/Unit'
                         _c11_Unit = ((x >> 4) & 15)
-                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(p))
+                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
                         else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
                         el = 'EVSEEnergyToBeDelivered/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c11_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c11_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c11_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
-                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'EVSEEnergyToBeDelivered/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c11_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c11_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c11_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c11_Value = -_c11_Value - 1
-                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                         _c11_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c11_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c11_s = -1
                 f_EVSEEnergyToBeDelivered = _new(din_msgdatatypes.PhysicalValueType)
                 f_EVSEEnergyToBeDelivered.Multiplier = _c11_Multiplier
                 f_EVSEEnergyToBeDelivered.Unit = _c11_Unit
                 f_EVSEEnergyToBeDelivered.Value = _c11_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_EVSEChargeParameterType', p)
-        r.pos = p
+                raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.DC_EVSEChargeParameterType)
@@ -5917,75 +5907,74 @@ def _e_DC_EVSEChargeParameterType(w, o):
 def _d_DC_EVSEStatusType(r):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVSEIsolationStatus = None
     f_EVSEStatusCode = None
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'EVSEIsolationStatus'
             f_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
             el = 'EVSEStatusCode'
             f_EVSEStatusCode = ((x >> 1) & 15)
-            if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+            if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
             else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
             s = 2
         elif ec == 1:
-            p += 6
-            if p > E: V, E, p = r.slide(p, 6)
-            x = (V >> (E - p)) & 63
-            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'EVSEStatusCode'
             f_EVSEStatusCode = ((x >> 1) & 15)
-            if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+            if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
             else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
             s = 2
         else:
-            raise r.deviation('DC_EVSEStatusType', p)
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'NotificationMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_NotificationMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-            if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(p))
+                r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSENotification'
             f_EVSENotification = ((x >> 2) & 3)
-            if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+            if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
             else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.DC_EVSEStatusType)
@@ -6058,8 +6047,7 @@ def _e_DC_EVSEStatusType(w, o):
 def _d_DC_EVStatusType(r):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVReady = None
     f_EVCabinConditioning = None
@@ -6067,89 +6055,89 @@ def _d_DC_EVStatusType(r):
     f_EVErrorCode = None
     f_EVRESSSOC = None
     try:
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'EVReady'
         f_EVReady = ((x >> 1) & 1) == 1
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVCabinConditioning'
                 f_EVCabinConditioning = ((x >> 1) & 1) == 1
                 s = 2
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVRESSConditioning'
                 f_EVRESSConditioning = ((x >> 1) & 1) == 1
                 s = 3
             elif ec == 2:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
-                if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
+                if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
                 else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
                 s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVRESSConditioning'
                 f_EVRESSConditioning = ((x >> 1) & 1) == 1
                 s = 3
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
-                if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
+                if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
                 else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
                 s = 4
             else:
-                raise r.deviation('DC_EVStatusType', p)
+                raise r.deviation('DC_EVStatusType', r.end - q)
         if s == 3:
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVErrorCode'
             f_EVErrorCode = ((x >> 1) & 15)
-            if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
+            if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
             else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
             s = 4
         if s == 4:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVRESSSOC'
             f_EVRESSSOC = ((x >> 2) & 127)
-            if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(p))
+            if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(r.end - q))
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.DC_EVStatusType)
@@ -6253,14 +6241,13 @@ def _e_DC_EVStatusType(w, o):
 def _d_EVChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}EVChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.EVChargeParameterType)
@@ -6283,14 +6270,13 @@ def _e_EVChargeParameterType(w, o):
 def _d_EVPowerDeliveryParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}EVPowerDeliveryParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVPowerDeliveryParameterType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVPowerDeliveryParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
@@ -6313,14 +6299,13 @@ def _e_EVPowerDeliveryParameterType(w, o):
 def _d_EVSEChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}EVSEChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVSEChargeParameterType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVSEChargeParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.EVSEChargeParameterType)
@@ -6343,14 +6328,13 @@ def _e_EVSEChargeParameterType(w, o):
 def _d_EVSEStatusType(r):
     # {urn:din:70121:2012:MsgDataTypes}EVSEStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVSEStatusType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVSEStatusType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.EVSEStatusType)
@@ -6373,14 +6357,13 @@ def _e_EVSEStatusType(w, o):
 def _d_EVStatusType(r):
     # {urn:din:70121:2012:MsgDataTypes}EVStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVStatusType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVStatusType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.EVStatusType)
@@ -6403,102 +6386,101 @@ def _e_EVStatusType(w, o):
 def _d_EntryType(r):
     # {urn:din:70121:2012:MsgDataTypes}EntryType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'RelativeTimeInterval'
             _c1_start = None
             _c1_duration = None
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_start = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_start = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_start = (V >> q) & 127
             else:
-                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(p))
+                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c1_duration = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c1_duration = (V >> q) & 127
                     else:
-                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(p))
+                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
                     _c1_s = -1
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', p)
+                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             s = 1
         elif ec == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(din_msgdatatypes.IntervalType)
             s = 1
         else:
-            raise r.deviation('EntryType', p)
+            raise r.deviation('EntryType', r.end - q)
         if s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EntryType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.EntryType)
@@ -6582,14 +6564,13 @@ def _e_EntryType(w, o):
 def _d_IntervalType(r):
     # {urn:din:70121:2012:MsgDataTypes}IntervalType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('IntervalType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('IntervalType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.IntervalType)
@@ -6612,90 +6593,89 @@ def _e_IntervalType(w, o):
 def _d_ListOfRootCertificateIDsType(r):
     # {urn:din:70121:2012:MsgDataTypes}ListOfRootCertificateIDsType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RootCertificateID = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
             _v = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             _v = r.string('din_msgdatatypes:RootCertificateID')
             if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
         f_RootCertificateID.append(_v)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'RootCertificateID'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
                     _v = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = r.string('din_msgdatatypes:RootCertificateID')
                     if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
                 f_RootCertificateID.append(_v)
                 s = 2
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ListOfRootCertificateIDsType', p)
+                raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if s == 2:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'RootCertificateID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('din_msgdatatypes:RootCertificateID')
                         if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
                     f_RootCertificateID.append(_v)
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('ListOfRootCertificateIDsType', p)
-        r.pos = p
+                    raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ListOfRootCertificateIDsType)
@@ -6776,8 +6756,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
 def _d_MeterInfoType(r):
     # {urn:din:70121:2012:MsgDataTypes}MeterInfoType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_MeterID = None
     f_MeterReading = None
@@ -6785,119 +6764,119 @@ def _d_MeterInfoType(r):
     f_MeterStatus = None
     f_TMeter = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
         el = 'MeterID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
             f_MeterID = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             f_MeterID = r.string('din_msgdatatypes:MeterID')
             if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
         s = 1
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'MeterReading'
                 _c1_Multiplier = None
                 _c1_Unit = None
                 _c1_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'MeterReading/Multiplier'
                 _c1_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
                 _c1_s = 1
                 if _c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'MeterReading/Unit'
                         _c1_Unit = ((x >> 4) & 15)
-                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
                         else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
                         el = 'MeterReading/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'MeterReading/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_s = -1
                 f_MeterReading = _new(din_msgdatatypes.PhysicalValueType)
                 f_MeterReading.Multiplier = _c1_Multiplier
@@ -6906,299 +6885,299 @@ def _d_MeterInfoType(r):
                 s = 2
             elif ec == 1:
                 el = 'SigMeterReading'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
                     f_SigMeterReading = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        f_SigMeterReading = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_SigMeterReading = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
                 s = 3
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_TMeter = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_TMeter = (V >> q) & 127
                 else:
-                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
-                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 4:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'SigMeterReading'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
                     f_SigMeterReading = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        f_SigMeterReading = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_SigMeterReading = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
                 s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_TMeter = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_TMeter = (V >> q) & 127
                 else:
-                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
-                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_TMeter = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_TMeter = (V >> q) & 127
                 else:
-                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
-                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_TMeter = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_TMeter = (V >> q) & 127
                 else:
-                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
-                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 5:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.MeterInfoType)
@@ -7458,52 +7437,51 @@ def _e_MeterInfoType(w, o):
 def _d_NotificationType(r):
     # {urn:din:70121:2012:MsgDataTypes}NotificationType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_FaultCode = None
     f_FaultMsg = None
     try:
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 25: raise r.deviation('NotificationType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 25: raise r.deviation('NotificationType', r.end - q)
         el = 'FaultCode'
         f_FaultCode = ((x >> 1) & 3)
-        if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(p))
+        if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(r.end - q))
         else: f_FaultCode = _E_din_msgdatatypes_faultCodeType[f_FaultCode]
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'FaultMsg'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
                     f_FaultMsg = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
                     if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('NotificationType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('NotificationType', p)
-        r.pos = p
+                raise r.deviation('NotificationType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.NotificationType)
@@ -7558,129 +7536,128 @@ def _e_NotificationType(w, o):
 def _d_PMaxScheduleEntryType(r):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleEntryType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
     f_PMax = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'RelativeTimeInterval'
             _c1_start = None
             _c1_duration = None
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_start = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_start = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_start = (V >> q) & 127
             else:
-                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(p))
+                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c1_duration = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c1_duration = (V >> q) & 127
                     else:
-                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(p))
+                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
                     _c1_s = -1
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', p)
+                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             s = 1
         elif ec == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(din_msgdatatypes.IntervalType)
             s = 1
         else:
-            raise r.deviation('PMaxScheduleEntryType', p)
+            raise r.deviation('PMaxScheduleEntryType', r.end - q)
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMax'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_PMax = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_PMax = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_PMax = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_PMax = (V >> q) & 127
             else:
-                r.pos = p; f_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+                r.pos = r.end - q; f_PMax = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             if _neg: f_PMax = -f_PMax - 1
-            if f_PMax < -32768 or f_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', f_PMax, r.at(p))
+            if f_PMax < -32768 or f_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', f_PMax, r.at(r.end - q))
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.PMaxScheduleEntryType)
@@ -7778,159 +7755,158 @@ def _e_PMaxScheduleEntryType(w, o):
 def _d_PMaxScheduleType(r):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_PMaxScheduleID = None
     f_PMaxScheduleEntry = []
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('PMaxScheduleType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('PMaxScheduleType', r.end - q)
         el = 'PMaxScheduleID'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_PMaxScheduleID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_PMaxScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_PMaxScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_PMaxScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_PMaxScheduleID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_PMaxScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_PMaxScheduleID = (V >> q) & 127
         else:
-            r.pos = p; f_PMaxScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleType', p)
+            r.pos = r.end - q; f_PMaxScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PMaxScheduleType', r.end - q)
         if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
-        if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', f_PMaxScheduleID, r.at(p))
+        if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', f_PMaxScheduleID, r.at(r.end - q))
         el = 'PMaxScheduleEntry'
         _c1_RelativeTimeInterval = None
         _c1_TimeInterval = None
         _c1_PMax = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'PMaxScheduleEntry/RelativeTimeInterval'
             _c1_c1_start = None
             _c1_c1_duration = None
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_c1_start = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_c1_start = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_c1_start = (V >> q) & 127
             else:
-                r.pos = p; _c1_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-            if _c1_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_c1_start, r.at(p))
+                r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_c1_start, r.at(r.end - q))
             _c1_c1_s = 1
             if _c1_c1_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c1_c1_duration = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c1_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c1_c1_duration = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c1_c1_duration = (V >> q) & 127
                     else:
-                        r.pos = p; _c1_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if _c1_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_c1_duration, r.at(p))
+                        r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_c1_duration, r.at(r.end - q))
                     _c1_c1_s = -1
                 elif ec == 1:
                     pass
                     _c1_c1_s = -1
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', p)
+                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
             _c1_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
             _c1_RelativeTimeInterval.start = _c1_c1_start
             _c1_RelativeTimeInterval.duration = _c1_c1_duration
             _c1_s = 1
         elif ec == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/TimeInterval'
             _c1_TimeInterval = _new(din_msgdatatypes.IntervalType)
             _c1_s = 1
         else:
-            raise r.deviation('PMaxScheduleEntryType', p)
+            raise r.deviation('PMaxScheduleEntryType', r.end - q)
         if _c1_s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/PMax'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_PMax = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_PMax = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_PMax = (V >> q) & 127
             else:
-                r.pos = p; _c1_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+                r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             if _neg: _c1_PMax = -_c1_PMax - 1
-            if _c1_PMax < -32768 or _c1_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c1_PMax, r.at(p))
+            if _c1_PMax < -32768 or _c1_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c1_PMax, r.at(r.end - q))
             _c1_s = -1
         _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
         _v.RelativeTimeInterval = _c1_RelativeTimeInterval
@@ -7939,128 +7915,128 @@ def _d_PMaxScheduleType(r):
         f_PMaxScheduleEntry.append(_v)
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'PMaxScheduleEntry'
                 _c2_RelativeTimeInterval = None
                 _c2_TimeInterval = None
                 _c2_PMax = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'PMaxScheduleEntry/RelativeTimeInterval'
                     _c2_c1_start = None
                     _c2_c1_duration = None
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_c1_start = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_c1_start = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_c1_start = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-                    if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(p))
+                        r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(r.end - q))
                     _c2_c1_s = 1
                     if _c2_c1_s == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                             el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                            if p + 24 <= E:
-                                _y = (V >> (E - p - 24)) & 16777215
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
-                                    p += 8
+                                    q -= 8
                                     _c2_c1_duration = _y >> 16
                                 elif not _y & 32768:
-                                    p += 16
+                                    q -= 16
                                     _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                 elif not _y & 128:
-                                    p += 24
+                                    q -= 24
                                     _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
-                                    r.pos = p; _c2_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                p += 8
-                                _c2_c1_duration = (V >> (E - p)) & 127
+                                    r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c1_duration = (V >> q) & 127
                             else:
-                                r.pos = p; _c2_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                            if _c2_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c1_duration, r.at(p))
+                                r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                            if _c2_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c1_duration, r.at(r.end - q))
                             _c2_c1_s = -1
                         elif ec == 1:
                             pass
                             _c2_c1_s = -1
                         else:
-                            raise r.deviation('RelativeTimeIntervalType', p)
+                            raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     _c2_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
                     _c2_RelativeTimeInterval.start = _c2_c1_start
                     _c2_RelativeTimeInterval.duration = _c2_c1_duration
                     _c2_s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/TimeInterval'
                     _c2_TimeInterval = _new(din_msgdatatypes.IntervalType)
                     _c2_s = 1
                 else:
-                    raise r.deviation('PMaxScheduleEntryType', p)
+                    raise r.deviation('PMaxScheduleEntryType', r.end - q)
                 if _c2_s == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/PMax'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_PMax = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_PMax = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_PMax = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+                        r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     if _neg: _c2_PMax = -_c2_PMax - 1
-                    if _c2_PMax < -32768 or _c2_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c2_PMax, r.at(p))
+                    if _c2_PMax < -32768 or _c2_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c2_PMax, r.at(r.end - q))
                     _c2_s = -1
                 _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
                 _v.RelativeTimeInterval = _c2_RelativeTimeInterval
@@ -8072,131 +8048,131 @@ def _d_PMaxScheduleType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('PMaxScheduleType', p)
+                raise r.deviation('PMaxScheduleType', r.end - q)
         if s == 3:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'PMaxScheduleEntry'
                     _c3_RelativeTimeInterval = None
                     _c3_TimeInterval = None
                     _c3_PMax = None
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'PMaxScheduleEntry/RelativeTimeInterval'
                         _c3_c1_start = None
                         _c3_c1_duration = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c3_c1_start = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c3_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c3_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c3_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c3_c1_start = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c3_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_c1_start = (V >> q) & 127
                         else:
-                            r.pos = p; _c3_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-                        if _c3_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c1_start, r.at(p))
+                            r.pos = r.end - q; _c3_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        if _c3_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c1_start, r.at(r.end - q))
                         _c3_c1_s = 1
                         if _c3_c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                                 el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c3_c1_duration = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c3_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c3_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c3_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c3_c1_duration = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c3_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c3_c1_duration = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c3_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                                if _c3_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c1_duration, r.at(p))
+                                    r.pos = r.end - q; _c3_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                                if _c3_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c1_duration, r.at(r.end - q))
                                 _c3_c1_s = -1
                             elif ec == 1:
                                 pass
                                 _c3_c1_s = -1
                             else:
-                                raise r.deviation('RelativeTimeIntervalType', p)
+                                raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         _c3_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
                         _c3_RelativeTimeInterval.start = _c3_c1_start
                         _c3_RelativeTimeInterval.duration = _c3_c1_duration
                         _c3_s = 1
                     elif ec == 1:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/TimeInterval'
                         _c3_TimeInterval = _new(din_msgdatatypes.IntervalType)
                         _c3_s = 1
                     else:
-                        raise r.deviation('PMaxScheduleEntryType', p)
+                        raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     if _c3_s == 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/PMax'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c3_PMax = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c3_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c3_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c3_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c3_PMax = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_PMax = (V >> q) & 127
                         else:
-                            r.pos = p; _c3_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+                            r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         if _neg: _c3_PMax = -_c3_PMax - 1
-                        if _c3_PMax < -32768 or _c3_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c3_PMax, r.at(p))
+                        if _c3_PMax < -32768 or _c3_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c3_PMax, r.at(r.end - q))
                         _c3_s = -1
                     _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
                     _v.RelativeTimeInterval = _c3_RelativeTimeInterval
@@ -8208,8 +8184,8 @@ def _d_PMaxScheduleType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('PMaxScheduleType', p)
-        r.pos = p
+                    raise r.deviation('PMaxScheduleType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.PMaxScheduleType)
@@ -8510,87 +8486,86 @@ def _e_PMaxScheduleType(w, o):
 def _d_ParameterSetType(r):
     # {urn:din:70121:2012:MsgDataTypes}ParameterSetType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ParameterSetID = None
     f_Parameter = []
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('ParameterSetType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ParameterSetType', r.end - q)
         el = 'ParameterSetID'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ParameterSetID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ParameterSetID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ParameterSetID = (V >> q) & 127
         else:
-            r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ParameterSetType', p)
+            r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ParameterSetType', r.end - q)
         if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-        if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
+        if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
         el = 'Parameter'
-        r.pos = p
+        r.pos = r.end - q
         _v = _d_ParameterType(r)
-        V = r.v; E = r.end; p = r.pos
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        r.pos = r.end - q
         f_Parameter.append(_v)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Parameter'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ParameterType(r)
-                V = r.v; E = r.end; p = r.pos
-                r.pos = p
+                V = r.v; q = r.end - r.pos
+                r.pos = r.end - q
                 f_Parameter.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ParameterSetType', p)
+                raise r.deviation('ParameterSetType', r.end - q)
         if s == 3:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Parameter'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_ParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    r.pos = p
+                    V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q
                     f_Parameter.append(_v)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('ParameterSetType', p)
-        r.pos = p
+                    raise r.deviation('ParameterSetType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ParameterSetType)
@@ -8669,8 +8644,7 @@ def _e_ParameterSetType(w, o):
 def _d_ParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}ParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Name = None
     f_ValueType = None
@@ -8681,225 +8655,225 @@ def _d_ParameterType(r):
     f_physicalValue = None
     f_stringValue = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
         el = '@Name'
-        r.pos = p
+        r.pos = r.end - q
         f_Name = r.string('Name')
-        V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 8: raise r.deviation('ParameterType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('ParameterType', r.end - q)
         el = '@ValueType'
         f_ValueType = (x & 7)
-        if f_ValueType >= 6: f_ValueType = r.enum_index('ParameterType/ValueType', f_ValueType, 6, r.at(p))
+        if f_ValueType >= 6: f_ValueType = r.enum_index('ParameterType/ValueType', f_ValueType, 6, r.at(r.end - q))
         else: f_ValueType = _E_din_msgdatatypes_valueType[f_ValueType]
         s = 2
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 11: raise r.deviation('ParameterType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('ParameterType', r.end - q)
                 el = 'boolValue'
                 f_boolValue = ((x >> 2) & 1) == 1
                 s = -1
             elif ec == 1:
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1027: raise r.deviation('ParameterType', p)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1027: raise r.deviation('ParameterType', r.end - q)
                 el = 'byteValue'
                 f_byteValue = ((x >> 2) & 255) + -128
                 s = -1
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('ParameterType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('ParameterType', r.end - q)
                 el = 'shortValue'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_shortValue = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_shortValue = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_shortValue = (V >> q) & 127
                 else:
-                    r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
+                    r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_shortValue = -f_shortValue - 1
-                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
+                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
                 s = -1
             elif ec == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('ParameterType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('ParameterType', r.end - q)
                 el = 'intValue'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_intValue = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_intValue = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_intValue = (V >> q) & 127
                 else:
-                    r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
+                    r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_intValue = -f_intValue - 1
-                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
+                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
                 s = -1
             elif ec == 4:
                 el = 'physicalValue'
                 _c1_Multiplier = None
                 _c1_Unit = None
                 _c1_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'physicalValue/Multiplier'
                 _c1_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
                 _c1_s = 1
                 if _c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'physicalValue/Unit'
                         _c1_Unit = ((x >> 4) & 15)
-                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
                         else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
                         el = 'physicalValue/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'physicalValue/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c1_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c1_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c1_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                         if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                         _c1_s = 3
                     else:
-                        raise r.deviation('PhysicalValueType', p)
+                        raise r.deviation('PhysicalValueType', r.end - q)
                 if _c1_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                     _c1_s = -1
                 f_physicalValue = _new(din_msgdatatypes.PhysicalValueType)
                 f_physicalValue.Multiplier = _c1_Multiplier
                 f_physicalValue.Unit = _c1_Unit
                 f_physicalValue.Value = _c1_Value
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
                 s = -1
             elif ec == 5:
                 el = 'stringValue'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)
                     f_stringValue = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_stringValue = r.string('din_msgdatatypes:stringValue')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
                 s = -1
             else:
-                raise r.deviation('ParameterType', p)
-        r.pos = p
+                raise r.deviation('ParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ParameterType)
@@ -9083,28 +9057,27 @@ def _e_ParameterType(w, o):
 def _d_PaymentOptionsType(r):
     # {urn:din:70121:2012:MsgDataTypes}PaymentOptionsType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_PaymentOption = []
     try:
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 13: raise r.deviation('PaymentOptionsType', p)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 13: raise r.deviation('PaymentOptionsType', r.end - q)
         el = 'PaymentOption'
         _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
         f_PaymentOption.append(_v)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('PaymentOptionsType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('PaymentOptionsType', r.end - q)
                 el = 'PaymentOption'
                 _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
                 f_PaymentOption.append(_v)
@@ -9113,17 +9086,17 @@ def _d_PaymentOptionsType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('PaymentOptionsType', p)
+                raise r.deviation('PaymentOptionsType', r.end - q)
         if s == 2:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('PaymentOptionsType', p)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 5: raise r.deviation('PaymentOptionsType', r.end - q)
                     el = 'PaymentOption'
                     _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
                     f_PaymentOption.append(_v)
@@ -9132,8 +9105,8 @@ def _d_PaymentOptionsType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('PaymentOptionsType', p)
-        r.pos = p
+                    raise r.deviation('PaymentOptionsType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.PaymentOptionsType)
@@ -9196,99 +9169,98 @@ def _e_PaymentOptionsType(w, o):
 def _d_PhysicalValueType(r):
     # {urn:din:70121:2012:MsgDataTypes}PhysicalValueType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Multiplier = None
     f_Unit = None
     f_Value = None
     try:
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'Multiplier'
         f_Multiplier = ((x >> 1) & 7) + -3
-        if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(p))
+        if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(r.end - q))
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'Unit'
                 f_Unit = ((x >> 4) & 15)
-                if f_Unit >= 10: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 10, r.at(p))
+                if f_Unit >= 10: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 10, r.at(r.end - q))
                 else: f_Unit = _E_din_msgdatatypes_unitSymbolType[f_Unit]
                 el = 'Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_Value = (V >> q) & 127
                 else:
-                    r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: f_Value = -f_Value - 1
-                if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
+                if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
                 s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_Value = (V >> q) & 127
                 else:
-                    r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: f_Value = -f_Value - 1
-                if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
+                if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
                 s = 3
             else:
-                raise r.deviation('PhysicalValueType', p)
+                raise r.deviation('PhysicalValueType', r.end - q)
         if s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.PhysicalValueType)
@@ -9365,65 +9337,64 @@ def _e_PhysicalValueType(w, o):
 def _d_ProfileEntryType(r):
     # {urn:din:70121:2012:MsgDataTypes}ProfileEntryType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ChargingProfileEntryStart = None
     f_ChargingProfileEntryMaxPower = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         el = 'ChargingProfileEntryStart'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ChargingProfileEntryStart = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ChargingProfileEntryStart = (V >> q) & 127
         else:
-            r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('ProfileEntryType', p)
-        if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(p))
+            r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('ProfileEntryType', r.end - q)
+        if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ChargingProfileEntryMaxPower'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ChargingProfileEntryMaxPower = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ChargingProfileEntryMaxPower = (V >> q) & 127
         else:
-            r.pos = p; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+            r.pos = r.end - q; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: f_ChargingProfileEntryMaxPower = -f_ChargingProfileEntryMaxPower - 1
-        if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', f_ChargingProfileEntryMaxPower, r.at(p))
-        r.pos = p
+        if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', f_ChargingProfileEntryMaxPower, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ProfileEntryType)
@@ -9473,77 +9444,76 @@ def _e_ProfileEntryType(w, o):
 def _d_RelativeTimeIntervalType(r):
     # {urn:din:70121:2012:MsgDataTypes}RelativeTimeIntervalType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_start = None
     f_duration = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
         el = 'start'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_start = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_start = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_start = (V >> q) & 127
         else:
-            r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-        if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(p))
+            r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+        if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'duration'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_duration = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_duration = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_duration = (V >> q) & 127
                 else:
-                    r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(p))
+                    r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('RelativeTimeIntervalType', p)
-        r.pos = p
+                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.RelativeTimeIntervalType)
@@ -9602,70 +9572,69 @@ def _e_RelativeTimeIntervalType(w, o):
 def _d_SAScheduleListType(r):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SAScheduleTuple = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SAScheduleListType', r.end - q)
         el = 'SAScheduleTuple'
         _c1_SAScheduleTupleID = None
         _c1_PMaxSchedule = None
         _c1_SalesTariff = None
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('SAScheduleTupleType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('SAScheduleTupleType', r.end - q)
         el = 'SAScheduleTuple/SAScheduleTupleID'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_SAScheduleTupleID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_SAScheduleTupleID = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_SAScheduleTupleID = (V >> q) & 127
         else:
-            r.pos = p; _c1_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('SAScheduleTupleType', p)
+            r.pos = r.end - q; _c1_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
         if _neg: _c1_SAScheduleTupleID = -_c1_SAScheduleTupleID - 1
-        if _c1_SAScheduleTupleID < -32768 or _c1_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c1_SAScheduleTupleID, r.at(p))
+        if _c1_SAScheduleTupleID < -32768 or _c1_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c1_SAScheduleTupleID, r.at(r.end - q))
         el = 'SAScheduleTuple/PMaxSchedule'
-        r.pos = p
+        r.pos = r.end - q
         _c1_PMaxSchedule = _d_PMaxScheduleType(r)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleTuple/SalesTariff'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_SalesTariff = _d_SalesTariffType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('SAScheduleTupleType', p)
+                raise r.deviation('SAScheduleTupleType', r.end - q)
         _v = _new(din_msgdatatypes.SAScheduleTupleType)
         _v.SAScheduleTupleID = _c1_SAScheduleTupleID
         _v.PMaxSchedule = _c1_PMaxSchedule
@@ -9673,66 +9642,66 @@ def _d_SAScheduleListType(r):
         f_SAScheduleTuple.append(_v)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleTuple'
                 _c2_SAScheduleTupleID = None
                 _c2_PMaxSchedule = None
                 _c2_SalesTariff = None
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 6: raise r.deviation('SAScheduleTupleType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('SAScheduleTupleType', r.end - q)
                 el = 'SAScheduleTuple/SAScheduleTupleID'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_SAScheduleTupleID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_SAScheduleTupleID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_SAScheduleTupleID = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('SAScheduleTupleType', p)
+                    r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
                 if _neg: _c2_SAScheduleTupleID = -_c2_SAScheduleTupleID - 1
-                if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_SAScheduleTupleID, r.at(p))
+                if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_SAScheduleTupleID, r.at(r.end - q))
                 el = 'SAScheduleTuple/PMaxSchedule'
-                r.pos = p
+                r.pos = r.end - q
                 _c2_PMaxSchedule = _d_PMaxScheduleType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 _c2_s = 2
                 if _c2_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'SAScheduleTuple/SalesTariff'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c2_SalesTariff = _d_SalesTariffType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
                         _c2_s = -1
                     elif ec == 1:
                         pass
                         _c2_s = -1
                     else:
-                        raise r.deviation('SAScheduleTupleType', p)
+                        raise r.deviation('SAScheduleTupleType', r.end - q)
                 _v = _new(din_msgdatatypes.SAScheduleTupleType)
                 _v.SAScheduleTupleID = _c2_SAScheduleTupleID
                 _v.PMaxSchedule = _c2_PMaxSchedule
@@ -9743,69 +9712,69 @@ def _d_SAScheduleListType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('SAScheduleListType', p)
+                raise r.deviation('SAScheduleListType', r.end - q)
         if s == 2:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SAScheduleTuple'
                     _c3_SAScheduleTupleID = None
                     _c3_PMaxSchedule = None
                     _c3_SalesTariff = None
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('SAScheduleTupleType', p)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('SAScheduleTupleType', r.end - q)
                     el = 'SAScheduleTuple/SAScheduleTupleID'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_SAScheduleTupleID = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_SAScheduleTupleID = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_SAScheduleTupleID = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('SAScheduleTupleType', p)
+                        r.pos = r.end - q; _c3_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
                     if _neg: _c3_SAScheduleTupleID = -_c3_SAScheduleTupleID - 1
-                    if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c3_SAScheduleTupleID, r.at(p))
+                    if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c3_SAScheduleTupleID, r.at(r.end - q))
                     el = 'SAScheduleTuple/PMaxSchedule'
-                    r.pos = p
+                    r.pos = r.end - q
                     _c3_PMaxSchedule = _d_PMaxScheduleType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     _c3_s = 2
                     if _c3_s == 2:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'SAScheduleTuple/SalesTariff'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c3_SalesTariff = _d_SalesTariffType(r)
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
                             _c3_s = -1
                         elif ec == 1:
                             pass
                             _c3_s = -1
                         else:
-                            raise r.deviation('SAScheduleTupleType', p)
+                            raise r.deviation('SAScheduleTupleType', r.end - q)
                     _v = _new(din_msgdatatypes.SAScheduleTupleType)
                     _v.SAScheduleTupleID = _c3_SAScheduleTupleID
                     _v.PMaxSchedule = _c3_PMaxSchedule
@@ -9816,8 +9785,8 @@ def _d_SAScheduleListType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('SAScheduleListType', p)
-        r.pos = p
+                    raise r.deviation('SAScheduleListType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.SAScheduleListType)
@@ -10009,66 +9978,65 @@ def _e_SAScheduleListType(w, o):
 def _d_SAScheduleTupleType(r):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleTupleType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SAScheduleTupleID = None
     f_PMaxSchedule = None
     f_SalesTariff = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('SAScheduleTupleType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('SAScheduleTupleType', r.end - q)
         el = 'SAScheduleTupleID'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_SAScheduleTupleID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_SAScheduleTupleID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_SAScheduleTupleID = (V >> q) & 127
         else:
-            r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('SAScheduleTupleType', p)
+            r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
+        if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
         el = 'PMaxSchedule'
-        r.pos = p
+        r.pos = r.end - q
         f_PMaxSchedule = _d_PMaxScheduleType(r)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SalesTariff'
-                r.pos = p
+                r.pos = r.end - q
                 f_SalesTariff = _d_SalesTariffType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SAScheduleTupleType', p)
-        r.pos = p
+                raise r.deviation('SAScheduleTupleType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.SAScheduleTupleType)
@@ -10134,14 +10102,13 @@ def _e_SAScheduleTupleType(w, o):
 def _d_SASchedulesType(r):
     # {urn:din:70121:2012:MsgDataTypes}SASchedulesType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SASchedulesType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SASchedulesType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.SASchedulesType)
@@ -10164,140 +10131,139 @@ def _e_SASchedulesType(w, o):
 def _d_SalesTariffEntryType(r):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffEntryType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
     f_EPriceLevel = None
     f_ConsumptionCost = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'RelativeTimeInterval'
             _c1_start = None
             _c1_duration = None
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_start = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_start = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_start = (V >> q) & 127
             else:
-                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(p))
+                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c1_duration = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c1_duration = (V >> q) & 127
                     else:
-                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(p))
+                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
                     _c1_s = -1
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', p)
+                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             s = 1
         elif ec == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(din_msgdatatypes.IntervalType)
             s = 1
         else:
-            raise r.deviation('SalesTariffEntryType', p)
+            raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 1:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1537: raise r.deviation('SalesTariffEntryType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1537: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'EPriceLevel'
             f_EPriceLevel = ((x >> 1) & 255)
             s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ConsumptionCost'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ConsumptionCostType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_ConsumptionCost.append(_v)
                 s = 3
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SalesTariffEntryType', p)
+                raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 3:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ConsumptionCost'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_ConsumptionCostType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_ConsumptionCost.append(_v)
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('SalesTariffEntryType', p)
-        r.pos = p
+                    raise r.deviation('SalesTariffEntryType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.SalesTariffEntryType)
@@ -10422,8 +10388,7 @@ def _e_SalesTariffEntryType(w, o):
 def _d_SalesTariffType(r):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SalesTariffID = None
@@ -10431,125 +10396,125 @@ def _d_SalesTariffType(r):
     f_NumEPriceLevels = None
     f_SalesTariffEntry = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SalesTariffType', r.end - q)
         el = '@Id'
-        r.pos = p
+        r.pos = r.end - q
         f_Id = r.string('Id')
-        V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('SalesTariffType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('SalesTariffType', r.end - q)
         el = 'SalesTariffID'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_SalesTariffID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_SalesTariffID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_SalesTariffID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_SalesTariffID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_SalesTariffID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_SalesTariffID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_SalesTariffID = (V >> q) & 127
         else:
-            r.pos = p; f_SalesTariffID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+            r.pos = r.end - q; f_SalesTariffID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SalesTariffType', r.end - q)
         if _neg: f_SalesTariffID = -f_SalesTariffID - 1
-        if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', f_SalesTariffID, r.at(p))
+        if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', f_SalesTariffID, r.at(r.end - q))
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SalesTariffDescription'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
                     f_SalesTariffDescription = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_SalesTariffDescription = r.string('din_msgdatatypes:SalesTariffDescription')
                     if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1537: raise r.deviation('SalesTariffType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1537: raise r.deviation('SalesTariffType', r.end - q)
                 el = 'NumEPriceLevels'
                 f_NumEPriceLevels = ((x >> 1) & 255)
                 s = 4
             elif ec == 1:
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 513: raise r.deviation('SalesTariffType', p)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 513: raise r.deviation('SalesTariffType', r.end - q)
                 el = 'NumEPriceLevels'
                 f_NumEPriceLevels = ((x >> 1) & 255)
                 s = 4
             else:
-                raise r.deviation('SalesTariffType', p)
+                raise r.deviation('SalesTariffType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffEntry'
-            r.pos = p
+            r.pos = r.end - q
             _v = _d_SalesTariffEntryType(r)
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             f_SalesTariffEntry.append(_v)
             s = 5
         if s == 5:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SalesTariffEntry'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_SalesTariffEntryType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_SalesTariffEntry.append(_v)
                 s = 6
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SalesTariffType', p)
+                raise r.deviation('SalesTariffType', r.end - q)
         if s == 6:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SalesTariffEntry'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_SalesTariffEntryType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_SalesTariffEntry.append(_v)
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('SalesTariffType', p)
-        r.pos = p
+                    raise r.deviation('SalesTariffType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.SalesTariffType)
@@ -10678,164 +10643,163 @@ def _e_SalesTariffType(w, o):
 def _d_SelectedServiceListType(r):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SelectedService = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SelectedServiceListType', r.end - q)
         el = 'SelectedService'
         _c1_ServiceID = None
         _c1_ParameterSetID = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'SelectedService/ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+            r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('SelectedServiceType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                 el = 'SelectedService/ParameterSetID'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_ParameterSetID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_ParameterSetID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_ParameterSetID = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                    r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                 if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
-                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(p))
+                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(r.end - q))
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('SelectedServiceType', p)
+                raise r.deviation('SelectedServiceType', r.end - q)
         _v = _new(din_msgdatatypes.SelectedServiceType)
         _v.ServiceID = _c1_ServiceID
         _v.ParameterSetID = _c1_ParameterSetID
         f_SelectedService.append(_v)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SelectedService'
                 _c2_ServiceID = None
                 _c2_ParameterSetID = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                 el = 'SelectedService/ServiceID'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_ServiceID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_ServiceID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_ServiceID = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(p))
+                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                 _c2_s = 1
                 if _c2_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('SelectedServiceType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                         el = 'SelectedService/ParameterSetID'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c2_ParameterSetID = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c2_ParameterSetID = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_ParameterSetID = (V >> q) & 127
                         else:
-                            r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                            r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                         if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
-                        if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(p))
+                        if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
                         _c2_s = -1
                     elif ec == 1:
                         pass
                         _c2_s = -1
                     else:
-                        raise r.deviation('SelectedServiceType', p)
+                        raise r.deviation('SelectedServiceType', r.end - q)
                 _v = _new(din_msgdatatypes.SelectedServiceType)
                 _v.ServiceID = _c2_ServiceID
                 _v.ParameterSetID = _c2_ParameterSetID
@@ -10845,83 +10809,83 @@ def _d_SelectedServiceListType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('SelectedServiceListType', p)
+                raise r.deviation('SelectedServiceListType', r.end - q)
         if s == 2:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SelectedService'
                     _c3_ServiceID = None
                     _c3_ParameterSetID = None
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                     el = 'SelectedService/ServiceID'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_ServiceID = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_ServiceID = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_ServiceID = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-                    if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(p))
+                        r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+                    if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
                     _c3_s = 1
                     if _c3_s == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            x = (V >> (E - p)) & 3
-                            if x & 2: raise r.deviation('SelectedServiceType', p)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                             el = 'SelectedService/ParameterSetID'
                             _neg = (x & 1)
-                            if p + 24 <= E:
-                                _y = (V >> (E - p - 24)) & 16777215
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
-                                    p += 8
+                                    q -= 8
                                     _c3_ParameterSetID = _y >> 16
                                 elif not _y & 32768:
-                                    p += 16
+                                    q -= 16
                                     _c3_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                 elif not _y & 128:
-                                    p += 24
+                                    q -= 24
                                     _c3_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
-                                    r.pos = p; _c3_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                p += 8
-                                _c3_ParameterSetID = (V >> (E - p)) & 127
+                                    r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c3_ParameterSetID = (V >> q) & 127
                             else:
-                                r.pos = p; _c3_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                                r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                             if _neg: _c3_ParameterSetID = -_c3_ParameterSetID - 1
-                            if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c3_ParameterSetID, r.at(p))
+                            if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c3_ParameterSetID, r.at(r.end - q))
                             _c3_s = -1
                         elif ec == 1:
                             pass
                             _c3_s = -1
                         else:
-                            raise r.deviation('SelectedServiceType', p)
+                            raise r.deviation('SelectedServiceType', r.end - q)
                     _v = _new(din_msgdatatypes.SelectedServiceType)
                     _v.ServiceID = _c3_ServiceID
                     _v.ParameterSetID = _c3_ParameterSetID
@@ -10931,8 +10895,8 @@ def _d_SelectedServiceListType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('SelectedServiceListType', p)
-        r.pos = p
+                    raise r.deviation('SelectedServiceListType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.SelectedServiceListType)
@@ -11109,80 +11073,79 @@ def _e_SelectedServiceListType(w, o):
 def _d_SelectedServiceType(r):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceID = None
     f_ParameterSetID = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+            r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('SelectedServiceType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                 el = 'ParameterSetID'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_ParameterSetID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_ParameterSetID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_ParameterSetID = (V >> q) & 127
                 else:
-                    r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                    r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                 if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SelectedServiceType', p)
-        r.pos = p
+                raise r.deviation('SelectedServiceType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.SelectedServiceType)
@@ -11242,132 +11205,131 @@ def _e_SelectedServiceType(w, o):
 def _d_ServiceChargeType(r):
     # {urn:din:70121:2012:MsgDataTypes}ServiceChargeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceTag = None
     f_FreeService = None
     f_EnergyTransferType = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceChargeType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceChargeType', r.end - q)
         el = 'ServiceTag'
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
         _c1_ServiceScope = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ServiceTag/ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-        if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+            r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceTag/ServiceName'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                     _c1_ServiceName = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                     if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('ServiceTagType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceTag/ServiceCategory'
                 _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 _c1_s = 3
             elif ec == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('ServiceTagType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceTag/ServiceCategory'
                 _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 _c1_s = 3
             else:
-                raise r.deviation('ServiceTagType', p)
+                raise r.deviation('ServiceTagType', r.end - q)
         if _c1_s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceTag/ServiceScope'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                     _c1_ServiceScope = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                     if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('ServiceTagType', p)
+                raise r.deviation('ServiceTagType', r.end - q)
         f_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
         f_ServiceTag.ServiceID = _c1_ServiceID
         f_ServiceTag.ServiceName = _c1_ServiceName
         f_ServiceTag.ServiceCategory = _c1_ServiceCategory
         f_ServiceTag.ServiceScope = _c1_ServiceScope
-        p += 12
-        if p > E: V, E, p = r.slide(p, 12)
-        x = (V >> (E - p)) & 4095
-        if x & 3523: raise r.deviation('ServiceChargeType', p)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3523: raise r.deviation('ServiceChargeType', r.end - q)
         el = 'FreeService'
         f_FreeService = ((x >> 9) & 1) == 1
         el = 'EnergyTransferType'
         f_EnergyTransferType = ((x >> 2) & 15)
-        if f_EnergyTransferType >= 10: f_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', f_EnergyTransferType, 10, r.at(p))
+        if f_EnergyTransferType >= 10: f_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', f_EnergyTransferType, 10, r.at(r.end - q))
         else: f_EnergyTransferType = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[f_EnergyTransferType]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ServiceChargeType)
@@ -11484,54 +11446,53 @@ def _e_ServiceChargeType(w, o):
 def _d_ServiceParameterListType(r):
     # {urn:din:70121:2012:MsgDataTypes}ServiceParameterListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ParameterSet = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceParameterListType', r.end - q)
         el = 'ParameterSet'
-        r.pos = p
+        r.pos = r.end - q
         _v = _d_ParameterSetType(r)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         f_ParameterSet.append(_v)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ParameterSet'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ParameterSetType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_ParameterSet.append(_v)
                 s = 2
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ServiceParameterListType', p)
+                raise r.deviation('ServiceParameterListType', r.end - q)
         if s == 2:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ParameterSet'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_ParameterSetType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_ParameterSet.append(_v)
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('ServiceParameterListType', p)
-        r.pos = p
+                    raise r.deviation('ServiceParameterListType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ServiceParameterListType)
@@ -11597,123 +11558,122 @@ def _e_ServiceParameterListType(w, o):
 def _d_ServiceTagListType(r):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Service = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagListType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceTagListType', r.end - q)
         el = 'Service/ServiceTag'
         _c1_c1_ServiceID = None
         _c1_c1_ServiceName = None
         _c1_c1_ServiceCategory = None
         _c1_c1_ServiceScope = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
         el = 'Service/ServiceTag/ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(p))
+            r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
         _c1_c1_s = 1
         if _c1_c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Service/ServiceTag/ServiceName'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                     _c1_c1_ServiceName = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                     if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('ServiceTagType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'Service/ServiceTag/ServiceCategory'
                 _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 _c1_c1_s = 3
             elif ec == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('ServiceTagType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'Service/ServiceTag/ServiceCategory'
                 _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 _c1_c1_s = 3
             else:
-                raise r.deviation('ServiceTagType', p)
+                raise r.deviation('ServiceTagType', r.end - q)
         if _c1_c1_s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Service/ServiceTag/ServiceScope'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                     _c1_c1_ServiceScope = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                     if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
                 _c1_c1_s = -1
             elif ec == 1:
                 pass
                 _c1_c1_s = -1
             else:
-                raise r.deviation('ServiceTagType', p)
+                raise r.deviation('ServiceTagType', r.end - q)
         _c1_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
         _c1_ServiceTag.ServiceID = _c1_c1_ServiceID
         _c1_ServiceTag.ServiceName = _c1_c1_ServiceName
         _c1_ServiceTag.ServiceCategory = _c1_c1_ServiceCategory
         _c1_ServiceTag.ServiceScope = _c1_c1_ServiceScope
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 27: raise r.deviation('ServiceTagListType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
         el = 'Service/FreeService'
         _c1_FreeService = ((x >> 2) & 1) == 1
         _v = _new(din_msgdatatypes.ServiceType)
@@ -11722,122 +11682,122 @@ def _d_ServiceTagListType(r):
         f_Service.append(_v)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceTagListType', r.end - q)
                 el = 'Service/ServiceTag'
                 _c2_c1_ServiceID = None
                 _c2_c1_ServiceName = None
                 _c2_c1_ServiceCategory = None
                 _c2_c1_ServiceScope = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'Service/ServiceTag/ServiceID'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c1_ServiceID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c1_ServiceID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_ServiceID = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-                if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(p))
+                    r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
                 _c2_c1_s = 1
                 if _c2_c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Service/ServiceTag/ServiceName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                             _c2_c1_ServiceName = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c2_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                             if len(_c2_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c2_c1_ServiceName, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                        p += 5
-                        if p > E: V, E, p = r.slide(p, 5)
-                        x = (V >> (E - p)) & 31
-                        if x & 25: raise r.deviation('ServiceTagType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 25: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'Service/ServiceTag/ServiceCategory'
                         _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                         _c2_c1_s = 3
                     elif ec == 1:
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 9: raise r.deviation('ServiceTagType', p)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 9: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'Service/ServiceTag/ServiceCategory'
                         _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                         _c2_c1_s = 3
                     else:
-                        raise r.deviation('ServiceTagType', p)
+                        raise r.deviation('ServiceTagType', r.end - q)
                 if _c2_c1_s == 3:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Service/ServiceTag/ServiceScope'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                             _c2_c1_ServiceScope = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c2_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                             if len(_c2_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c2_c1_ServiceScope, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
                         _c2_c1_s = -1
                     elif ec == 1:
                         pass
                         _c2_c1_s = -1
                     else:
-                        raise r.deviation('ServiceTagType', p)
+                        raise r.deviation('ServiceTagType', r.end - q)
                 _c2_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
                 _c2_ServiceTag.ServiceID = _c2_c1_ServiceID
                 _c2_ServiceTag.ServiceName = _c2_c1_ServiceName
                 _c2_ServiceTag.ServiceCategory = _c2_c1_ServiceCategory
                 _c2_ServiceTag.ServiceScope = _c2_c1_ServiceScope
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 27: raise r.deviation('ServiceTagListType', p)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
                 el = 'Service/FreeService'
                 _c2_FreeService = ((x >> 2) & 1) == 1
                 _v = _new(din_msgdatatypes.ServiceType)
@@ -11849,125 +11809,125 @@ def _d_ServiceTagListType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ServiceTagListType', p)
+                raise r.deviation('ServiceTagListType', r.end - q)
         if s == 2:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceTagListType', r.end - q)
                     el = 'Service/ServiceTag'
                     _c3_c1_ServiceID = None
                     _c3_c1_ServiceName = None
                     _c3_c1_ServiceCategory = None
                     _c3_c1_ServiceScope = None
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
                     el = 'Service/ServiceTag/ServiceID'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_c1_ServiceID = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_c1_ServiceID = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_c1_ServiceID = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-                    if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(p))
+                        r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                    if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(r.end - q))
                     _c3_c1_s = 1
                     if _c3_c1_s == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'Service/ServiceTag/ServiceName'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                                 _c3_c1_ServiceName = ''
                             else:
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c3_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                                 if len(_c3_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c3_c1_ServiceName, r.at(r.pos))
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                            p += 5
-                            if p > E: V, E, p = r.slide(p, 5)
-                            x = (V >> (E - p)) & 31
-                            if x & 25: raise r.deviation('ServiceTagType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 25: raise r.deviation('ServiceTagType', r.end - q)
                             el = 'Service/ServiceTag/ServiceCategory'
                             _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                             _c3_c1_s = 3
                         elif ec == 1:
-                            p += 4
-                            if p > E: V, E, p = r.slide(p, 4)
-                            x = (V >> (E - p)) & 15
-                            if x & 9: raise r.deviation('ServiceTagType', p)
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 9: raise r.deviation('ServiceTagType', r.end - q)
                             el = 'Service/ServiceTag/ServiceCategory'
                             _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                             _c3_c1_s = 3
                         else:
-                            raise r.deviation('ServiceTagType', p)
+                            raise r.deviation('ServiceTagType', r.end - q)
                     if _c3_c1_s == 3:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'Service/ServiceTag/ServiceScope'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                                 _c3_c1_ServiceScope = ''
                             else:
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c3_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                                 if len(_c3_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c3_c1_ServiceScope, r.at(r.pos))
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
                             _c3_c1_s = -1
                         elif ec == 1:
                             pass
                             _c3_c1_s = -1
                         else:
-                            raise r.deviation('ServiceTagType', p)
+                            raise r.deviation('ServiceTagType', r.end - q)
                     _c3_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
                     _c3_ServiceTag.ServiceID = _c3_c1_ServiceID
                     _c3_ServiceTag.ServiceName = _c3_c1_ServiceName
                     _c3_ServiceTag.ServiceCategory = _c3_c1_ServiceCategory
                     _c3_ServiceTag.ServiceScope = _c3_c1_ServiceScope
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 27: raise r.deviation('ServiceTagListType', p)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
                     el = 'Service/FreeService'
                     _c3_FreeService = ((x >> 2) & 1) == 1
                     _v = _new(din_msgdatatypes.ServiceType)
@@ -11979,8 +11939,8 @@ def _d_ServiceTagListType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('ServiceTagListType', p)
-        r.pos = p
+                    raise r.deviation('ServiceTagListType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ServiceTagListType)
@@ -12283,110 +12243,109 @@ def _e_ServiceTagListType(w, o):
 def _d_ServiceTagType(r):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceID = None
     f_ServiceName = None
     f_ServiceCategory = None
     f_ServiceScope = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-        if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+            r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceName'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                     f_ServiceName = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_ServiceName = r.string('din_msgdatatypes:ServiceName')
                     if len(f_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('ServiceTagType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 s = 3
             elif ec == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('ServiceTagType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 s = 3
             else:
-                raise r.deviation('ServiceTagType', p)
+                raise r.deviation('ServiceTagType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceScope'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                     f_ServiceScope = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                     if len(f_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ServiceTagType', p)
-        r.pos = p
+                raise r.deviation('ServiceTagType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ServiceTagType)
@@ -12480,127 +12439,126 @@ def _e_ServiceTagType(w, o):
 def _d_ServiceType(r):
     # {urn:din:70121:2012:MsgDataTypes}ServiceType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceTag = None
     f_FreeService = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
         el = 'ServiceTag'
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
         _c1_ServiceScope = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ServiceTag/ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-        if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+            r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceTag/ServiceName'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                     _c1_ServiceName = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                     if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('ServiceTagType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceTag/ServiceCategory'
                 _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 _c1_s = 3
             elif ec == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('ServiceTagType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceTag/ServiceCategory'
                 _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 _c1_s = 3
             else:
-                raise r.deviation('ServiceTagType', p)
+                raise r.deviation('ServiceTagType', r.end - q)
         if _c1_s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceTag/ServiceScope'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                     _c1_ServiceScope = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                     if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('ServiceTagType', p)
+                raise r.deviation('ServiceTagType', r.end - q)
         f_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
         f_ServiceTag.ServiceID = _c1_ServiceID
         f_ServiceTag.ServiceName = _c1_ServiceName
         f_ServiceTag.ServiceCategory = _c1_ServiceCategory
         f_ServiceTag.ServiceScope = _c1_ServiceScope
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 27: raise r.deviation('ServiceType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 27: raise r.deviation('ServiceType', r.end - q)
         el = 'FreeService'
         f_FreeService = ((x >> 2) & 1) == 1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.ServiceType)
@@ -12710,96 +12668,95 @@ def _e_ServiceType(w, o):
 def _d_SubCertificatesType(r):
     # {urn:din:70121:2012:MsgDataTypes}SubCertificatesType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Certificate = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
         el = 'Certificate'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
             _v = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+            if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
         f_Certificate.append(_v)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Certificate'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                 f_Certificate.append(_v)
                 s = 2
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SubCertificatesType', p)
+                raise r.deviation('SubCertificatesType', r.end - q)
         if s == 2:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(p))
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                     f_Certificate.append(_v)
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('SubCertificatesType', p)
-        r.pos = p
+                    raise r.deviation('SubCertificatesType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdatatypes.SubCertificatesType)

@@ -40,14 +40,13 @@ _I_din_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(din_msgdatatype
 def _d_BodyBaseType(r):
     # {urn:din:70121:2012:MsgDef}BodyBaseType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('BodyBaseType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('BodyBaseType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdef.BodyBaseType)
@@ -70,30 +69,29 @@ def _e_BodyBaseType(w, o):
 def _d_BodyType(r):
     # {urn:din:70121:2012:MsgDef}BodyType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     _cf = None
     _cv = None
     try:
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        ec = (V >> (E - p)) & 63
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        ec = (V >> q) & 63
         if ec < 18:
             if ec < 9:
                 if ec < 4:
                     if ec == 0:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'BodyElement'
                         _cf = 'BodyElement'
                         _cv = _new(din_msgdef.BodyBaseType)
                         s = 1
                     elif ec == 1:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckReq'
                         _cf = 'CableCheckReq'
                         el = 'CableCheckReq/DC_EVStatus'
@@ -102,87 +100,87 @@ def _d_BodyType(r):
                         _c2_c1_EVRESSConditioning = None
                         _c2_c1_EVErrorCode = None
                         _c2_c1_EVRESSSOC = None
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 13: raise r.deviation('DC_EVStatusType', p)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'CableCheckReq/DC_EVStatus/EVReady'
                         _c2_c1_EVReady = ((x >> 1) & 1) == 1
                         _c2_c1_s = 1
                         if _c2_c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                x = (V >> (E - p)) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                x = (V >> q) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
                                 _c2_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
                                 _c2_c1_s = 2
                             elif ec == 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                x = (V >> (E - p)) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                x = (V >> q) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
                                 _c2_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                                 _c2_c1_s = 3
                             elif ec == 2:
-                                p += 6
-                                if p > E: V, E, p = r.slide(p, 6)
-                                x = (V >> (E - p)) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                q -= 6
+                                if q < 0: V, q = r.slideq(q, 6)
+                                x = (V >> q) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
                                 _c2_c1_EVErrorCode = ((x >> 1) & 15)
-                                if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(p))
+                                if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
                                 _c2_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVStatusType', p)
+                                raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                x = (V >> (E - p)) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                x = (V >> q) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
                                 _c2_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                                 _c2_c1_s = 3
                             elif ec == 1:
-                                p += 6
-                                if p > E: V, E, p = r.slide(p, 6)
-                                x = (V >> (E - p)) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                q -= 6
+                                if q < 0: V, q = r.slideq(q, 6)
+                                x = (V >> q) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
                                 _c2_c1_EVErrorCode = ((x >> 1) & 15)
-                                if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(p))
+                                if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
                                 _c2_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVStatusType', p)
+                                raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c1_s == 3:
-                            p += 7
-                            if p > E: V, E, p = r.slide(p, 7)
-                            x = (V >> (E - p)) & 127
-                            if x & 97: raise r.deviation('DC_EVStatusType', p)
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
                             _c2_c1_EVErrorCode = ((x >> 1) & 15)
-                            if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(p))
+                            if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
                             _c2_c1_s = 4
                         if _c2_c1_s == 4:
-                            p += 11
-                            if p > E: V, E, p = r.slide(p, 11)
-                            x = (V >> (E - p)) & 2047
-                            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+                            q -= 11
+                            if q < 0: V, q = r.slideq(q, 11)
+                            x = (V >> q) & 2047
+                            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
                             _c2_c1_EVRESSSOC = ((x >> 2) & 127)
-                            if _c2_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c1_EVRESSSOC, r.at(p))
+                            if _c2_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c1_EVRESSSOC, r.at(r.end - q))
                             _c2_c1_s = -1
                         _c2_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
                         _c2_DC_EVStatus.EVReady = _c2_c1_EVReady
@@ -190,86 +188,86 @@ def _d_BodyType(r):
                         _c2_DC_EVStatus.EVRESSConditioning = _c2_c1_EVRESSConditioning
                         _c2_DC_EVStatus.EVErrorCode = _c2_c1_EVErrorCode
                         _c2_DC_EVStatus.EVRESSSOC = _c2_c1_EVRESSSOC
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.CableCheckReqType)
                         _cv.DC_EVStatus = _c2_DC_EVStatus
                         s = 1
                     elif ec == 2:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes'
                         _cf = 'CableCheckRes'
                         el = 'CableCheckRes/ResponseCode'
                         _c3_ResponseCode = ((x >> 2) & 31)
-                        if _c3_ResponseCode >= 23: _c3_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c3_ResponseCode, 23, r.at(p))
+                        if _c3_ResponseCode >= 23: _c3_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c3_ResponseCode, 23, r.at(r.end - q))
                         else: _c3_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c3_ResponseCode]
                         el = 'CableCheckRes/DC_EVSEStatus'
                         _c3_c1_EVSEIsolationStatus = None
                         _c3_c1_EVSEStatusCode = None
                         _c3_c1_NotificationMaxDelay = None
                         _c3_c1_EVSENotification = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
-                            p += 11
-                            if p > E: V, E, p = r.slide(p, 11)
-                            x = (V >> (E - p)) & 2047
-                            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 11
+                            if q < 0: V, q = r.slideq(q, 11)
+                            x = (V >> q) & 2047
+                            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
                             _c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
                             el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                             _c3_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(p))
+                            if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
                             _c3_c1_s = 2
                         elif ec == 1:
-                            p += 6
-                            if p > E: V, E, p = r.slide(p, 6)
-                            x = (V >> (E - p)) & 63
-                            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 6
+                            if q < 0: V, q = r.slideq(q, 6)
+                            x = (V >> q) & 63
+                            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                             _c3_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(p))
+                            if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
                             _c3_c1_s = 2
                         else:
-                            raise r.deviation('DC_EVSEStatusType', p)
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c3_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if p + 24 <= E:
-                                _y = (V >> (E - p - 24)) & 16777215
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
-                                    p += 8
+                                    q -= 8
                                     _c3_c1_NotificationMaxDelay = _y >> 16
                                 elif not _y & 32768:
-                                    p += 16
+                                    q -= 16
                                     _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                 elif not _y & 128:
-                                    p += 24
+                                    q -= 24
                                     _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
-                                    r.pos = p; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                p += 8
-                                _c3_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                                    r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c3_c1_NotificationMaxDelay = (V >> q) & 127
                             else:
-                                r.pos = p; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                            p += 7
-                            if p > E: V, E, p = r.slide(p, 7)
-                            x = (V >> (E - p)) & 127
-                            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-                            if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(p))
+                                r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(r.end - q))
                             el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
                             _c3_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c3_c1_EVSENotification >= 3: _c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c3_c1_EVSENotification, 3, r.at(p))
+                            if _c3_c1_EVSENotification >= 3: _c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c3_c1_EVSENotification, 3, r.at(r.end - q))
                             else: _c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c3_c1_EVSENotification]
                             _c3_c1_s = -1
                         _c3_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
@@ -277,10 +275,10 @@ def _d_BodyType(r):
                         _c3_DC_EVSEStatus.EVSEStatusCode = _c3_c1_EVSEStatusCode
                         _c3_DC_EVSEStatus.NotificationMaxDelay = _c3_c1_NotificationMaxDelay
                         _c3_DC_EVSEStatus.EVSENotification = _c3_c1_EVSENotification
-                        p += 5
-                        if p > E: V, E, p = r.slide(p, 5)
-                        x = (V >> (E - p)) & 31
-                        if x & 27: raise r.deviation('BodyType', p)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 27: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes/EVSEProcessing'
                         _c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
                         _cv = _new(din_msgbody.CableCheckResType)
@@ -295,90 +293,90 @@ def _d_BodyType(r):
                         _c4_OEMProvisioningCert = None
                         _c4_ListOfRootCertificateIDs = None
                         _c4_DHParams = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'CertificateInstallationReq/@Id'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c4_Id = r.string('Id')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             el = 'CertificateInstallationReq/OEMProvisioningCert'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
                                 _c4_OEMProvisioningCert = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c4_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c4_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c4_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+                                    r.pos = r.end - q; _c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
                             _c4_s = 2
                         elif ec == 1:
                             el = 'CertificateInstallationReq/OEMProvisioningCert'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
                                 _c4_OEMProvisioningCert = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c4_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c4_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c4_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+                                    r.pos = r.end - q; _c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
                             _c4_s = 2
                         else:
-                            raise r.deviation('CertificateInstallationReqType', p)
+                            raise r.deviation('CertificateInstallationReqType', r.end - q)
                         if _c4_s == 2:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             el = 'CertificateInstallationReq/DHParams'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
                                 _c4_DHParams = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c4_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c4_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c4_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c4_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                                    r.pos = r.end - q; _c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c4_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c4_s = -1
                         _cv = _new(din_msgbody.CertificateInstallationReqType)
                         _cv.Id = _c4_Id
@@ -387,136 +385,136 @@ def _d_BodyType(r):
                         _cv.DHParams = _c4_DHParams
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 4:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes'
                         _cf = 'CertificateInstallationRes'
                         el = 'CertificateInstallationRes/@Id'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c5_Id = r.string('Id')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ResponseCode'
                         _c5_ResponseCode = ((x >> 2) & 31)
-                        if _c5_ResponseCode >= 23: _c5_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c5_ResponseCode, 23, r.at(p))
+                        if _c5_ResponseCode >= 23: _c5_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c5_ResponseCode, 23, r.at(r.end - q))
                         else: _c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c5_ResponseCode]
                         el = 'CertificateInstallationRes/ContractSignatureCertChain'
                         _c5_c1_Certificate = None
                         _c5_c1_SubCertificates = None
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                             _c5_c1_Certificate = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c5_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c5_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c5_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c5_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c5_c1_Certificate, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                r.pos = r.end - q; _c5_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c5_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c5_c1_Certificate, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                         _c5_c1_s = 1
                         if _c5_c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c5_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                                 _c5_c1_s = -1
                             elif ec == 1:
                                 pass
                                 _c5_c1_s = -1
                             else:
-                                raise r.deviation('CertificateChainType', p)
+                                raise r.deviation('CertificateChainType', r.end - q)
                         _c5_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
                         _c5_ContractSignatureCertChain.Certificate = _c5_c1_Certificate
                         _c5_ContractSignatureCertChain.SubCertificates = _c5_c1_SubCertificates
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
                             _c5_ContractSignatureEncryptedPrivateKey = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c5_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c5_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c5_ContractSignatureEncryptedPrivateKey, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                                r.pos = r.end - q; _c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c5_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/DHParams'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
                             _c5_DHParams = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c5_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c5_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c5_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c5_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c5_DHParams, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                                r.pos = r.end - q; _c5_DHParams = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c5_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c5_DHParams, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractID'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
                             _c5_ContractID = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c5_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c5_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', _c5_ContractID, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.CertificateInstallationResType)
                         _cv.Id = _c5_Id
                         _cv.ResponseCode = _c5_ResponseCode
@@ -528,164 +526,164 @@ def _d_BodyType(r):
                     elif ec == 5:
                         el = 'CertificateUpdateReq'
                         _cf = 'CertificateUpdateReq'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = c_din_msgbody._d_CertificateUpdateReqType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 6:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes'
                         _cf = 'CertificateUpdateRes'
                         el = 'CertificateUpdateRes/@Id'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c6_Id = r.string('Id')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/ResponseCode'
                         _c6_ResponseCode = ((x >> 2) & 31)
-                        if _c6_ResponseCode >= 23: _c6_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c6_ResponseCode, 23, r.at(p))
+                        if _c6_ResponseCode >= 23: _c6_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c6_ResponseCode, 23, r.at(r.end - q))
                         else: _c6_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c6_ResponseCode]
                         el = 'CertificateUpdateRes/ContractSignatureCertChain'
                         _c6_c1_Certificate = None
                         _c6_c1_SubCertificates = None
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                         el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                             _c6_c1_Certificate = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c6_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c6_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c6_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c6_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c6_c1_Certificate, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                r.pos = r.end - q; _c6_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c6_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c6_c1_Certificate, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                         _c6_c1_s = 1
                         if _c6_c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c6_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                                 _c6_c1_s = -1
                             elif ec == 1:
                                 pass
                                 _c6_c1_s = -1
                             else:
-                                raise r.deviation('CertificateChainType', p)
+                                raise r.deviation('CertificateChainType', r.end - q)
                         _c6_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
                         _c6_ContractSignatureCertChain.Certificate = _c6_c1_Certificate
                         _c6_ContractSignatureCertChain.SubCertificates = _c6_c1_SubCertificates
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
                             _c6_ContractSignatureEncryptedPrivateKey = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c6_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c6_ContractSignatureEncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c6_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c6_ContractSignatureEncryptedPrivateKey, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                                r.pos = r.end - q; _c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c6_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c6_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/DHParams'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
                             _c6_DHParams = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c6_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c6_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c6_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c6_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c6_DHParams, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                                r.pos = r.end - q; _c6_DHParams = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c6_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c6_DHParams, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/ContractID'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
                             _c6_ContractID = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c6_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c6_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', _c6_ContractID, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 6: raise r.deviation('BodyType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/RetryCounter'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c6_RetryCounter = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c6_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c6_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c6_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c6_RetryCounter = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c6_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_RetryCounter = (V >> q) & 127
                         else:
-                            r.pos = p; _c6_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                            r.pos = r.end - q; _c6_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c6_RetryCounter = -_c6_RetryCounter - 1
-                        if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c6_RetryCounter, r.at(p))
+                        if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c6_RetryCounter, r.at(r.end - q))
                         _cv = _new(din_msgbody.CertificateUpdateResType)
                         _cv.Id = _c6_Id
                         _cv.ResponseCode = _c6_ResponseCode
@@ -698,25 +696,25 @@ def _d_BodyType(r):
                     elif ec == 7:
                         el = 'ChargeParameterDiscoveryReq'
                         _cf = 'ChargeParameterDiscoveryReq'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 8:
                         el = 'ChargeParameterDiscoveryRes'
                         _cf = 'ChargeParameterDiscoveryRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = c_din_msgbody._d_ChargeParameterDiscoveryResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
             else:
                 if ec < 13:
                     if ec == 9:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'ChargingStatusReq'
                         _cf = 'ChargingStatusReq'
                         _cv = _new(din_msgbody.ChargingStatusReqType)
@@ -724,91 +722,91 @@ def _d_BodyType(r):
                     elif ec == 10:
                         el = 'ChargingStatusRes'
                         _cf = 'ChargingStatusRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = c_din_msgbody._d_ChargingStatusResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 11:
                         el = 'ContractAuthenticationReq'
                         _cf = 'ContractAuthenticationReq'
                         _c8_Id = None
                         _c8_GenChallenge = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'ContractAuthenticationReq/@Id'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c8_Id = r.string('Id')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c8_s = 1
                         elif ec == 1:
                             el = 'ContractAuthenticationReq/GenChallenge'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
                                 _c8_GenChallenge = ''
                             else:
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c8_GenChallenge = r.string('din_msgbody:GenChallenge')
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
                             _c8_s = 2
                         elif ec == 2:
                             pass
                             _c8_s = -1
                         else:
-                            raise r.deviation('ContractAuthenticationReqType', p)
+                            raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c8_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ContractAuthenticationReq/GenChallenge'
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1:
-                                    p += 3
-                                    if p > E: V, E, p = r.slide(p, 3)
-                                    if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1:
+                                    q -= 3
+                                    if q < 0: V, q = r.slideq(q, 3)
+                                    if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
                                     _c8_GenChallenge = ''
                                 else:
-                                    r.pos = p
+                                    r.pos = r.end - q
                                     _c8_GenChallenge = r.string('din_msgbody:GenChallenge')
-                                    V = r.v; E = r.end; p = r.pos
-                                    p += 1
-                                    if p > E: V, E, p = r.slide(p, 1)
-                                    if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+                                    V = r.v; q = r.end - r.pos
+                                    q -= 1
+                                    if q < 0: V, q = r.slideq(q, 1)
+                                    if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
                                 _c8_s = 2
                             elif ec == 1:
                                 pass
                                 _c8_s = -1
                             else:
-                                raise r.deviation('ContractAuthenticationReqType', p)
+                                raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c8_s == 2:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                             _c8_s = -1
                         _cv = _new(din_msgbody.ContractAuthenticationReqType)
                         _cv.Id = _c8_Id
                         _cv.GenChallenge = _c8_GenChallenge
                         s = 1
                     elif ec == 12:
-                        p += 13
-                        if p > E: V, E, p = r.slide(p, 13)
-                        x = (V >> (E - p)) & 8191
-                        if x & 6203: raise r.deviation('BodyType', p)
+                        q -= 13
+                        if q < 0: V, q = r.slideq(q, 13)
+                        x = (V >> q) & 8191
+                        if x & 6203: raise r.deviation('BodyType', r.end - q)
                         el = 'ContractAuthenticationRes'
                         _cf = 'ContractAuthenticationRes'
                         el = 'ContractAuthenticationRes/ResponseCode'
                         _c9_ResponseCode = ((x >> 6) & 31)
-                        if _c9_ResponseCode >= 23: _c9_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c9_ResponseCode, 23, r.at(p))
+                        if _c9_ResponseCode >= 23: _c9_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c9_ResponseCode, 23, r.at(r.end - q))
                         else: _c9_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c9_ResponseCode]
                         el = 'ContractAuthenticationRes/EVSEProcessing'
                         _c9_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
@@ -817,21 +815,21 @@ def _d_BodyType(r):
                         _cv.EVSEProcessing = _c9_EVSEProcessing
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 13:
                         el = 'CurrentDemandReq'
                         _cf = 'CurrentDemandReq'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = c_din_msgbody._d_CurrentDemandReqType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 14:
                         el = 'CurrentDemandRes'
                         _cf = 'CurrentDemandRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = c_din_msgbody._d_CurrentDemandResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 15:
                         el = 'MeteringReceiptReq'
@@ -840,109 +838,109 @@ def _d_BodyType(r):
                         _c10_SessionID = None
                         _c10_SAScheduleTupleID = None
                         _c10_MeterInfo = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'MeteringReceiptReq/@Id'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c10_Id = r.string('Id')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'MeteringReceiptReq/SessionID'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
                                 _c10_SessionID = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c10_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c10_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c10_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                                    r.pos = r.end - q; _c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
                             _c10_s = 2
                         elif ec == 1:
                             el = 'MeteringReceiptReq/SessionID'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
                                 _c10_SessionID = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c10_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c10_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c10_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                                    r.pos = r.end - q; _c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
                             _c10_s = 2
                         else:
-                            raise r.deviation('MeteringReceiptReqType', p)
+                            raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _c10_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('MeteringReceiptReqType', p)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                                 el = 'MeteringReceiptReq/SAScheduleTupleID'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c10_SAScheduleTupleID = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c10_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c10_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c10_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c10_SAScheduleTupleID = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c10_SAScheduleTupleID = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c10_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptReqType', p)
+                                    r.pos = r.end - q; _c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
                                 if _neg: _c10_SAScheduleTupleID = -_c10_SAScheduleTupleID - 1
-                                if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c10_SAScheduleTupleID, r.at(p))
+                                if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c10_SAScheduleTupleID, r.at(r.end - q))
                                 el = 'MeteringReceiptReq/MeterInfo'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c10_s = 4
                             elif ec == 1:
                                 el = 'MeteringReceiptReq/MeterInfo'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c10_s = 4
                             else:
-                                raise r.deviation('MeteringReceiptReqType', p)
+                                raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _c10_s == 4:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             _c10_s = -1
                         _cv = _new(din_msgbody.MeteringReceiptReqType)
                         _cv.Id = _c10_Id
@@ -951,47 +949,47 @@ def _d_BodyType(r):
                         _cv.MeterInfo = _c10_MeterInfo
                         s = 1
                     elif ec == 16:
-                        p += 19
-                        if p > E: V, E, p = r.slide(p, 19)
-                        x = (V >> (E - p)) & 524287
-                        if x & 397175: raise r.deviation('BodyType', p)
+                        q -= 19
+                        if q < 0: V, q = r.slideq(q, 19)
+                        x = (V >> q) & 524287
+                        if x & 397175: raise r.deviation('BodyType', r.end - q)
                         el = 'MeteringReceiptRes'
                         _cf = 'MeteringReceiptRes'
                         el = 'MeteringReceiptRes/ResponseCode'
                         _c11_ResponseCode = ((x >> 12) & 31)
-                        if _c11_ResponseCode >= 23: _c11_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c11_ResponseCode, 23, r.at(p))
+                        if _c11_ResponseCode >= 23: _c11_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c11_ResponseCode, 23, r.at(r.end - q))
                         else: _c11_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c11_ResponseCode]
                         el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
                         _c11_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
                         el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
                         _c11_c1_RCD = ((x >> 3) & 1) == 1
                         el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c11_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c11_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c11_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c11_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c11_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = p; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 8
-                        if p > E: V, E, p = r.slide(p, 8)
-                        x = (V >> (E - p)) & 255
-                        if x & 231: raise r.deviation('BodyType', p)
-                        if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(p))
+                            r.pos = r.end - q; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 231: raise r.deviation('BodyType', r.end - q)
+                        if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
                         _c11_c1_EVSENotification = ((x >> 3) & 3)
-                        if _c11_c1_EVSENotification >= 3: _c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c11_c1_EVSENotification, 3, r.at(p))
+                        if _c11_c1_EVSENotification >= 3: _c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c11_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c11_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c11_c1_EVSENotification]
                         _c11_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
                         _c11_AC_EVSEStatus.PowerSwitchClosed = _c11_c1_PowerSwitchClosed
@@ -1003,143 +1001,143 @@ def _d_BodyType(r):
                         _cv.AC_EVSEStatus = _c11_AC_EVSEStatus
                         s = 1
                     elif ec == 17:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq'
                         _cf = 'PaymentDetailsReq'
                         el = 'PaymentDetailsReq/ContractID'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
                             _c12_ContractID = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c12_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c12_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c12_ContractID, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
                         _c12_c1_Certificate = None
                         _c12_c1_SubCertificates = None
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                             _c12_c1_Certificate = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c12_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c12_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c12_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c12_c1_Certificate, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c12_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c12_c1_Certificate, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                         _c12_c1_s = 1
                         if _c12_c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c12_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                                 _c12_c1_s = -1
                             elif ec == 1:
                                 pass
                                 _c12_c1_s = -1
                             else:
-                                raise r.deviation('CertificateChainType', p)
+                                raise r.deviation('CertificateChainType', r.end - q)
                         _c12_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
                         _c12_ContractSignatureCertChain.Certificate = _c12_c1_Certificate
                         _c12_ContractSignatureCertChain.SubCertificates = _c12_c1_SubCertificates
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.PaymentDetailsReqType)
                         _cv.ContractID = _c12_ContractID
                         _cv.ContractSignatureCertChain = _c12_ContractSignatureCertChain
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
         else:
             if ec < 27:
                 if ec < 22:
                     if ec == 18:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsRes'
                         _cf = 'PaymentDetailsRes'
                         el = 'PaymentDetailsRes/ResponseCode'
                         _c13_ResponseCode = ((x >> 2) & 31)
-                        if _c13_ResponseCode >= 23: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 23, r.at(p))
+                        if _c13_ResponseCode >= 23: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 23, r.at(r.end - q))
                         else: _c13_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c13_ResponseCode]
                         el = 'PaymentDetailsRes/GenChallenge'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
                             _c13_GenChallenge = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c13_GenChallenge = r.string('din_msgbody:GenChallenge')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 6: raise r.deviation('BodyType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsRes/DateTimeNow'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c13_DateTimeNow = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c13_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c13_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c13_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c13_DateTimeNow = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c13_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c13_DateTimeNow = (V >> q) & 127
                         else:
-                            r.pos = p; _c13_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                            r.pos = r.end - q; _c13_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c13_DateTimeNow = -_c13_DateTimeNow - 1
-                        if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c13_DateTimeNow, r.at(p))
+                        if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c13_DateTimeNow, r.at(r.end - q))
                         _cv = _new(din_msgbody.PaymentDetailsResType)
                         _cv.ResponseCode = _c13_ResponseCode
                         _cv.GenChallenge = _c13_GenChallenge
@@ -1152,33 +1150,33 @@ def _d_BodyType(r):
                         _c14_ChargingProfile = None
                         _c14_DC_EVPowerDeliveryParameter = None
                         _c14_EVPowerDeliveryParameter = None
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 13: raise r.deviation('PowerDeliveryReqType', p)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 13: raise r.deviation('PowerDeliveryReqType', r.end - q)
                         el = 'PowerDeliveryReq/ReadyToChargeState'
                         _c14_ReadyToChargeState = ((x >> 1) & 1) == 1
                         _c14_s = 1
                         if _c14_s == 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            ec = (V >> (E - p)) & 7
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            ec = (V >> q) & 7
                             if ec == 0:
                                 el = 'PowerDeliveryReq/ChargingProfile'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c14_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c14_s = 2
                             elif ec == 1:
                                 el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c14_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c14_s = 3
                             elif ec == 2:
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
                                 el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
                                 _c14_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
                                 _c14_s = 3
@@ -1186,21 +1184,21 @@ def _d_BodyType(r):
                                 pass
                                 _c14_s = -1
                             else:
-                                raise r.deviation('PowerDeliveryReqType', p)
+                                raise r.deviation('PowerDeliveryReqType', r.end - q)
                         if _c14_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c14_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c14_s = 3
                             elif ec == 1:
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
                                 el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
                                 _c14_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
                                 _c14_s = 3
@@ -1208,11 +1206,11 @@ def _d_BodyType(r):
                                 pass
                                 _c14_s = -1
                             else:
-                                raise r.deviation('PowerDeliveryReqType', p)
+                                raise r.deviation('PowerDeliveryReqType', r.end - q)
                         if _c14_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
                             _c14_s = -1
                         _cv = _new(din_msgbody.PowerDeliveryReqType)
                         _cv.ReadyToChargeState = _c14_ReadyToChargeState
@@ -1223,14 +1221,14 @@ def _d_BodyType(r):
                     elif ec == 20:
                         el = 'PowerDeliveryRes'
                         _cf = 'PowerDeliveryRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = c_din_msgbody._d_PowerDeliveryResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 21:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'PreChargeReq/DC_EVStatus'
@@ -1239,87 +1237,87 @@ def _d_BodyType(r):
                         _c15_c1_EVRESSConditioning = None
                         _c15_c1_EVErrorCode = None
                         _c15_c1_EVRESSSOC = None
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 13: raise r.deviation('DC_EVStatusType', p)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'PreChargeReq/DC_EVStatus/EVReady'
                         _c15_c1_EVReady = ((x >> 1) & 1) == 1
                         _c15_c1_s = 1
                         if _c15_c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                x = (V >> (E - p)) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                x = (V >> q) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
                                 _c15_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
                                 _c15_c1_s = 2
                             elif ec == 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                x = (V >> (E - p)) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                x = (V >> q) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
                                 _c15_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                                 _c15_c1_s = 3
                             elif ec == 2:
-                                p += 6
-                                if p > E: V, E, p = r.slide(p, 6)
-                                x = (V >> (E - p)) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                q -= 6
+                                if q < 0: V, q = r.slideq(q, 6)
+                                x = (V >> q) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
                                 _c15_c1_EVErrorCode = ((x >> 1) & 15)
-                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(p))
+                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
                                 _c15_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVStatusType', p)
+                                raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c15_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                x = (V >> (E - p)) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                x = (V >> q) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
                                 _c15_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                                 _c15_c1_s = 3
                             elif ec == 1:
-                                p += 6
-                                if p > E: V, E, p = r.slide(p, 6)
-                                x = (V >> (E - p)) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                q -= 6
+                                if q < 0: V, q = r.slideq(q, 6)
+                                x = (V >> q) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
                                 _c15_c1_EVErrorCode = ((x >> 1) & 15)
-                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(p))
+                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
                                 _c15_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVStatusType', p)
+                                raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c15_c1_s == 3:
-                            p += 7
-                            if p > E: V, E, p = r.slide(p, 7)
-                            x = (V >> (E - p)) & 127
-                            if x & 97: raise r.deviation('DC_EVStatusType', p)
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
                             _c15_c1_EVErrorCode = ((x >> 1) & 15)
-                            if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(p))
+                            if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
                             _c15_c1_s = 4
                         if _c15_c1_s == 4:
-                            p += 11
-                            if p > E: V, E, p = r.slide(p, 11)
-                            x = (V >> (E - p)) & 2047
-                            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+                            q -= 11
+                            if q < 0: V, q = r.slideq(q, 11)
+                            x = (V >> q) & 2047
+                            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
                             _c15_c1_EVRESSSOC = ((x >> 2) & 127)
-                            if _c15_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c15_c1_EVRESSSOC, r.at(p))
+                            if _c15_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c15_c1_EVRESSSOC, r.at(r.end - q))
                             _c15_c1_s = -1
                         _c15_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
                         _c15_DC_EVStatus.EVReady = _c15_c1_EVReady
@@ -1327,283 +1325,283 @@ def _d_BodyType(r):
                         _c15_DC_EVStatus.EVRESSConditioning = _c15_c1_EVRESSConditioning
                         _c15_DC_EVStatus.EVErrorCode = _c15_c1_EVErrorCode
                         _c15_DC_EVStatus.EVRESSSOC = _c15_c1_EVRESSSOC
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq/EVTargetVoltage'
                         _c15_c2_Multiplier = None
                         _c15_c2_Unit = None
                         _c15_c2_Value = None
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeReq/EVTargetVoltage/Multiplier'
                         _c15_c2_Multiplier = ((x >> 1) & 7) + -3
-                        if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(p))
+                        if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(r.end - q))
                         _c15_c2_s = 1
                         if _c15_c2_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 9
-                                if p > E: V, E, p = r.slide(p, 9)
-                                x = (V >> (E - p)) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                q -= 9
+                                if q < 0: V, q = r.slideq(q, 9)
+                                x = (V >> q) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                                 el = 'PreChargeReq/EVTargetVoltage/Unit'
                                 _c15_c2_Unit = ((x >> 4) & 15)
-                                if _c15_c2_Unit >= 10: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 10, r.at(p))
+                                if _c15_c2_Unit >= 10: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 10, r.at(r.end - q))
                                 else: _c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c2_Unit]
                                 el = 'PreChargeReq/EVTargetVoltage/Value'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c15_c2_Value = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c15_c2_Value = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c15_c2_Value = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                    r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c15_c2_Value = -_c15_c2_Value - 1
-                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(p))
+                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
                                 _c15_c2_s = 3
                             elif ec == 1:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                                 el = 'PreChargeReq/EVTargetVoltage/Value'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c15_c2_Value = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c15_c2_Value = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c15_c2_Value = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                    r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c15_c2_Value = -_c15_c2_Value - 1
-                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(p))
+                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
                                 _c15_c2_s = 3
                             else:
-                                raise r.deviation('PhysicalValueType', p)
+                                raise r.deviation('PhysicalValueType', r.end - q)
                         if _c15_c2_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                             _c15_c2_s = -1
                         _c15_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
                         _c15_EVTargetVoltage.Multiplier = _c15_c2_Multiplier
                         _c15_EVTargetVoltage.Unit = _c15_c2_Unit
                         _c15_EVTargetVoltage.Value = _c15_c2_Value
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq/EVTargetCurrent'
                         _c15_c3_Multiplier = None
                         _c15_c3_Unit = None
                         _c15_c3_Value = None
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeReq/EVTargetCurrent/Multiplier'
                         _c15_c3_Multiplier = ((x >> 1) & 7) + -3
-                        if _c15_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c3_Multiplier, r.at(p))
+                        if _c15_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c3_Multiplier, r.at(r.end - q))
                         _c15_c3_s = 1
                         if _c15_c3_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 9
-                                if p > E: V, E, p = r.slide(p, 9)
-                                x = (V >> (E - p)) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                q -= 9
+                                if q < 0: V, q = r.slideq(q, 9)
+                                x = (V >> q) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                                 el = 'PreChargeReq/EVTargetCurrent/Unit'
                                 _c15_c3_Unit = ((x >> 4) & 15)
-                                if _c15_c3_Unit >= 10: _c15_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c3_Unit, 10, r.at(p))
+                                if _c15_c3_Unit >= 10: _c15_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c3_Unit, 10, r.at(r.end - q))
                                 else: _c15_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c3_Unit]
                                 el = 'PreChargeReq/EVTargetCurrent/Value'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c15_c3_Value = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c15_c3_Value = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c15_c3_Value = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                    r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c15_c3_Value = -_c15_c3_Value - 1
-                                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(p))
+                                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(r.end - q))
                                 _c15_c3_s = 3
                             elif ec == 1:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                                 el = 'PreChargeReq/EVTargetCurrent/Value'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c15_c3_Value = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c15_c3_Value = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c15_c3_Value = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                    r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c15_c3_Value = -_c15_c3_Value - 1
-                                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(p))
+                                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(r.end - q))
                                 _c15_c3_s = 3
                             else:
-                                raise r.deviation('PhysicalValueType', p)
+                                raise r.deviation('PhysicalValueType', r.end - q)
                         if _c15_c3_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                             _c15_c3_s = -1
                         _c15_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
                         _c15_EVTargetCurrent.Multiplier = _c15_c3_Multiplier
                         _c15_EVTargetCurrent.Unit = _c15_c3_Unit
                         _c15_EVTargetCurrent.Value = _c15_c3_Value
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.PreChargeReqType)
                         _cv.DC_EVStatus = _c15_DC_EVStatus
                         _cv.EVTargetVoltage = _c15_EVTargetVoltage
                         _cv.EVTargetCurrent = _c15_EVTargetCurrent
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 22:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'PreChargeRes/ResponseCode'
                         _c16_ResponseCode = ((x >> 2) & 31)
-                        if _c16_ResponseCode >= 23: _c16_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c16_ResponseCode, 23, r.at(p))
+                        if _c16_ResponseCode >= 23: _c16_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c16_ResponseCode, 23, r.at(r.end - q))
                         else: _c16_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c16_ResponseCode]
                         el = 'PreChargeRes/DC_EVSEStatus'
                         _c16_c1_EVSEIsolationStatus = None
                         _c16_c1_EVSEStatusCode = None
                         _c16_c1_NotificationMaxDelay = None
                         _c16_c1_EVSENotification = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
-                            p += 11
-                            if p > E: V, E, p = r.slide(p, 11)
-                            x = (V >> (E - p)) & 2047
-                            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 11
+                            if q < 0: V, q = r.slideq(q, 11)
+                            x = (V >> q) & 2047
+                            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
                             _c16_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                             _c16_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(p))
+                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
                             _c16_c1_s = 2
                         elif ec == 1:
-                            p += 6
-                            if p > E: V, E, p = r.slide(p, 6)
-                            x = (V >> (E - p)) & 63
-                            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 6
+                            if q < 0: V, q = r.slideq(q, 6)
+                            x = (V >> q) & 63
+                            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                             _c16_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(p))
+                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
                             _c16_c1_s = 2
                         else:
-                            raise r.deviation('DC_EVSEStatusType', p)
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c16_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if p + 24 <= E:
-                                _y = (V >> (E - p - 24)) & 16777215
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
-                                    p += 8
+                                    q -= 8
                                     _c16_c1_NotificationMaxDelay = _y >> 16
                                 elif not _y & 32768:
-                                    p += 16
+                                    q -= 16
                                     _c16_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                 elif not _y & 128:
-                                    p += 24
+                                    q -= 24
                                     _c16_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
-                                    r.pos = p; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                p += 8
-                                _c16_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                                    r.pos = r.end - q; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c16_c1_NotificationMaxDelay = (V >> q) & 127
                             else:
-                                r.pos = p; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                            p += 7
-                            if p > E: V, E, p = r.slide(p, 7)
-                            x = (V >> (E - p)) & 127
-                            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-                            if _c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c16_c1_NotificationMaxDelay, r.at(p))
+                                r.pos = r.end - q; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c16_c1_NotificationMaxDelay, r.at(r.end - q))
                             el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
                             _c16_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c16_c1_EVSENotification >= 3: _c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c16_c1_EVSENotification, 3, r.at(p))
+                            if _c16_c1_EVSENotification >= 3: _c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c16_c1_EVSENotification, 3, r.at(r.end - q))
                             else: _c16_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c16_c1_EVSENotification]
                             _c16_c1_s = -1
                         _c16_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
@@ -1611,139 +1609,139 @@ def _d_BodyType(r):
                         _c16_DC_EVSEStatus.EVSEStatusCode = _c16_c1_EVSEStatusCode
                         _c16_DC_EVSEStatus.NotificationMaxDelay = _c16_c1_NotificationMaxDelay
                         _c16_DC_EVSEStatus.EVSENotification = _c16_c1_EVSENotification
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage'
                         _c16_c2_Multiplier = None
                         _c16_c2_Unit = None
                         _c16_c2_Value = None
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
                         _c16_c2_Multiplier = ((x >> 1) & 7) + -3
-                        if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(p))
+                        if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(r.end - q))
                         _c16_c2_s = 1
                         if _c16_c2_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 9
-                                if p > E: V, E, p = r.slide(p, 9)
-                                x = (V >> (E - p)) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                q -= 9
+                                if q < 0: V, q = r.slideq(q, 9)
+                                x = (V >> q) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                                 el = 'PreChargeRes/EVSEPresentVoltage/Unit'
                                 _c16_c2_Unit = ((x >> 4) & 15)
-                                if _c16_c2_Unit >= 10: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 10, r.at(p))
+                                if _c16_c2_Unit >= 10: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 10, r.at(r.end - q))
                                 else: _c16_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c16_c2_Unit]
                                 el = 'PreChargeRes/EVSEPresentVoltage/Value'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c16_c2_Value = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c16_c2_Value = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c16_c2_Value = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                    r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c16_c2_Value = -_c16_c2_Value - 1
-                                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(p))
+                                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(r.end - q))
                                 _c16_c2_s = 3
                             elif ec == 1:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                                 el = 'PreChargeRes/EVSEPresentVoltage/Value'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c16_c2_Value = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c16_c2_Value = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c16_c2_Value = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                    r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c16_c2_Value = -_c16_c2_Value - 1
-                                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(p))
+                                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(r.end - q))
                                 _c16_c2_s = 3
                             else:
-                                raise r.deviation('PhysicalValueType', p)
+                                raise r.deviation('PhysicalValueType', r.end - q)
                         if _c16_c2_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                             _c16_c2_s = -1
                         _c16_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
                         _c16_EVSEPresentVoltage.Multiplier = _c16_c2_Multiplier
                         _c16_EVSEPresentVoltage.Unit = _c16_c2_Unit
                         _c16_EVSEPresentVoltage.Value = _c16_c2_Value
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.PreChargeResType)
                         _cv.ResponseCode = _c16_ResponseCode
                         _cv.DC_EVSEStatus = _c16_DC_EVSEStatus
                         _cv.EVSEPresentVoltage = _c16_EVSEPresentVoltage
                         s = 1
                     elif ec == 23:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'ServiceDetailReq'
                         _cf = 'ServiceDetailReq'
                         el = 'ServiceDetailReq/ServiceID'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c17_ServiceID = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c17_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c17_ServiceID = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c17_ServiceID = (V >> q) & 127
                         else:
-                            r.pos = p; _c17_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
-                        if _c17_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(p))
+                            r.pos = r.end - q; _c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        if _c17_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
                         _cv = _new(din_msgbody.ServiceDetailReqType)
                         _cv.ServiceID = _c17_ServiceID
                         s = 1
@@ -1753,56 +1751,56 @@ def _d_BodyType(r):
                         _c18_ResponseCode = None
                         _c18_ServiceID = None
                         _c18_ServiceParameterList = None
-                        p += 10
-                        if p > E: V, E, p = r.slide(p, 10)
-                        x = (V >> (E - p)) & 1023
-                        if x & 775: raise r.deviation('ServiceDetailResType', p)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
                         el = 'ServiceDetailRes/ResponseCode'
                         _c18_ResponseCode = ((x >> 3) & 31)
-                        if _c18_ResponseCode >= 23: _c18_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c18_ResponseCode, 23, r.at(p))
+                        if _c18_ResponseCode >= 23: _c18_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c18_ResponseCode, 23, r.at(r.end - q))
                         else: _c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c18_ResponseCode]
                         el = 'ServiceDetailRes/ServiceID'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c18_ServiceID = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c18_ServiceID = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c18_ServiceID = (V >> q) & 127
                         else:
-                            r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                        if _c18_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(p))
+                            r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                        if _c18_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
                         _c18_s = 2
                         if _c18_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ServiceDetailRes/ServiceParameterList'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c18_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
                                 _c18_s = -1
                             elif ec == 1:
                                 pass
                                 _c18_s = -1
                             else:
-                                raise r.deviation('ServiceDetailResType', p)
+                                raise r.deviation('ServiceDetailResType', r.end - q)
                         _cv = _new(din_msgbody.ServiceDetailResType)
                         _cv.ResponseCode = _c18_ResponseCode
                         _cv.ServiceID = _c18_ServiceID
@@ -1813,32 +1811,32 @@ def _d_BodyType(r):
                         _cf = 'ServiceDiscoveryReq'
                         _c19_ServiceScope = None
                         _c19_ServiceCategory = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'ServiceDiscoveryReq/ServiceScope'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                                 _c19_ServiceScope = ''
                             else:
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c19_ServiceScope = r.string('din_msgbody:ServiceScope')
                                 if len(_c19_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c19_ServiceScope, r.at(r.pos))
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
                             _c19_s = 1
                         elif ec == 1:
-                            p += 4
-                            if p > E: V, E, p = r.slide(p, 4)
-                            x = (V >> (E - p)) & 15
-                            if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
                             _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                             _c19_s = 2
@@ -1846,16 +1844,16 @@ def _d_BodyType(r):
                             pass
                             _c19_s = -1
                         else:
-                            raise r.deviation('ServiceDiscoveryReqType', p)
+                            raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c19_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 4
-                                if p > E: V, E, p = r.slide(p, 4)
-                                x = (V >> (E - p)) & 15
-                                if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
                                 _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                                 _c19_s = 2
@@ -1863,11 +1861,11 @@ def _d_BodyType(r):
                                 pass
                                 _c19_s = -1
                             else:
-                                raise r.deviation('ServiceDiscoveryReqType', p)
+                                raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c19_s == 2:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             _c19_s = -1
                         _cv = _new(din_msgbody.ServiceDiscoveryReqType)
                         _cv.ServiceScope = _c19_ServiceScope
@@ -1876,75 +1874,75 @@ def _d_BodyType(r):
                     elif ec == 26:
                         el = 'ServiceDiscoveryRes'
                         _cf = 'ServiceDiscoveryRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = c_din_msgbody._d_ServiceDiscoveryResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
             else:
                 if ec < 31:
                     if ec == 27:
-                        p += 5
-                        if p > E: V, E, p = r.slide(p, 5)
-                        x = (V >> (E - p)) & 31
-                        if x & 27: raise r.deviation('BodyType', p)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 27: raise r.deviation('BodyType', r.end - q)
                         el = 'ServicePaymentSelectionReq'
                         _cf = 'ServicePaymentSelectionReq'
                         el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
                         _c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
                         el = 'ServicePaymentSelectionReq/SelectedServiceList'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c20_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.ServicePaymentSelectionReqType)
                         _cv.SelectedPaymentOption = _c20_SelectedPaymentOption
                         _cv.SelectedServiceList = _c20_SelectedServiceList
                         s = 1
                     elif ec == 28:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'ServicePaymentSelectionRes'
                         _cf = 'ServicePaymentSelectionRes'
                         el = 'ServicePaymentSelectionRes/ResponseCode'
                         _c21_ResponseCode = ((x >> 2) & 31)
-                        if _c21_ResponseCode >= 23: _c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c21_ResponseCode, 23, r.at(p))
+                        if _c21_ResponseCode >= 23: _c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c21_ResponseCode, 23, r.at(r.end - q))
                         else: _c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c21_ResponseCode]
                         _cv = _new(din_msgbody.ServicePaymentSelectionResType)
                         _cv.ResponseCode = _c21_ResponseCode
                         s = 1
                     elif ec == 29:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionSetupReq'
                         _cf = 'SessionSetupReq'
                         el = 'SessionSetupReq/EVCCID'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
                             _c22_EVCCID = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c22_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c22_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c22_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c22_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c22_EVCCID, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                                r.pos = r.end - q; _c22_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c22_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c22_EVCCID, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.SessionSetupReqType)
                         _cv.EVCCID = _c22_EVCCID
                         s = 1
@@ -1954,107 +1952,107 @@ def _d_BodyType(r):
                         _c23_ResponseCode = None
                         _c23_EVSEID = None
                         _c23_DateTimeNow = None
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('SessionSetupResType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
                         _c23_ResponseCode = ((x >> 2) & 31)
-                        if _c23_ResponseCode >= 23: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 23, r.at(p))
+                        if _c23_ResponseCode >= 23: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 23, r.at(r.end - q))
                         else: _c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c23_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
                             _c23_EVSEID = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c23_EVSEID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c23_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c23_EVSEID = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c23_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c23_EVSEID, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
+                                r.pos = r.end - q; _c23_EVSEID = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c23_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c23_EVSEID, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
                         _c23_s = 2
                         if _c23_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('SessionSetupResType', p)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                                 el = 'SessionSetupRes/DateTimeNow'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c23_DateTimeNow = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c23_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c23_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c23_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c23_DateTimeNow = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c23_DateTimeNow = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c23_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
+                                    r.pos = r.end - q; _c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
                                 if _neg: _c23_DateTimeNow = -_c23_DateTimeNow - 1
-                                if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c23_DateTimeNow, r.at(p))
+                                if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c23_DateTimeNow, r.at(r.end - q))
                                 _c23_s = -1
                             elif ec == 1:
                                 pass
                                 _c23_s = -1
                             else:
-                                raise r.deviation('SessionSetupResType', p)
+                                raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(din_msgbody.SessionSetupResType)
                         _cv.ResponseCode = _c23_ResponseCode
                         _cv.EVSEID = _c23_EVSEID
                         _cv.DateTimeNow = _c23_DateTimeNow
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 31:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionStopReq'
                         _cf = 'SessionStopReq'
                         _cv = _new(din_msgbody.SessionStopType)
                         s = 1
                     elif ec == 32:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
                         _c25_ResponseCode = ((x >> 2) & 31)
-                        if _c25_ResponseCode >= 23: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 23, r.at(p))
+                        if _c25_ResponseCode >= 23: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 23, r.at(r.end - q))
                         else: _c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c25_ResponseCode]
                         _cv = _new(din_msgbody.SessionStopResType)
                         _cv.ResponseCode = _c25_ResponseCode
                         s = 1
                     elif ec == 33:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus'
@@ -2063,87 +2061,87 @@ def _d_BodyType(r):
                         _c26_c1_EVRESSConditioning = None
                         _c26_c1_EVErrorCode = None
                         _c26_c1_EVRESSSOC = None
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 13: raise r.deviation('DC_EVStatusType', p)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
                         _c26_c1_EVReady = ((x >> 1) & 1) == 1
                         _c26_c1_s = 1
                         if _c26_c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                x = (V >> (E - p)) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                x = (V >> q) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
                                 _c26_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
                                 _c26_c1_s = 2
                             elif ec == 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                x = (V >> (E - p)) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                x = (V >> q) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
                                 _c26_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                                 _c26_c1_s = 3
                             elif ec == 2:
-                                p += 6
-                                if p > E: V, E, p = r.slide(p, 6)
-                                x = (V >> (E - p)) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                q -= 6
+                                if q < 0: V, q = r.slideq(q, 6)
+                                x = (V >> q) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
                                 _c26_c1_EVErrorCode = ((x >> 1) & 15)
-                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
                                 _c26_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVStatusType', p)
+                                raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c26_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                x = (V >> (E - p)) & 7
-                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                x = (V >> q) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
                                 _c26_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
                                 _c26_c1_s = 3
                             elif ec == 1:
-                                p += 6
-                                if p > E: V, E, p = r.slide(p, 6)
-                                x = (V >> (E - p)) & 63
-                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                q -= 6
+                                if q < 0: V, q = r.slideq(q, 6)
+                                x = (V >> q) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
                                 _c26_c1_EVErrorCode = ((x >> 1) & 15)
-                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
                                 _c26_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVStatusType', p)
+                                raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c26_c1_s == 3:
-                            p += 7
-                            if p > E: V, E, p = r.slide(p, 7)
-                            x = (V >> (E - p)) & 127
-                            if x & 97: raise r.deviation('DC_EVStatusType', p)
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
                             _c26_c1_EVErrorCode = ((x >> 1) & 15)
-                            if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                            if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
                             _c26_c1_s = 4
                         if _c26_c1_s == 4:
-                            p += 11
-                            if p > E: V, E, p = r.slide(p, 11)
-                            x = (V >> (E - p)) & 2047
-                            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+                            q -= 11
+                            if q < 0: V, q = r.slideq(q, 11)
+                            x = (V >> q) & 2047
+                            if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
                             _c26_c1_EVRESSSOC = ((x >> 2) & 127)
-                            if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(p))
+                            if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(r.end - q))
                             _c26_c1_s = -1
                         _c26_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
                         _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
@@ -2151,86 +2149,86 @@ def _d_BodyType(r):
                         _c26_DC_EVStatus.EVRESSConditioning = _c26_c1_EVRESSConditioning
                         _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
                         _c26_DC_EVStatus.EVRESSSOC = _c26_c1_EVRESSSOC
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.WeldingDetectionReqType)
                         _cv.DC_EVStatus = _c26_DC_EVStatus
                         s = 1
                     elif ec == 34:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
                         _c27_ResponseCode = ((x >> 2) & 31)
-                        if _c27_ResponseCode >= 23: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 23, r.at(p))
+                        if _c27_ResponseCode >= 23: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 23, r.at(r.end - q))
                         else: _c27_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c27_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
                         _c27_c1_EVSEIsolationStatus = None
                         _c27_c1_EVSEStatusCode = None
                         _c27_c1_NotificationMaxDelay = None
                         _c27_c1_EVSENotification = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
-                            p += 11
-                            if p > E: V, E, p = r.slide(p, 11)
-                            x = (V >> (E - p)) & 2047
-                            if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 11
+                            if q < 0: V, q = r.slideq(q, 11)
+                            x = (V >> q) & 2047
+                            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
                             _c27_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                             _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
                             _c27_c1_s = 2
                         elif ec == 1:
-                            p += 6
-                            if p > E: V, E, p = r.slide(p, 6)
-                            x = (V >> (E - p)) & 63
-                            if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 6
+                            if q < 0: V, q = r.slideq(q, 6)
+                            x = (V >> q) & 63
+                            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                             _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
                             _c27_c1_s = 2
                         else:
-                            raise r.deviation('DC_EVSEStatusType', p)
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c27_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if p + 24 <= E:
-                                _y = (V >> (E - p - 24)) & 16777215
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
-                                    p += 8
+                                    q -= 8
                                     _c27_c1_NotificationMaxDelay = _y >> 16
                                 elif not _y & 32768:
-                                    p += 16
+                                    q -= 16
                                     _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                 elif not _y & 128:
-                                    p += 24
+                                    q -= 24
                                     _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
-                                    r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                p += 8
-                                _c27_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                                    r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c27_c1_NotificationMaxDelay = (V >> q) & 127
                             else:
-                                r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                            p += 7
-                            if p > E: V, E, p = r.slide(p, 7)
-                            x = (V >> (E - p)) & 127
-                            if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-                            if _c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c27_c1_NotificationMaxDelay, r.at(p))
+                                r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c27_c1_NotificationMaxDelay, r.at(r.end - q))
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
                             _c27_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(p))
+                            if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(r.end - q))
                             else: _c27_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
                             _c27_c1_s = -1
                         _c27_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
@@ -2238,105 +2236,105 @@ def _d_BodyType(r):
                         _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
                         _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
                         _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage'
                         _c27_c2_Multiplier = None
                         _c27_c2_Unit = None
                         _c27_c2_Value = None
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
                         _c27_c2_Multiplier = ((x >> 1) & 7) + -3
-                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(p))
+                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(r.end - q))
                         _c27_c2_s = 1
                         if _c27_c2_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 9
-                                if p > E: V, E, p = r.slide(p, 9)
-                                x = (V >> (E - p)) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                q -= 9
+                                if q < 0: V, q = r.slideq(q, 9)
+                                x = (V >> q) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
                                 _c27_c2_Unit = ((x >> 4) & 15)
-                                if _c27_c2_Unit >= 10: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 10, r.at(p))
+                                if _c27_c2_Unit >= 10: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 10, r.at(r.end - q))
                                 else: _c27_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c27_c2_Unit]
                                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c27_c2_Value = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c27_c2_Value = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c27_c2_Value = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                    r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c27_c2_Value = -_c27_c2_Value - 1
-                                if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(p))
+                                if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
                                 _c27_c2_s = 3
                             elif ec == 1:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c27_c2_Value = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c27_c2_Value = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c27_c2_Value = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                    r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                                 if _neg: _c27_c2_Value = -_c27_c2_Value - 1
-                                if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(p))
+                                if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
                                 _c27_c2_s = 3
                             else:
-                                raise r.deviation('PhysicalValueType', p)
+                                raise r.deviation('PhysicalValueType', r.end - q)
                         if _c27_c2_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                             _c27_c2_s = -1
                         _c27_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
                         _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
                         _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
                         _c27_EVSEPresentVoltage.Value = _c27_c2_Value
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.WeldingDetectionResType)
                         _cv.ResponseCode = _c27_ResponseCode
                         _cv.DC_EVSEStatus = _c27_DC_EVSEStatus
@@ -2346,13 +2344,13 @@ def _d_BodyType(r):
                         pass
                         s = -1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
         if s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdef.BodyType)
@@ -4124,138 +4122,137 @@ def _e_BodyType(w, o):
 def _d_V2G_Message(r):
     # anonymous type of V2G_Message
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_Body = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_Notification = None
         _c1_Signature = None
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
             _c1_SessionID = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+            if len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Notification'
                 _c1_c1_FaultCode = None
                 _c1_c1_FaultMsg = None
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('NotificationType', p)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('NotificationType', r.end - q)
                 el = 'Header/Notification/FaultCode'
                 _c1_c1_FaultCode = ((x >> 1) & 3)
-                if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(p))
+                if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(r.end - q))
                 else: _c1_c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
                 _c1_c1_s = 1
                 if _c1_c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Notification/FaultMsg'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
                             _c1_c1_FaultMsg = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c1_c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
                             if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('NotificationType', r.end - q)
                         _c1_c1_s = -1
                     elif ec == 1:
                         pass
                         _c1_c1_s = -1
                     else:
-                        raise r.deviation('NotificationType', p)
+                        raise r.deviation('NotificationType', r.end - q)
                 _c1_Notification = _new(din_msgdatatypes.NotificationType)
                 _c1_Notification.FaultCode = _c1_c1_FaultCode
                 _c1_Notification.FaultMsg = _c1_c1_FaultMsg
                 _c1_s = 2
             elif ec == 1:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 _c1_s = 3
             elif ec == 2:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 _c1_s = 3
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
             _c1_s = -1
         f_Header = _new(din_msgheader.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.Notification = _c1_Notification
         f_Header.Signature = _c1_Signature
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
         el = 'Body'
-        r.pos = p
+        r.pos = r.end - q
         f_Body = _d_BodyType(r)
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdef.V2G_Message)
@@ -4424,25 +4421,24 @@ def _ee1(w, o):  # DigestMethod
 
 def _de2(r):  # DigestValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee2(w, o):  # DigestValue
@@ -4466,23 +4462,22 @@ def _ee3(w, o):  # KeyInfo
 
 def _de4(r):  # KeyName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee4(w, o):  # KeyName
@@ -4508,23 +4503,22 @@ def _ee5(w, o):  # KeyValue
 
 def _de6(r):  # MgmtData
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee6(w, o):  # MgmtData
@@ -4654,14 +4648,13 @@ DOCUMENT_WIDTH = 7
 
 def _de11(r):  # BulkChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('BulkChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee11(w, o):  # BulkChargingComplete
@@ -4675,14 +4668,13 @@ def _ee11(w, o):  # BulkChargingComplete
 
 def _de12(r):  # BulkChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('BulkChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee12(w, o):  # BulkChargingComplete
@@ -4696,15 +4688,14 @@ def _ee12(w, o):  # BulkChargingComplete
 
 def _de13(r):  # BulkSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('BulkSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('BulkSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('BulkSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('BulkSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee13(w, o):  # BulkSOC
@@ -4718,26 +4709,25 @@ def _ee13(w, o):  # BulkSOC
 
 def _de14(r):  # Certificate
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 1200: r.facet('Certificate', 'length [0, 1200]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 1200: r.facet('Certificate', 'length [0, 1200]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee14(w, o):  # Certificate
@@ -4756,14 +4746,13 @@ def _ee14(w, o):  # Certificate
 
 def _de15(r):  # ChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee15(w, o):  # ChargingComplete
@@ -4777,14 +4766,13 @@ def _ee15(w, o):  # ChargingComplete
 
 def _de16(r):  # ChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee16(w, o):  # ChargingComplete
@@ -4798,37 +4786,36 @@ def _ee16(w, o):  # ChargingComplete
 
 def _de17(r):  # ChargingProfileEntryMaxPower
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('ChargingProfileEntryMaxPower', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('ChargingProfileEntryMaxPower', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryMaxPower', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargingProfileEntryMaxPower', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('ChargingProfileEntryMaxPower', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('ChargingProfileEntryMaxPower', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee17(w, o):  # ChargingProfileEntryMaxPower
@@ -4849,34 +4836,33 @@ def _ee17(w, o):  # ChargingProfileEntryMaxPower
 
 def _de18(r):  # ChargingProfileEntryStart
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
+    if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee18(w, o):  # ChargingProfileEntryStart
@@ -4896,24 +4882,23 @@ def _ee18(w, o):  # ChargingProfileEntryStart
 
 def _de19(r):  # ContractID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('din_msgbody:ContractID')
         if len(val) > 24: r.facet('ContractID', 'length [0, 24]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee19(w, o):  # ContractID
@@ -4934,26 +4919,25 @@ def _ee19(w, o):  # ContractID
 
 def _de20(r):  # ContractSignatureEncryptedPrivateKey
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 128: r.facet('ContractSignatureEncryptedPrivateKey', 'length [0, 128]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 128: r.facet('ContractSignatureEncryptedPrivateKey', 'length [0, 128]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee20(w, o):  # ContractSignatureEncryptedPrivateKey
@@ -4972,26 +4956,25 @@ def _ee20(w, o):  # ContractSignatureEncryptedPrivateKey
 
 def _de21(r):  # DHParams
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 256: r.facet('DHParams', 'length [0, 256]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 256: r.facet('DHParams', 'length [0, 256]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee21(w, o):  # DHParams
@@ -5010,37 +4993,36 @@ def _ee21(w, o):  # DHParams
 
 def _de22(r):  # DateTimeNow
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('DateTimeNow', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('DateTimeNow', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DateTimeNow', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DateTimeNow', r.end - q)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(p))
-    r.pos = p
+    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee22(w, o):  # DateTimeNow
@@ -5061,34 +5043,33 @@ def _ee22(w, o):  # DateTimeNow
 
 def _de23(r):  # DepartureTime
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee23(w, o):  # DepartureTime
@@ -5108,14 +5089,13 @@ def _ee23(w, o):  # DepartureTime
 
 def _de24(r):  # EPriceLevel
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('EPriceLevel', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('EPriceLevel', r.end - q)
     val = ((x >> 1) & 255)
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee24(w, o):  # EPriceLevel
@@ -5129,26 +5109,25 @@ def _ee24(w, o):  # EPriceLevel
 
 def _de25(r):  # EVCCID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 8: r.facet('EVCCID', 'length [0, 8]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 8: r.facet('EVCCID', 'length [0, 8]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee25(w, o):  # EVCCID
@@ -5167,14 +5146,13 @@ def _ee25(w, o):  # EVCCID
 
 def _de26(r):  # EVCabinConditioning
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVCabinConditioning', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVCabinConditioning', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee26(w, o):  # EVCabinConditioning
@@ -5188,16 +5166,15 @@ def _ee26(w, o):  # EVCabinConditioning
 
 def _de27(r):  # EVErrorCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 6
-    if p > E: V, E, p = r.slide(p, 6)
-    x = (V >> (E - p)) & 63
-    if x & 33: raise r.deviation('EVErrorCode', p)
+    q = r.end - r.pos
+    q -= 6
+    if q < 0: V, q = r.slideq(q, 6)
+    x = (V >> q) & 63
+    if x & 33: raise r.deviation('EVErrorCode', r.end - q)
     val = ((x >> 1) & 15)
-    if val >= 12: val = r.enum_index('EVErrorCode', val, 12, r.at(p))
+    if val >= 12: val = r.enum_index('EVErrorCode', val, 12, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_DC_EVErrorCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee27(w, o):  # EVErrorCode
@@ -5212,14 +5189,13 @@ def _ee27(w, o):  # EVErrorCode
 
 def _de28(r):  # EVRESSConditioning
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVRESSConditioning', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVRESSConditioning', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee28(w, o):  # EVRESSConditioning
@@ -5233,15 +5209,14 @@ def _ee28(w, o):  # EVRESSConditioning
 
 def _de29(r):  # EVRESSSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('EVRESSSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('EVRESSSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('EVRESSSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('EVRESSSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee29(w, o):  # EVRESSSOC
@@ -5255,14 +5230,13 @@ def _ee29(w, o):  # EVRESSSOC
 
 def _de30(r):  # EVReady
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVReady', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVReady', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee30(w, o):  # EVReady
@@ -5276,16 +5250,15 @@ def _ee30(w, o):  # EVReady
 
 def _de31(r):  # EVRequestedEnergyTransferType
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('EVRequestedEnergyTransferType', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('EVRequestedEnergyTransferType', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 6: val = r.enum_index('EVRequestedEnergyTransferType', val, 6, r.at(p))
+    if val >= 6: val = r.enum_index('EVRequestedEnergyTransferType', val, 6, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_EVRequestedEnergyTransferType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee31(w, o):  # EVRequestedEnergyTransferType
@@ -5300,14 +5273,13 @@ def _ee31(w, o):  # EVRequestedEnergyTransferType
 
 def _de32(r):  # EVSECurrentLimitAchieved
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSECurrentLimitAchieved', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSECurrentLimitAchieved', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee32(w, o):  # EVSECurrentLimitAchieved
@@ -5321,26 +5293,25 @@ def _ee32(w, o):  # EVSECurrentLimitAchieved
 
 def _de33(r):  # EVSEID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 32: r.facet('EVSEID', 'length [0, 32]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 32: r.facet('EVSEID', 'length [0, 32]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee33(w, o):  # EVSEID
@@ -5359,14 +5330,13 @@ def _ee33(w, o):  # EVSEID
 
 def _de34(r):  # EVSEIsolationStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVSEIsolationStatus', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVSEIsolationStatus', r.end - q)
     val = _E_din_msgdatatypes_isolationLevelType[((x >> 1) & 3)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee34(w, o):  # EVSEIsolationStatus
@@ -5381,16 +5351,15 @@ def _ee34(w, o):  # EVSEIsolationStatus
 
 def _de35(r):  # EVSENotification
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVSENotification', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVSENotification', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('EVSENotification', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('EVSENotification', val, 3, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_EVSENotificationType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee35(w, o):  # EVSENotification
@@ -5405,14 +5374,13 @@ def _ee35(w, o):  # EVSENotification
 
 def _de36(r):  # EVSEPowerLimitAchieved
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEPowerLimitAchieved', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEPowerLimitAchieved', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee36(w, o):  # EVSEPowerLimitAchieved
@@ -5426,14 +5394,13 @@ def _ee36(w, o):  # EVSEPowerLimitAchieved
 
 def _de37(r):  # EVSEProcessing
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEProcessing', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEProcessing', r.end - q)
     val = _E_din_msgdatatypes_EVSEProcessingType[((x >> 1) & 1)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee37(w, o):  # EVSEProcessing
@@ -5448,16 +5415,15 @@ def _ee37(w, o):  # EVSEProcessing
 
 def _de38(r):  # EVSEStatusCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 6
-    if p > E: V, E, p = r.slide(p, 6)
-    x = (V >> (E - p)) & 63
-    if x & 33: raise r.deviation('EVSEStatusCode', p)
+    q = r.end - r.pos
+    q -= 6
+    if q < 0: V, q = r.slideq(q, 6)
+    x = (V >> q) & 63
+    if x & 33: raise r.deviation('EVSEStatusCode', r.end - q)
     val = ((x >> 1) & 15)
-    if val >= 12: val = r.enum_index('EVSEStatusCode', val, 12, r.at(p))
+    if val >= 12: val = r.enum_index('EVSEStatusCode', val, 12, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_DC_EVSEStatusCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee38(w, o):  # EVSEStatusCode
@@ -5472,14 +5438,13 @@ def _ee38(w, o):  # EVSEStatusCode
 
 def _de39(r):  # EVSEVoltageLimitAchieved
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee39(w, o):  # EVSEVoltageLimitAchieved
@@ -5493,16 +5458,15 @@ def _ee39(w, o):  # EVSEVoltageLimitAchieved
 
 def _de40(r):  # EnergyTransferType
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 6
-    if p > E: V, E, p = r.slide(p, 6)
-    x = (V >> (E - p)) & 63
-    if x & 33: raise r.deviation('EnergyTransferType', p)
+    q = r.end - r.pos
+    q -= 6
+    if q < 0: V, q = r.slideq(q, 6)
+    x = (V >> q) & 63
+    if x & 33: raise r.deviation('EnergyTransferType', r.end - q)
     val = ((x >> 1) & 15)
-    if val >= 10: val = r.enum_index('EnergyTransferType', val, 10, r.at(p))
+    if val >= 10: val = r.enum_index('EnergyTransferType', val, 10, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee40(w, o):  # EnergyTransferType
@@ -5517,25 +5481,24 @@ def _ee40(w, o):  # EnergyTransferType
 
 def _de41(r):  # Exponent
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee41(w, o):  # Exponent
@@ -5553,16 +5516,15 @@ def _ee41(w, o):  # Exponent
 
 def _de42(r):  # FaultCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('FaultCode', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('FaultCode', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('FaultCode', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('FaultCode', val, 3, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_faultCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee42(w, o):  # FaultCode
@@ -5577,24 +5539,23 @@ def _ee42(w, o):  # FaultCode
 
 def _de43(r):  # FaultMsg
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('din_msgdatatypes:FaultMsg')
         if len(val) > 64: r.facet('FaultMsg', 'length [0, 64]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee43(w, o):  # FaultMsg
@@ -5615,14 +5576,13 @@ def _ee43(w, o):  # FaultMsg
 
 def _de44(r):  # FreeService
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('FreeService', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('FreeService', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee44(w, o):  # FreeService
@@ -5636,15 +5596,14 @@ def _ee44(w, o):  # FreeService
 
 def _de45(r):  # FullSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('FullSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('FullSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('FullSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('FullSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee45(w, o):  # FullSOC
@@ -5658,25 +5617,24 @@ def _ee45(w, o):  # FullSOC
 
 def _de46(r):  # G
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('G', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee46(w, o):  # G
@@ -5694,23 +5652,22 @@ def _ee46(w, o):  # G
 
 def _de47(r):  # GenChallenge
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('din_msgbody:GenChallenge')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee47(w, o):  # GenChallenge
@@ -5730,36 +5687,35 @@ def _ee47(w, o):  # GenChallenge
 
 def _de48(r):  # HMACOutputLength
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('HMACOutputLength', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee48(w, o):  # HMACOutputLength
@@ -5780,25 +5736,24 @@ def _ee48(w, o):  # HMACOutputLength
 
 def _de49(r):  # J
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('J', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee49(w, o):  # J
@@ -5816,24 +5771,23 @@ def _ee49(w, o):  # J
 
 def _de50(r):  # MeterID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('din_msgdatatypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee50(w, o):  # MeterID
@@ -5854,37 +5808,36 @@ def _ee50(w, o):  # MeterID
 
 def _de51(r):  # MeterStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('MeterStatus', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee51(w, o):  # MeterStatus
@@ -5905,25 +5858,24 @@ def _ee51(w, o):  # MeterStatus
 
 def _de52(r):  # Modulus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee52(w, o):  # Modulus
@@ -5941,15 +5893,14 @@ def _ee52(w, o):  # Modulus
 
 def _de53(r):  # Multiplier
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('Multiplier', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('Multiplier', r.end - q)
     val = ((x >> 1) & 7) + -3
-    if val > 3: r.facet('Multiplier', 'maxInclusive 3', val, r.at(p))
-    r.pos = p
+    if val > 3: r.facet('Multiplier', 'maxInclusive 3', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee53(w, o):  # Multiplier
@@ -5963,34 +5914,33 @@ def _ee53(w, o):  # Multiplier
 
 def _de54(r):  # NotificationMaxDelay
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 4294967295: r.facet('NotificationMaxDelay', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if val > 4294967295: r.facet('NotificationMaxDelay', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee54(w, o):  # NotificationMaxDelay
@@ -6010,14 +5960,13 @@ def _ee54(w, o):  # NotificationMaxDelay
 
 def _de55(r):  # NumEPriceLevels
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('NumEPriceLevels', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('NumEPriceLevels', r.end - q)
     val = ((x >> 1) & 255)
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee55(w, o):  # NumEPriceLevels
@@ -6031,26 +5980,25 @@ def _ee55(w, o):  # NumEPriceLevels
 
 def _de56(r):  # OEMProvisioningCert
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 1200: r.facet('OEMProvisioningCert', 'length [0, 1200]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 1200: r.facet('OEMProvisioningCert', 'length [0, 1200]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee56(w, o):  # OEMProvisioningCert
@@ -6069,25 +6017,24 @@ def _ee56(w, o):  # OEMProvisioningCert
 
 def _de57(r):  # P
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('P', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee57(w, o):  # P
@@ -6105,25 +6052,24 @@ def _ee57(w, o):  # P
 
 def _de58(r):  # PGPKeyID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee58(w, o):  # PGPKeyID
@@ -6141,25 +6087,24 @@ def _ee58(w, o):  # PGPKeyID
 
 def _de59(r):  # PGPKeyPacket
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee59(w, o):  # PGPKeyPacket
@@ -6177,37 +6122,36 @@ def _ee59(w, o):  # PGPKeyPacket
 
 def _de60(r):  # PMax
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('PMax', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('PMax', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('PMax', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PMax', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('PMax', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('PMax', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee60(w, o):  # PMax
@@ -6228,37 +6172,36 @@ def _ee60(w, o):  # PMax
 
 def _de61(r):  # PMaxScheduleID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('PMaxScheduleID', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('PMaxScheduleID', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleID', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PMaxScheduleID', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('PMaxScheduleID', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('PMaxScheduleID', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee61(w, o):  # PMaxScheduleID
@@ -6279,37 +6222,36 @@ def _ee61(w, o):  # PMaxScheduleID
 
 def _de62(r):  # ParameterSetID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('ParameterSetID', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('ParameterSetID', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ParameterSetID', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ParameterSetID', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee62(w, o):  # ParameterSetID
@@ -6330,14 +6272,13 @@ def _ee62(w, o):  # ParameterSetID
 
 def _de63(r):  # PaymentOption
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('PaymentOption', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('PaymentOption', r.end - q)
     val = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee63(w, o):  # PaymentOption
@@ -6352,25 +6293,24 @@ def _ee63(w, o):  # PaymentOption
 
 def _de64(r):  # PgenCounter
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee64(w, o):  # PgenCounter
@@ -6388,14 +6328,13 @@ def _ee64(w, o):  # PgenCounter
 
 def _de65(r):  # PowerSwitchClosed
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('PowerSwitchClosed', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('PowerSwitchClosed', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee65(w, o):  # PowerSwitchClosed
@@ -6409,25 +6348,24 @@ def _ee65(w, o):  # PowerSwitchClosed
 
 def _de66(r):  # Q
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee66(w, o):  # Q
@@ -6445,14 +6383,13 @@ def _ee66(w, o):  # Q
 
 def _de67(r):  # RCD
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('RCD', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('RCD', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee67(w, o):  # RCD
@@ -6466,14 +6403,13 @@ def _ee67(w, o):  # RCD
 
 def _de68(r):  # ReadyToChargeState
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ReadyToChargeState', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ReadyToChargeState', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee68(w, o):  # ReadyToChargeState
@@ -6487,14 +6423,13 @@ def _ee68(w, o):  # ReadyToChargeState
 
 def _de69(r):  # ReceiptRequired
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ReceiptRequired', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ReceiptRequired', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee69(w, o):  # ReceiptRequired
@@ -6508,16 +6443,15 @@ def _ee69(w, o):  # ReceiptRequired
 
 def _de70(r):  # ResponseCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 7
-    if p > E: V, E, p = r.slide(p, 7)
-    x = (V >> (E - p)) & 127
-    if x & 65: raise r.deviation('ResponseCode', p)
+    q = r.end - r.pos
+    q -= 7
+    if q < 0: V, q = r.slideq(q, 7)
+    x = (V >> q) & 127
+    if x & 65: raise r.deviation('ResponseCode', r.end - q)
     val = ((x >> 1) & 31)
-    if val >= 23: val = r.enum_index('ResponseCode', val, 23, r.at(p))
+    if val >= 23: val = r.enum_index('ResponseCode', val, 23, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_responseCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee70(w, o):  # ResponseCode
@@ -6532,37 +6466,36 @@ def _ee70(w, o):  # ResponseCode
 
 def _de71(r):  # RetryCounter
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('RetryCounter', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('RetryCounter', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RetryCounter', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RetryCounter', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee71(w, o):  # RetryCounter
@@ -6583,24 +6516,23 @@ def _ee71(w, o):  # RetryCounter
 
 def _de72(r):  # RootCertificateID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('din_msgdatatypes:RootCertificateID')
         if len(val) > 40: r.facet('RootCertificateID', 'length [0, 40]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee72(w, o):  # RootCertificateID
@@ -6621,37 +6553,36 @@ def _ee72(w, o):  # RootCertificateID
 
 def _de73(r):  # SAScheduleTupleID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('SAScheduleTupleID', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('SAScheduleTupleID', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleID', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SAScheduleTupleID', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee73(w, o):  # SAScheduleTupleID
@@ -6672,37 +6603,36 @@ def _ee73(w, o):  # SAScheduleTupleID
 
 def _de74(r):  # SAScheduleTupleID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('SAScheduleTupleID', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('SAScheduleTupleID', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleID', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SAScheduleTupleID', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee74(w, o):  # SAScheduleTupleID
@@ -6723,25 +6653,24 @@ def _ee74(w, o):  # SAScheduleTupleID
 
 def _de75(r):  # SPKISexp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee75(w, o):  # SPKISexp
@@ -6759,24 +6688,23 @@ def _ee75(w, o):  # SPKISexp
 
 def _de76(r):  # SalesTariffDescription
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('din_msgdatatypes:SalesTariffDescription')
         if len(val) > 32: r.facet('SalesTariffDescription', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee76(w, o):  # SalesTariffDescription
@@ -6797,37 +6725,36 @@ def _ee76(w, o):  # SalesTariffDescription
 
 def _de77(r):  # SalesTariffID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('SalesTariffID', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('SalesTariffID', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffID', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SalesTariffID', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('SalesTariffID', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('SalesTariffID', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee77(w, o):  # SalesTariffID
@@ -6848,25 +6775,24 @@ def _ee77(w, o):  # SalesTariffID
 
 def _de78(r):  # Seed
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee78(w, o):  # Seed
@@ -6884,14 +6810,13 @@ def _ee78(w, o):  # Seed
 
 def _de79(r):  # SelectedPaymentOption
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('SelectedPaymentOption', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('SelectedPaymentOption', r.end - q)
     val = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee79(w, o):  # SelectedPaymentOption
@@ -6906,14 +6831,13 @@ def _ee79(w, o):  # SelectedPaymentOption
 
 def _de80(r):  # ServiceCategory
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('ServiceCategory', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('ServiceCategory', r.end - q)
     val = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee80(w, o):  # ServiceCategory
@@ -6928,14 +6852,13 @@ def _ee80(w, o):  # ServiceCategory
 
 def _de81(r):  # ServiceCategory
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('ServiceCategory', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('ServiceCategory', r.end - q)
     val = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee81(w, o):  # ServiceCategory
@@ -6950,34 +6873,33 @@ def _ee81(w, o):  # ServiceCategory
 
 def _de82(r):  # ServiceID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee82(w, o):  # ServiceID
@@ -6997,34 +6919,33 @@ def _ee82(w, o):  # ServiceID
 
 def _de83(r):  # ServiceID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee83(w, o):  # ServiceID
@@ -7044,24 +6965,23 @@ def _ee83(w, o):  # ServiceID
 
 def _de84(r):  # ServiceName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('din_msgdatatypes:ServiceName')
         if len(val) > 32: r.facet('ServiceName', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee84(w, o):  # ServiceName
@@ -7082,24 +7002,23 @@ def _ee84(w, o):  # ServiceName
 
 def _de85(r):  # ServiceScope
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('din_msgbody:ServiceScope')
         if len(val) > 32: r.facet('ServiceScope', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee85(w, o):  # ServiceScope
@@ -7120,24 +7039,23 @@ def _ee85(w, o):  # ServiceScope
 
 def _de86(r):  # ServiceScope
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('din_msgdatatypes:ServiceScope')
         if len(val) > 32: r.facet('ServiceScope', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee86(w, o):  # ServiceScope
@@ -7158,26 +7076,25 @@ def _ee86(w, o):  # ServiceScope
 
 def _de87(r):  # SessionID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee87(w, o):  # SessionID
@@ -7196,26 +7113,25 @@ def _ee87(w, o):  # SessionID
 
 def _de88(r):  # SessionID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee88(w, o):  # SessionID
@@ -7234,26 +7150,25 @@ def _ee88(w, o):  # SessionID
 
 def _de89(r):  # SigMeterReading
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 32: r.facet('SigMeterReading', 'length [0, 32]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 32: r.facet('SigMeterReading', 'length [0, 32]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee89(w, o):  # SigMeterReading
@@ -7272,37 +7187,36 @@ def _ee89(w, o):  # SigMeterReading
 
 def _de90(r):  # TMeter
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('TMeter', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('TMeter', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TMeter', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TMeter', r.end - q)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(p))
-    r.pos = p
+    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee90(w, o):  # TMeter
@@ -7323,16 +7237,15 @@ def _ee90(w, o):  # TMeter
 
 def _de91(r):  # Unit
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 6
-    if p > E: V, E, p = r.slide(p, 6)
-    x = (V >> (E - p)) & 63
-    if x & 33: raise r.deviation('Unit', p)
+    q = r.end - r.pos
+    q -= 6
+    if q < 0: V, q = r.slideq(q, 6)
+    x = (V >> q) & 63
+    if x & 33: raise r.deviation('Unit', r.end - q)
     val = ((x >> 1) & 15)
-    if val >= 10: val = r.enum_index('Unit', val, 10, r.at(p))
+    if val >= 10: val = r.enum_index('Unit', val, 10, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_unitSymbolType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee91(w, o):  # Unit
@@ -7347,37 +7260,36 @@ def _ee91(w, o):  # Unit
 
 def _de92(r):  # Value
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('Value', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('Value', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('Value', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee92(w, o):  # Value
@@ -7398,25 +7310,24 @@ def _ee92(w, o):  # Value
 
 def _de93(r):  # X509CRL
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee93(w, o):  # X509CRL
@@ -7434,25 +7345,24 @@ def _ee93(w, o):  # X509CRL
 
 def _de94(r):  # X509Certificate
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee94(w, o):  # X509Certificate
@@ -7470,23 +7380,22 @@ def _ee94(w, o):  # X509Certificate
 
 def _de95(r):  # X509IssuerName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee95(w, o):  # X509IssuerName
@@ -7506,25 +7415,24 @@ def _ee95(w, o):  # X509IssuerName
 
 def _de96(r):  # X509SKI
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee96(w, o):  # X509SKI
@@ -7542,36 +7450,35 @@ def _ee96(w, o):  # X509SKI
 
 def _de97(r):  # X509SerialNumber
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('X509SerialNumber', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee97(w, o):  # X509SerialNumber
@@ -7592,23 +7499,22 @@ def _ee97(w, o):  # X509SerialNumber
 
 def _de98(r):  # X509SubjectName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee98(w, o):  # X509SubjectName
@@ -7628,23 +7534,22 @@ def _ee98(w, o):  # X509SubjectName
 
 def _de99(r):  # XPath
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:XPath')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee99(w, o):  # XPath
@@ -7664,25 +7569,24 @@ def _ee99(w, o):  # XPath
 
 def _de100(r):  # Y
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee100(w, o):  # Y
@@ -7700,34 +7604,33 @@ def _ee100(w, o):  # Y
 
 def _de101(r):  # amount
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('amount', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('amount', r.end - q)
+    if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee101(w, o):  # amount
@@ -7747,15 +7650,14 @@ def _ee101(w, o):  # amount
 
 def _de102(r):  # amountMultiplier
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('amountMultiplier', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('amountMultiplier', r.end - q)
     val = ((x >> 1) & 7) + -3
-    if val > 3: r.facet('amountMultiplier', 'maxInclusive 3', val, r.at(p))
-    r.pos = p
+    if val > 3: r.facet('amountMultiplier', 'maxInclusive 3', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee102(w, o):  # amountMultiplier
@@ -7769,14 +7671,13 @@ def _ee102(w, o):  # amountMultiplier
 
 def _de103(r):  # boolValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('boolValue', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('boolValue', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee103(w, o):  # boolValue
@@ -7790,14 +7691,13 @@ def _ee103(w, o):  # boolValue
 
 def _de104(r):  # byteValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('byteValue', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('byteValue', r.end - q)
     val = ((x >> 1) & 255) + -128
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee104(w, o):  # byteValue
@@ -7811,16 +7711,15 @@ def _ee104(w, o):  # byteValue
 
 def _de105(r):  # costKind
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('costKind', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('costKind', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('costKind', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('costKind', val, 3, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_costKindType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee105(w, o):  # costKind
@@ -7835,34 +7734,33 @@ def _ee105(w, o):  # costKind
 
 def _de106(r):  # duration
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('duration', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if val > 4294967295: r.facet('duration', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('duration', r.end - q)
+    if val > 4294967295: r.facet('duration', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee106(w, o):  # duration
@@ -7882,37 +7780,36 @@ def _ee106(w, o):  # duration
 
 def _de107(r):  # intValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('intValue', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('intValue', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('intValue', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('intValue', r.end - q)
     if _neg: val = -val - 1
-    if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(p))
-    r.pos = p
+    if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee107(w, o):  # intValue
@@ -7933,37 +7830,36 @@ def _ee107(w, o):  # intValue
 
 def _de108(r):  # shortValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('shortValue', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('shortValue', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('shortValue', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('shortValue', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee108(w, o):  # shortValue
@@ -7984,34 +7880,33 @@ def _ee108(w, o):  # shortValue
 
 def _de109(r):  # start
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('start', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if val > 4294967295: r.facet('start', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('start', r.end - q)
+    if val > 4294967295: r.facet('start', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee109(w, o):  # start
@@ -8031,34 +7926,33 @@ def _ee109(w, o):  # start
 
 def _de110(r):  # startValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('startValue', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('startValue', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('startValue', p)
-    if val > 4294967295: r.facet('startValue', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('startValue', r.end - q)
+    if val > 4294967295: r.facet('startValue', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee110(w, o):  # startValue
@@ -8078,23 +7972,22 @@ def _ee110(w, o):  # startValue
 
 def _de111(r):  # stringValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('din_msgdatatypes:stringValue')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee111(w, o):  # stringValue

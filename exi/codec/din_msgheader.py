@@ -12,118 +12,117 @@ _I_din_msgdatatypes_faultCodeType = {v: i for i, v in enumerate(din_msgdatatypes
 def _d_MessageHeaderType(r):
     # {urn:din:70121:2012:MsgHeader}MessageHeaderType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SessionID = None
     f_Notification = None
     f_Signature = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'SessionID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
             f_SessionID = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', f_SessionID, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Notification'
                 _c1_FaultCode = None
                 _c1_FaultMsg = None
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('NotificationType', p)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('NotificationType', r.end - q)
                 el = 'Notification/FaultCode'
                 _c1_FaultCode = ((x >> 1) & 3)
-                if _c1_FaultCode >= 3: _c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_FaultCode, 3, r.at(p))
+                if _c1_FaultCode >= 3: _c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_FaultCode, 3, r.at(r.end - q))
                 else: _c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_FaultCode]
                 _c1_s = 1
                 if _c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Notification/FaultMsg'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
                             _c1_FaultMsg = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
                             if len(_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_FaultMsg, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('NotificationType', r.end - q)
                         _c1_s = -1
                     elif ec == 1:
                         pass
                         _c1_s = -1
                     else:
-                        raise r.deviation('NotificationType', p)
+                        raise r.deviation('NotificationType', r.end - q)
                 f_Notification = _new(din_msgdatatypes.NotificationType)
                 f_Notification.FaultCode = _c1_FaultCode
                 f_Notification.FaultMsg = _c1_FaultMsg
                 s = 2
             elif ec == 1:
                 el = 'Signature'
-                r.pos = p
+                r.pos = r.end - q
                 f_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Signature'
-                r.pos = p
+                r.pos = r.end - q
                 f_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         if s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgheader.MessageHeaderType)

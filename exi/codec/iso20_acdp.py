@@ -28,85 +28,84 @@ _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_common
 def _d_ACDP_ConnectReqType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_EVElectricalChargingDeviceStatus = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ACDP_ConnectReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ACDP_ConnectReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 51: raise r.deviation('ACDP_ConnectReqType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 51: raise r.deviation('ACDP_ConnectReqType', r.end - q)
         el = 'EVElectricalChargingDeviceStatus'
         f_EVElectricalChargingDeviceStatus = _E_iso20_acdp_electricalChargingDeviceStatusType[((x >> 2) & 3)]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_acdp.ACDP_ConnectReqType)
@@ -192,8 +191,7 @@ def _e_ACDP_ConnectReqType(w, o):
 def _d_ACDP_ConnectResType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -201,91 +199,91 @@ def _d_ACDP_ConnectResType(r):
     f_EVSEElectricalChargingDeviceStatus = None
     f_EVSEMechanicalChargingDeviceStatus = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ACDP_ConnectResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ACDP_ConnectResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 25
-        if p > E: V, E, p = r.slide(p, 25)
-        x = (V >> (E - p)) & 33554431
-        if x & 25284211: raise r.deviation('ACDP_ConnectResType', p)
+        q -= 25
+        if q < 0: V, q = r.slideq(q, 25)
+        x = (V >> q) & 33554431
+        if x & 25284211: raise r.deviation('ACDP_ConnectResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 17) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_ConnectResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_ConnectResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 12) & 3)
-        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ACDP_ConnectResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ACDP_ConnectResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
         el = 'EVSEElectricalChargingDeviceStatus'
         f_EVSEElectricalChargingDeviceStatus = _E_iso20_acdp_electricalChargingDeviceStatusType[((x >> 7) & 3)]
         el = 'EVSEMechanicalChargingDeviceStatus'
         f_EVSEMechanicalChargingDeviceStatus = ((x >> 2) & 3)
-        if f_EVSEMechanicalChargingDeviceStatus >= 3: f_EVSEMechanicalChargingDeviceStatus = r.enum_index('ACDP_ConnectResType/EVSEMechanicalChargingDeviceStatus', f_EVSEMechanicalChargingDeviceStatus, 3, r.at(p))
+        if f_EVSEMechanicalChargingDeviceStatus >= 3: f_EVSEMechanicalChargingDeviceStatus = r.enum_index('ACDP_ConnectResType/EVSEMechanicalChargingDeviceStatus', f_EVSEMechanicalChargingDeviceStatus, 3, r.at(r.end - q))
         else: f_EVSEMechanicalChargingDeviceStatus = _E_iso20_acdp_mechanicalChargingDeviceStatusType[f_EVSEMechanicalChargingDeviceStatus]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_acdp.ACDP_ConnectResType)
@@ -392,89 +390,88 @@ def _e_ACDP_ConnectResType(w, o):
 def _d_ACDP_SystemStatusReqType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_EVTechnicalStatus = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ACDP_SystemStatusReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ACDP_SystemStatusReqType', r.end - q)
         el = 'EVTechnicalStatus'
-        r.pos = p
+        r.pos = r.end - q
         f_EVTechnicalStatus = _d_EVTechnicalStatusType(r)
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ACDP_SystemStatusReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_acdp.ACDP_SystemStatusReqType)
@@ -563,8 +560,7 @@ def _e_ACDP_SystemStatusReqType(w, o):
 def _d_ACDP_SystemStatusResType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -578,83 +574,83 @@ def _d_ACDP_SystemStatusResType(r):
     f_EVInChargePosition = None
     f_EVAssociationStatus = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ACDP_SystemStatusResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 48
-        if p > E: V, E, p = r.slide(p, 48)
-        x = (V >> (E - p)) & 281474976710655
-        if x & 212100311661499: raise r.deviation('ACDP_SystemStatusResType', p)
+        q -= 48
+        if q < 0: V, q = r.slideq(q, 48)
+        x = (V >> q) & 281474976710655
+        if x & 212100311661499: raise r.deviation('ACDP_SystemStatusResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 40) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_SystemStatusResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_SystemStatusResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEMechanicalChargingDeviceStatus'
         f_EVSEMechanicalChargingDeviceStatus = ((x >> 35) & 3)
-        if f_EVSEMechanicalChargingDeviceStatus >= 3: f_EVSEMechanicalChargingDeviceStatus = r.enum_index('ACDP_SystemStatusResType/EVSEMechanicalChargingDeviceStatus', f_EVSEMechanicalChargingDeviceStatus, 3, r.at(p))
+        if f_EVSEMechanicalChargingDeviceStatus >= 3: f_EVSEMechanicalChargingDeviceStatus = r.enum_index('ACDP_SystemStatusResType/EVSEMechanicalChargingDeviceStatus', f_EVSEMechanicalChargingDeviceStatus, 3, r.at(r.end - q))
         else: f_EVSEMechanicalChargingDeviceStatus = _E_iso20_acdp_mechanicalChargingDeviceStatusType[f_EVSEMechanicalChargingDeviceStatus]
         el = 'EVSEReadyToCharge'
         f_EVSEReadyToCharge = ((x >> 31) & 1) == 1
@@ -672,7 +668,7 @@ def _d_ACDP_SystemStatusResType(r):
         f_EVInChargePosition = ((x >> 6) & 1) == 1
         el = 'EVAssociationStatus'
         f_EVAssociationStatus = ((x >> 2) & 1) == 1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_acdp.ACDP_SystemStatusResType)
@@ -814,88 +810,87 @@ def _e_ACDP_SystemStatusResType(w, o):
 def _d_ACDP_VehiclePositioningReqType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_EVMobilityStatus = None
     f_EVPositioningSupport = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ACDP_VehiclePositioningReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ACDP_VehiclePositioningReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 443: raise r.deviation('ACDP_VehiclePositioningReqType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 443: raise r.deviation('ACDP_VehiclePositioningReqType', r.end - q)
         el = 'EVMobilityStatus'
         f_EVMobilityStatus = ((x >> 6) & 1) == 1
         el = 'EVPositioningSupport'
         f_EVPositioningSupport = ((x >> 2) & 1) == 1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_acdp.ACDP_VehiclePositioningReqType)
@@ -986,8 +981,7 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
 def _d_ACDP_VehiclePositioningResType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -999,193 +993,193 @@ def _d_ACDP_VehiclePositioningResType(r):
     f_ContactWindowYc = None
     f_EVInChargePosition = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ACDP_VehiclePositioningResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 21
-        if p > E: V, E, p = r.slide(p, 21)
-        x = (V >> (E - p)) & 2097151
-        if x & 1580270: raise r.deviation('ACDP_VehiclePositioningResType', p)
+        q -= 21
+        if q < 0: V, q = r.slideq(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1580270: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 13) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_VehiclePositioningResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_VehiclePositioningResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 8) & 3)
-        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ACDP_VehiclePositioningResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ACDP_VehiclePositioningResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
         el = 'EVSEPositioningSupport'
         f_EVSEPositioningSupport = ((x >> 4) & 1) == 1
         el = 'EVRelativeXDeviation'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_EVRelativeXDeviation = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_EVRelativeXDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_EVRelativeXDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_EVRelativeXDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_EVRelativeXDeviation = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_EVRelativeXDeviation = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_EVRelativeXDeviation = (V >> q) & 127
         else:
-            r.pos = p; f_EVRelativeXDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
+            r.pos = r.end - q; f_EVRelativeXDeviation = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         if _neg: f_EVRelativeXDeviation = -f_EVRelativeXDeviation - 1
-        if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeXDeviation', 'range [-32768, 32767]', f_EVRelativeXDeviation, r.at(p))
+        if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeXDeviation', 'range [-32768, 32767]', f_EVRelativeXDeviation, r.at(r.end - q))
         el = 'EVRelativeYDeviation'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_EVRelativeYDeviation = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_EVRelativeYDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_EVRelativeYDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_EVRelativeYDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_EVRelativeYDeviation = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_EVRelativeYDeviation = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_EVRelativeYDeviation = (V >> q) & 127
         else:
-            r.pos = p; f_EVRelativeYDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
+            r.pos = r.end - q; f_EVRelativeYDeviation = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         if _neg: f_EVRelativeYDeviation = -f_EVRelativeYDeviation - 1
-        if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeYDeviation', 'range [-32768, 32767]', f_EVRelativeYDeviation, r.at(p))
+        if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeYDeviation', 'range [-32768, 32767]', f_EVRelativeYDeviation, r.at(r.end - q))
         el = 'ContactWindowXc'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ContactWindowXc = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ContactWindowXc = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ContactWindowXc = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ContactWindowXc = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ContactWindowXc = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ContactWindowXc = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ContactWindowXc = (V >> q) & 127
         else:
-            r.pos = p; f_ContactWindowXc = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
+            r.pos = r.end - q; f_ContactWindowXc = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         if _neg: f_ContactWindowXc = -f_ContactWindowXc - 1
-        if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowXc', 'range [-32768, 32767]', f_ContactWindowXc, r.at(p))
+        if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowXc', 'range [-32768, 32767]', f_ContactWindowXc, r.at(r.end - q))
         el = 'ContactWindowYc'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ContactWindowYc = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ContactWindowYc = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ContactWindowYc = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ContactWindowYc = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ContactWindowYc = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ContactWindowYc = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ContactWindowYc = (V >> q) & 127
         else:
-            r.pos = p; f_ContactWindowYc = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 59: raise r.deviation('ACDP_VehiclePositioningResType', p)
+            r.pos = r.end - q; f_ContactWindowYc = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 59: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         if _neg: f_ContactWindowYc = -f_ContactWindowYc - 1
-        if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowYc', 'range [-32768, 32767]', f_ContactWindowYc, r.at(p))
+        if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowYc', 'range [-32768, 32767]', f_ContactWindowYc, r.at(r.end - q))
         el = 'EVInChargePosition'
         f_EVInChargePosition = ((x >> 2) & 1) == 1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_acdp.ACDP_VehiclePositioningResType)
@@ -1342,8 +1336,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
 def _d_EVTechnicalStatusType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}EVTechnicalStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVReadyToCharge = None
     f_EVImmobilizationRequest = None
@@ -1354,97 +1347,97 @@ def _d_EVTechnicalStatusType(r):
     f_EVErrorCode = None
     f_EVTimeout = None
     try:
-        p += 8
-        if p > E: V, E, p = r.slide(p, 8)
-        x = (V >> (E - p)) & 255
-        if x & 221: raise r.deviation('EVTechnicalStatusType', p)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 221: raise r.deviation('EVTechnicalStatusType', r.end - q)
         el = 'EVReadyToCharge'
         f_EVReadyToCharge = ((x >> 5) & 1) == 1
         el = 'EVImmobilizationRequest'
         f_EVImmobilizationRequest = ((x >> 1) & 1) == 1
         s = 2
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVImmobilized'
                 f_EVImmobilized = ((x >> 1) & 1) == 1
                 s = 3
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVWLANStrength/Exponent'
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVWLANStrength/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('EVTechnicalStatusType', p)
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
                 f_EVWLANStrength.Exponent = _c1_Exponent
                 f_EVWLANStrength.Value = _c1_Value
                 s = 4
             elif ec == 2:
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 17: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 17: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVCPStatus'
                 f_EVCPStatus = ((x >> 1) & 7)
-                if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
+                if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
                 else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
                 s = 5
             elif ec == 3:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
                 f_EVSOC = ((x >> 1) & 127)
-                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
+                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
                 s = 6
             elif ec == 4:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
-                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
                 s = 7
             elif ec == 5:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 1) & 1) == 1
                 s = 8
@@ -1452,81 +1445,81 @@ def _d_EVTechnicalStatusType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('EVTechnicalStatusType', p)
+                raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 3:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVWLANStrength/Exponent'
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVWLANStrength/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('EVTechnicalStatusType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
                 f_EVWLANStrength.Exponent = _c2_Exponent
                 f_EVWLANStrength.Value = _c2_Value
                 s = 4
             elif ec == 1:
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 17: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 17: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVCPStatus'
                 f_EVCPStatus = ((x >> 1) & 7)
-                if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
+                if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
                 else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
                 s = 5
             elif ec == 2:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
                 f_EVSOC = ((x >> 1) & 127)
-                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
+                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
                 s = 6
             elif ec == 3:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
-                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
                 s = 7
             elif ec == 4:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 1) & 1) == 1
                 s = 8
@@ -1534,45 +1527,45 @@ def _d_EVTechnicalStatusType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('EVTechnicalStatusType', p)
+                raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 4:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 17: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 17: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVCPStatus'
                 f_EVCPStatus = ((x >> 1) & 7)
-                if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
+                if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
                 else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
                 s = 5
             elif ec == 1:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
                 f_EVSOC = ((x >> 1) & 127)
-                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
+                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
                 s = 6
             elif ec == 2:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
-                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
                 s = 7
             elif ec == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 1) & 1) == 1
                 s = 8
@@ -1580,35 +1573,35 @@ def _d_EVTechnicalStatusType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('EVTechnicalStatusType', p)
+                raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 5:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
                 f_EVSOC = ((x >> 1) & 127)
-                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
+                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
                 s = 6
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
-                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
                 s = 7
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 1) & 1) == 1
                 s = 8
@@ -1616,26 +1609,26 @@ def _d_EVTechnicalStatusType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('EVTechnicalStatusType', p)
+                raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
-                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
                 s = 7
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 1) & 1) == 1
                 s = 8
@@ -1643,16 +1636,16 @@ def _d_EVTechnicalStatusType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('EVTechnicalStatusType', p)
+                raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 7:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('EVTechnicalStatusType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 1) & 1) == 1
                 s = 8
@@ -1660,13 +1653,13 @@ def _d_EVTechnicalStatusType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('EVTechnicalStatusType', p)
+                raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 8:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('EVTechnicalStatusType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EVTechnicalStatusType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_acdp.EVTechnicalStatusType)
@@ -1981,25 +1974,24 @@ def _ee1(w, o):  # DigestMethod
 
 def _de2(r):  # DigestValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee2(w, o):  # DigestValue
@@ -2023,23 +2015,22 @@ def _ee3(w, o):  # KeyInfo
 
 def _de4(r):  # KeyName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee4(w, o):  # KeyName
@@ -2065,23 +2056,22 @@ def _ee5(w, o):  # KeyValue
 
 def _de6(r):  # MgmtData
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee6(w, o):  # MgmtData
@@ -2164,34 +2154,33 @@ DOCUMENT_WIDTH = 6
 
 def _de11(r):  # AckMaxDelay
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee11(w, o):  # AckMaxDelay
@@ -2211,34 +2200,33 @@ def _ee11(w, o):  # AckMaxDelay
 
 def _de12(r):  # BPT_DischargedEnergyReadingWh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
@@ -2258,34 +2246,33 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
 
 def _de13(r):  # BPT_InductiveEnergyReadingVARh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
@@ -2305,34 +2292,33 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
 
 def _de14(r):  # CapacitiveEnergyReadingVARh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee14(w, o):  # CapacitiveEnergyReadingVARh
@@ -2352,34 +2338,33 @@ def _ee14(w, o):  # CapacitiveEnergyReadingVARh
 
 def _de15(r):  # ChargedEnergyReadingWh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee15(w, o):  # ChargedEnergyReadingWh
@@ -2399,14 +2384,13 @@ def _ee15(w, o):  # ChargedEnergyReadingWh
 
 def _de16(r):  # ChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee16(w, o):  # ChargingComplete
@@ -2420,37 +2404,36 @@ def _ee16(w, o):  # ChargingComplete
 
 def _de17(r):  # ContactWindowXc
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('ContactWindowXc', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('ContactWindowXc', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ContactWindowXc', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ContactWindowXc', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('ContactWindowXc', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('ContactWindowXc', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee17(w, o):  # ContactWindowXc
@@ -2471,37 +2454,36 @@ def _ee17(w, o):  # ContactWindowXc
 
 def _de18(r):  # ContactWindowYc
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('ContactWindowYc', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('ContactWindowYc', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ContactWindowYc', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ContactWindowYc', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('ContactWindowYc', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('ContactWindowYc', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee18(w, o):  # ContactWindowYc
@@ -2522,34 +2504,33 @@ def _ee18(w, o):  # ContactWindowYc
 
 def _de19(r):  # DepartureTime
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee19(w, o):  # DepartureTime
@@ -2569,14 +2550,13 @@ def _ee19(w, o):  # DepartureTime
 
 def _de20(r):  # EVAssociationStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVAssociationStatus', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVAssociationStatus', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee20(w, o):  # EVAssociationStatus
@@ -2590,16 +2570,15 @@ def _ee20(w, o):  # EVAssociationStatus
 
 def _de21(r):  # EVCPStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('EVCPStatus', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('EVCPStatus', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 5: val = r.enum_index('EVCPStatus', val, 5, r.at(p))
+    if val >= 5: val = r.enum_index('EVCPStatus', val, 5, r.at(r.end - q))
     else: val = _E_iso20_acdp_cpStatusType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee21(w, o):  # EVCPStatus
@@ -2614,14 +2593,13 @@ def _ee21(w, o):  # EVCPStatus
 
 def _de22(r):  # EVElectricalChargingDeviceStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVElectricalChargingDeviceStatus', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVElectricalChargingDeviceStatus', r.end - q)
     val = _E_iso20_acdp_electricalChargingDeviceStatusType[((x >> 1) & 3)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee22(w, o):  # EVElectricalChargingDeviceStatus
@@ -2636,16 +2614,15 @@ def _ee22(w, o):  # EVElectricalChargingDeviceStatus
 
 def _de23(r):  # EVErrorCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 6
-    if p > E: V, E, p = r.slide(p, 6)
-    x = (V >> (E - p)) & 63
-    if x & 33: raise r.deviation('EVErrorCode', p)
+    q = r.end - r.pos
+    q -= 6
+    if q < 0: V, q = r.slideq(q, 6)
+    x = (V >> q) & 63
+    if x & 33: raise r.deviation('EVErrorCode', r.end - q)
     val = ((x >> 1) & 15)
-    if val >= 10: val = r.enum_index('EVErrorCode', val, 10, r.at(p))
+    if val >= 10: val = r.enum_index('EVErrorCode', val, 10, r.at(r.end - q))
     else: val = _E_iso20_acdp_errorCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee23(w, o):  # EVErrorCode
@@ -2660,14 +2637,13 @@ def _ee23(w, o):  # EVErrorCode
 
 def _de24(r):  # EVImmobilizationRequest
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVImmobilizationRequest', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVImmobilizationRequest', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee24(w, o):  # EVImmobilizationRequest
@@ -2681,14 +2657,13 @@ def _ee24(w, o):  # EVImmobilizationRequest
 
 def _de25(r):  # EVImmobilized
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVImmobilized', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVImmobilized', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee25(w, o):  # EVImmobilized
@@ -2702,14 +2677,13 @@ def _ee25(w, o):  # EVImmobilized
 
 def _de26(r):  # EVInChargePosition
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVInChargePosition', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVInChargePosition', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee26(w, o):  # EVInChargePosition
@@ -2723,14 +2697,13 @@ def _ee26(w, o):  # EVInChargePosition
 
 def _de27(r):  # EVMobilityStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVMobilityStatus', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVMobilityStatus', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee27(w, o):  # EVMobilityStatus
@@ -2744,14 +2717,13 @@ def _ee27(w, o):  # EVMobilityStatus
 
 def _de28(r):  # EVPositioningSupport
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVPositioningSupport', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVPositioningSupport', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee28(w, o):  # EVPositioningSupport
@@ -2765,14 +2737,13 @@ def _ee28(w, o):  # EVPositioningSupport
 
 def _de29(r):  # EVReadyToCharge
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVReadyToCharge', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVReadyToCharge', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee29(w, o):  # EVReadyToCharge
@@ -2786,37 +2757,36 @@ def _ee29(w, o):  # EVReadyToCharge
 
 def _de30(r):  # EVRelativeXDeviation
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('EVRelativeXDeviation', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('EVRelativeXDeviation', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('EVRelativeXDeviation', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVRelativeXDeviation', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('EVRelativeXDeviation', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('EVRelativeXDeviation', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee30(w, o):  # EVRelativeXDeviation
@@ -2837,37 +2807,36 @@ def _ee30(w, o):  # EVRelativeXDeviation
 
 def _de31(r):  # EVRelativeYDeviation
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('EVRelativeYDeviation', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('EVRelativeYDeviation', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('EVRelativeYDeviation', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVRelativeYDeviation', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('EVRelativeYDeviation', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('EVRelativeYDeviation', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee31(w, o):  # EVRelativeYDeviation
@@ -2888,14 +2857,13 @@ def _ee31(w, o):  # EVRelativeYDeviation
 
 def _de32(r):  # EVSEDisabled
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEDisabled', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEDisabled', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee32(w, o):  # EVSEDisabled
@@ -2909,14 +2877,13 @@ def _ee32(w, o):  # EVSEDisabled
 
 def _de33(r):  # EVSEElectricalChargingDeviceStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVSEElectricalChargingDeviceStatus', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVSEElectricalChargingDeviceStatus', r.end - q)
     val = _E_iso20_acdp_electricalChargingDeviceStatusType[((x >> 1) & 3)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee33(w, o):  # EVSEElectricalChargingDeviceStatus
@@ -2931,14 +2898,13 @@ def _ee33(w, o):  # EVSEElectricalChargingDeviceStatus
 
 def _de34(r):  # EVSEEmergencyShutdown
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEEmergencyShutdown', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEEmergencyShutdown', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee34(w, o):  # EVSEEmergencyShutdown
@@ -2952,14 +2918,13 @@ def _ee34(w, o):  # EVSEEmergencyShutdown
 
 def _de35(r):  # EVSEIsolationStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVSEIsolationStatus', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVSEIsolationStatus', r.end - q)
     val = _E_iso20_acdp_isolationStatusType[((x >> 1) & 3)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee35(w, o):  # EVSEIsolationStatus
@@ -2974,14 +2939,13 @@ def _ee35(w, o):  # EVSEIsolationStatus
 
 def _de36(r):  # EVSEMalfunction
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEMalfunction', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEMalfunction', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee36(w, o):  # EVSEMalfunction
@@ -2995,16 +2959,15 @@ def _ee36(w, o):  # EVSEMalfunction
 
 def _de37(r):  # EVSEMechanicalChargingDeviceStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVSEMechanicalChargingDeviceStatus', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVSEMechanicalChargingDeviceStatus', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('EVSEMechanicalChargingDeviceStatus', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('EVSEMechanicalChargingDeviceStatus', val, 3, r.at(r.end - q))
     else: val = _E_iso20_acdp_mechanicalChargingDeviceStatusType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee37(w, o):  # EVSEMechanicalChargingDeviceStatus
@@ -3019,16 +2982,15 @@ def _ee37(w, o):  # EVSEMechanicalChargingDeviceStatus
 
 def _de38(r):  # EVSENotification
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('EVSENotification', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('EVSENotification', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(p))
+    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee38(w, o):  # EVSENotification
@@ -3043,14 +3005,13 @@ def _ee38(w, o):  # EVSENotification
 
 def _de39(r):  # EVSEPositioningSupport
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEPositioningSupport', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEPositioningSupport', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee39(w, o):  # EVSEPositioningSupport
@@ -3064,16 +3025,15 @@ def _ee39(w, o):  # EVSEPositioningSupport
 
 def _de40(r):  # EVSEProcessing
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVSEProcessing', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVSEProcessing', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee40(w, o):  # EVSEProcessing
@@ -3088,14 +3048,13 @@ def _ee40(w, o):  # EVSEProcessing
 
 def _de41(r):  # EVSEReadyToCharge
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEReadyToCharge', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEReadyToCharge', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee41(w, o):  # EVSEReadyToCharge
@@ -3109,14 +3068,13 @@ def _ee41(w, o):  # EVSEReadyToCharge
 
 def _de42(r):  # EVSEUtilityInterruptEvent
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEUtilityInterruptEvent', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEUtilityInterruptEvent', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee42(w, o):  # EVSEUtilityInterruptEvent
@@ -3130,15 +3088,14 @@ def _ee42(w, o):  # EVSEUtilityInterruptEvent
 
 def _de43(r):  # EVSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('EVSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('EVSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('EVSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('EVSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee43(w, o):  # EVSOC
@@ -3152,14 +3109,13 @@ def _ee43(w, o):  # EVSOC
 
 def _de44(r):  # EVTimeout
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVTimeout', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVTimeout', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee44(w, o):  # EVTimeout
@@ -3173,25 +3129,24 @@ def _ee44(w, o):  # EVTimeout
 
 def _de45(r):  # Exponent
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee45(w, o):  # Exponent
@@ -3209,14 +3164,13 @@ def _ee45(w, o):  # Exponent
 
 def _de46(r):  # Exponent
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('Exponent', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('Exponent', r.end - q)
     val = ((x >> 1) & 255) + -128
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee46(w, o):  # Exponent
@@ -3230,25 +3184,24 @@ def _ee46(w, o):  # Exponent
 
 def _de47(r):  # G
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('G', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee47(w, o):  # G
@@ -3266,36 +3219,35 @@ def _ee47(w, o):  # G
 
 def _de48(r):  # HMACOutputLength
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('HMACOutputLength', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee48(w, o):  # HMACOutputLength
@@ -3316,14 +3268,13 @@ def _ee48(w, o):  # HMACOutputLength
 
 def _de49(r):  # InletHot
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('InletHot', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('InletHot', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee49(w, o):  # InletHot
@@ -3337,25 +3288,24 @@ def _ee49(w, o):  # InletHot
 
 def _de50(r):  # J
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('J', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee50(w, o):  # J
@@ -3373,15 +3323,14 @@ def _ee50(w, o):  # J
 
 def _de51(r):  # MaximumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('MaximumSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('MaximumSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee51(w, o):  # MaximumSOC
@@ -3395,24 +3344,23 @@ def _ee51(w, o):  # MaximumSOC
 
 def _de52(r):  # MeterID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso20_commontypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee52(w, o):  # MeterID
@@ -3433,14 +3381,13 @@ def _ee52(w, o):  # MeterID
 
 def _de53(r):  # MeterInfoRequested
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('MeterInfoRequested', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee53(w, o):  # MeterInfoRequested
@@ -3454,26 +3401,25 @@ def _ee53(w, o):  # MeterInfoRequested
 
 def _de54(r):  # MeterSignature
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee54(w, o):  # MeterSignature
@@ -3492,37 +3438,36 @@ def _ee54(w, o):  # MeterSignature
 
 def _de55(r):  # MeterStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('MeterStatus', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee55(w, o):  # MeterStatus
@@ -3543,34 +3488,33 @@ def _ee55(w, o):  # MeterStatus
 
 def _de56(r):  # MeterTimestamp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee56(w, o):  # MeterTimestamp
@@ -3590,15 +3534,14 @@ def _ee56(w, o):  # MeterTimestamp
 
 def _de57(r):  # MinimumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('MinimumSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('MinimumSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee57(w, o):  # MinimumSOC
@@ -3612,25 +3555,24 @@ def _ee57(w, o):  # MinimumSOC
 
 def _de58(r):  # Modulus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee58(w, o):  # Modulus
@@ -3648,34 +3590,33 @@ def _ee58(w, o):  # Modulus
 
 def _de59(r):  # NotificationMaxDelay
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee59(w, o):  # NotificationMaxDelay
@@ -3695,25 +3636,24 @@ def _ee59(w, o):  # NotificationMaxDelay
 
 def _de60(r):  # P
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('P', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee60(w, o):  # P
@@ -3731,25 +3671,24 @@ def _ee60(w, o):  # P
 
 def _de61(r):  # PGPKeyID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee61(w, o):  # PGPKeyID
@@ -3767,25 +3706,24 @@ def _ee61(w, o):  # PGPKeyID
 
 def _de62(r):  # PGPKeyPacket
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee62(w, o):  # PGPKeyPacket
@@ -3803,25 +3741,24 @@ def _ee62(w, o):  # PGPKeyPacket
 
 def _de63(r):  # PgenCounter
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee63(w, o):  # PgenCounter
@@ -3839,15 +3776,14 @@ def _ee63(w, o):  # PgenCounter
 
 def _de64(r):  # PresentSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('PresentSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('PresentSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee64(w, o):  # PresentSOC
@@ -3861,25 +3797,24 @@ def _ee64(w, o):  # PresentSOC
 
 def _de65(r):  # Q
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee65(w, o):  # Q
@@ -3897,34 +3832,33 @@ def _ee65(w, o):  # Q
 
 def _de66(r):  # RemainingTimeToMaximumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee66(w, o):  # RemainingTimeToMaximumSOC
@@ -3944,34 +3878,33 @@ def _ee66(w, o):  # RemainingTimeToMaximumSOC
 
 def _de67(r):  # RemainingTimeToMinimumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee67(w, o):  # RemainingTimeToMinimumSOC
@@ -3991,34 +3924,33 @@ def _ee67(w, o):  # RemainingTimeToMinimumSOC
 
 def _de68(r):  # RemainingTimeToTargetSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee68(w, o):  # RemainingTimeToTargetSOC
@@ -4038,16 +3970,15 @@ def _ee68(w, o):  # RemainingTimeToTargetSOC
 
 def _de69(r):  # ResponseCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 8
-    if p > E: V, E, p = r.slide(p, 8)
-    x = (V >> (E - p)) & 255
-    if x & 129: raise r.deviation('ResponseCode', p)
+    q = r.end - r.pos
+    q -= 8
+    if q < 0: V, q = r.slideq(q, 8)
+    x = (V >> q) & 255
+    if x & 129: raise r.deviation('ResponseCode', r.end - q)
     val = ((x >> 1) & 63)
-    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(p))
+    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee69(w, o):  # ResponseCode
@@ -4062,25 +3993,24 @@ def _ee69(w, o):  # ResponseCode
 
 def _de70(r):  # SPKISexp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee70(w, o):  # SPKISexp
@@ -4098,25 +4028,24 @@ def _ee70(w, o):  # SPKISexp
 
 def _de71(r):  # Seed
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee71(w, o):  # Seed
@@ -4134,21 +4063,20 @@ def _ee71(w, o):  # Seed
 
 def _de72(r):  # SessionID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-        p += 8 + (_l << 3)
-        val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+        q -= 8 + (_l << 3)
+        val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(p))
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee72(w, o):  # SessionID
@@ -4167,15 +4095,14 @@ def _ee72(w, o):  # SessionID
 
 def _de73(r):  # TargetSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('TargetSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee73(w, o):  # TargetSOC
@@ -4189,34 +4116,33 @@ def _ee73(w, o):  # TargetSOC
 
 def _de74(r):  # TaxRuleID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
+    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee74(w, o):  # TaxRuleID
@@ -4236,34 +4162,33 @@ def _ee74(w, o):  # TaxRuleID
 
 def _de75(r):  # TimeAnchor
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee75(w, o):  # TimeAnchor
@@ -4283,34 +4208,33 @@ def _ee75(w, o):  # TimeAnchor
 
 def _de76(r):  # TimeStamp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee76(w, o):  # TimeStamp
@@ -4330,37 +4254,36 @@ def _ee76(w, o):  # TimeStamp
 
 def _de77(r):  # Value
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('Value', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('Value', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('Value', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee77(w, o):  # Value
@@ -4381,25 +4304,24 @@ def _ee77(w, o):  # Value
 
 def _de78(r):  # X509CRL
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee78(w, o):  # X509CRL
@@ -4417,25 +4339,24 @@ def _ee78(w, o):  # X509CRL
 
 def _de79(r):  # X509Certificate
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee79(w, o):  # X509Certificate
@@ -4453,23 +4374,22 @@ def _ee79(w, o):  # X509Certificate
 
 def _de80(r):  # X509IssuerName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee80(w, o):  # X509IssuerName
@@ -4489,25 +4409,24 @@ def _ee80(w, o):  # X509IssuerName
 
 def _de81(r):  # X509SKI
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee81(w, o):  # X509SKI
@@ -4525,36 +4444,35 @@ def _ee81(w, o):  # X509SKI
 
 def _de82(r):  # X509SerialNumber
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('X509SerialNumber', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee82(w, o):  # X509SerialNumber
@@ -4575,23 +4493,22 @@ def _ee82(w, o):  # X509SerialNumber
 
 def _de83(r):  # X509SubjectName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee83(w, o):  # X509SubjectName
@@ -4611,23 +4528,22 @@ def _ee83(w, o):  # X509SubjectName
 
 def _de84(r):  # XPath
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:XPath')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee84(w, o):  # XPath
@@ -4647,25 +4563,24 @@ def _ee84(w, o):  # XPath
 
 def _de85(r):  # Y
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee85(w, o):  # Y

@@ -14,14 +14,13 @@ _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_common
 def _d_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLReqControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CLReqControlModeType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CLReqControlModeType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.CLReqControlModeType)
@@ -44,14 +43,13 @@ def _e_CLReqControlModeType(w, o):
 def _d_CLResControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLResControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CLResControlModeType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CLResControlModeType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.CLResControlModeType)
@@ -74,112 +72,111 @@ def _e_CLResControlModeType(w, o):
 def _d_ChargeLoopReqType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_DisplayParameters = None
     f_MeterInfoRequested = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargeLoopReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DisplayParameters'
-                r.pos = p
+                r.pos = r.end - q
                 f_DisplayParameters = _d_DisplayParametersType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('ChargeLoopReqType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 13: raise r.deviation('ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
                 f_MeterInfoRequested = ((x >> 1) & 1) == 1
                 s = 3
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('ChargeLoopReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
                 f_MeterInfoRequested = ((x >> 1) & 1) == 1
                 s = 3
             else:
-                raise r.deviation('ChargeLoopReqType', p)
+                raise r.deviation('ChargeLoopReqType', r.end - q)
         if s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeLoopReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.ChargeLoopReqType)
@@ -291,8 +288,7 @@ def _e_ChargeLoopReqType(w, o):
 def _d_ChargeLoopResType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -300,116 +296,116 @@ def _d_ChargeLoopResType(r):
     f_MeterInfo = None
     f_Receipt = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 385: raise r.deviation('ChargeLoopResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 385: raise r.deviation('ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 1) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         s = 2
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ChargeLoopResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargeLoopResType', r.end - q)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 8
-                if p > E: V, E, p = r.slide(p, 8)
-                x = (V >> (E - p)) & 255
-                if x & 227: raise r.deviation('ChargeLoopResType', p)
-                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 227: raise r.deviation('ChargeLoopResType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 2) & 7)
-                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(p))
+                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
                 f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
                 f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
@@ -417,63 +413,63 @@ def _d_ChargeLoopResType(r):
                 s = 3
             elif ec == 1:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = _d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 2:
                 el = 'Receipt'
-                r.pos = p
+                r.pos = r.end - q
                 f_Receipt = _d_ReceiptType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('ChargeLoopResType', p)
+                raise r.deviation('ChargeLoopResType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = _d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 1:
                 el = 'Receipt'
-                r.pos = p
+                r.pos = r.end - q
                 f_Receipt = _d_ReceiptType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('ChargeLoopResType', p)
+                raise r.deviation('ChargeLoopResType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Receipt'
-                r.pos = p
+                r.pos = r.end - q
                 f_Receipt = _d_ReceiptType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ChargeLoopResType', p)
+                raise r.deviation('ChargeLoopResType', r.end - q)
         if s == 5:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.ChargeLoopResType)
@@ -656,81 +652,80 @@ def _e_ChargeLoopResType(w, o):
 def _d_ChargeParameterDiscoveryReqType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.ChargeParameterDiscoveryReqType)
@@ -809,87 +804,86 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
 def _d_ChargeParameterDiscoveryResType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 10
-        if p > E: V, E, p = r.slide(p, 10)
-        x = (V >> (E - p)) & 1023
-        if x & 771: raise r.deviation('ChargeParameterDiscoveryResType', p)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 771: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.ChargeParameterDiscoveryResType)
@@ -975,44 +969,43 @@ def _e_ChargeParameterDiscoveryResType(w, o):
 def _d_DetailedCostType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedCostType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Amount = None
     f_CostPerUnit = None
     try:
-        p += 15
-        if p > E: V, E, p = r.slide(p, 15)
-        x = (V >> (E - p)) & 32767
-        if x & 28686: raise r.deviation('DetailedCostType', p)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 28686: raise r.deviation('DetailedCostType', r.end - q)
         el = 'Amount/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Amount/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DetailedCostType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DetailedCostType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_Amount = _new(iso20_commontypes.RationalNumberType)
         f_Amount.Exponent = _c1_Exponent
         f_Amount.Value = _c1_Value
@@ -1020,33 +1013,33 @@ def _d_DetailedCostType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'CostPerUnit/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DetailedCostType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DetailedCostType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
         f_CostPerUnit.Exponent = _c2_Exponent
         f_CostPerUnit.Value = _c2_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.DetailedCostType)
@@ -1113,70 +1106,69 @@ def _e_DetailedCostType(w, o):
 def _d_DetailedTaxType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedTaxType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_TaxRuleID = None
     f_Amount = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('DetailedTaxType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DetailedTaxType', r.end - q)
         el = 'TaxRuleID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_TaxRuleID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_TaxRuleID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_TaxRuleID = (V >> q) & 127
         else:
-            r.pos = p; f_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 61454: raise r.deviation('DetailedTaxType', p)
-        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(p))
+            r.pos = r.end - q; f_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('DetailedTaxType', r.end - q)
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(r.end - q))
         el = 'Amount/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Amount/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DetailedTaxType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DetailedTaxType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_Amount = _new(iso20_commontypes.RationalNumberType)
         f_Amount.Exponent = _c1_Exponent
         f_Amount.Value = _c1_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.DetailedTaxType)
@@ -1234,8 +1226,7 @@ def _e_DetailedTaxType(w, o):
 def _d_DisplayParametersType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DisplayParametersType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_PresentSOC = None
     f_MinimumSOC = None
@@ -1248,182 +1239,182 @@ def _d_DisplayParametersType(r):
     f_BatteryEnergyCapacity = None
     f_InletHot = None
     try:
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        ec = (V >> (E - p)) & 15
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        ec = (V >> q) & 15
         if ec < 5:
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DisplayParametersType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'PresentSOC'
                 f_PresentSOC = ((x >> 1) & 127)
-                if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(p))
+                if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(r.end - q))
                 s = 1
             elif ec == 1:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DisplayParametersType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MinimumSOC'
                 f_MinimumSOC = ((x >> 1) & 127)
-                if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+                if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 s = 2
             elif ec == 2:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DisplayParametersType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'TargetSOC'
                 f_TargetSOC = ((x >> 1) & 127)
-                if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 s = 3
             elif ec == 3:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DisplayParametersType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MaximumSOC'
                 f_MaximumSOC = ((x >> 1) & 127)
-                if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
+                if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
                 s = 4
             elif ec == 4:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMinimumSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToMinimumSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 s = 5
             else:
-                raise r.deviation('DisplayParametersType', p)
+                raise r.deviation('DisplayParametersType', r.end - q)
         else:
             if ec == 5:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToTargetSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 s = 6
             elif ec == 6:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToMaximumSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 s = 7
             elif ec == 7:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 8
             elif ec == 8:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c1_Exponent
                 f_BatteryEnergyCapacity.Value = _c1_Value
                 s = 9
             elif ec == 9:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 1) & 1) == 1
                 s = 10
@@ -1431,175 +1422,175 @@ def _d_DisplayParametersType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('DisplayParametersType', p)
+                raise r.deviation('DisplayParametersType', r.end - q)
         if s == 1:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            ec = (V >> (E - p)) & 15
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            ec = (V >> q) & 15
             if ec < 5:
                 if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', p)
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                     s = 2
                 elif ec == 1:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', p)
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                     s = 3
                 elif ec == 2:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', p)
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
                     s = 4
                 elif ec == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToMinimumSOC'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             f_RemainingTimeToMinimumSOC = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                            r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        f_RemainingTimeToMinimumSOC = (V >> q) & 127
                     else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
+                        r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     s = 5
                 elif ec == 4:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToTargetSOC'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             f_RemainingTimeToTargetSOC = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                            r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        f_RemainingTimeToTargetSOC = (V >> q) & 127
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
+                        r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     s = 6
                 else:
-                    raise r.deviation('DisplayParametersType', p)
+                    raise r.deviation('DisplayParametersType', r.end - q)
             else:
                 if ec == 5:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToMaximumSOC'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             f_RemainingTimeToMaximumSOC = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                            r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        f_RemainingTimeToMaximumSOC = (V >> q) & 127
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                        r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     s = 7
                 elif ec == 6:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 7:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('DisplayParametersType', p)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'BatteryEnergyCapacity/Exponent'
                     _c2_Exponent = ((x >> 4) & 255) + -128
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                     if _neg: _c2_Value = -_c2_Value - 1
-                    if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                    if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                     f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                     f_BatteryEnergyCapacity.Exponent = _c2_Exponent
                     f_BatteryEnergyCapacity.Value = _c2_Value
                     s = 9
                 elif ec == 8:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -1607,166 +1598,166 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType', p)
+                    raise r.deviation('DisplayParametersType', r.end - q)
         if s == 2:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            ec = (V >> (E - p)) & 15
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', p)
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                     s = 3
                 elif ec == 1:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 257: raise r.deviation('DisplayParametersType', p)
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
                     s = 4
                 elif ec == 2:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToMinimumSOC'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             f_RemainingTimeToMinimumSOC = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                            r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        f_RemainingTimeToMinimumSOC = (V >> q) & 127
                     else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
+                        r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     s = 5
                 elif ec == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToTargetSOC'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             f_RemainingTimeToTargetSOC = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                            r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        f_RemainingTimeToTargetSOC = (V >> q) & 127
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
+                        r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     s = 6
                 else:
-                    raise r.deviation('DisplayParametersType', p)
+                    raise r.deviation('DisplayParametersType', r.end - q)
             else:
                 if ec == 4:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToMaximumSOC'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             f_RemainingTimeToMaximumSOC = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                            r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        f_RemainingTimeToMaximumSOC = (V >> q) & 127
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                        r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     s = 7
                 elif ec == 5:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('DisplayParametersType', p)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'BatteryEnergyCapacity/Exponent'
                     _c3_Exponent = ((x >> 4) & 255) + -128
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                     if _neg: _c3_Value = -_c3_Value - 1
-                    if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                    if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                     f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                     f_BatteryEnergyCapacity.Exponent = _c3_Exponent
                     f_BatteryEnergyCapacity.Value = _c3_Value
                     s = 9
                 elif ec == 7:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 5: raise r.deviation('DisplayParametersType', p)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -1774,153 +1765,153 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType', p)
+                    raise r.deviation('DisplayParametersType', r.end - q)
         if s == 3:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            ec = (V >> (E - p)) & 15
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            ec = (V >> q) & 15
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DisplayParametersType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MaximumSOC'
                 f_MaximumSOC = ((x >> 1) & 127)
-                if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
+                if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
                 s = 4
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMinimumSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToMinimumSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 s = 5
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToTargetSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 s = 6
             elif ec == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToMaximumSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 s = 7
             elif ec == 4:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 8
             elif ec == 5:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c4_Exponent
                 f_BatteryEnergyCapacity.Value = _c4_Value
                 s = 9
             elif ec == 6:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 1) & 1) == 1
                 s = 10
@@ -1928,144 +1919,144 @@ def _d_DisplayParametersType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('DisplayParametersType', p)
+                raise r.deviation('DisplayParametersType', r.end - q)
         if s == 4:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMinimumSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToMinimumSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 s = 5
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToTargetSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 s = 6
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToMaximumSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 s = 7
             elif ec == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 8
             elif ec == 4:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c5_Exponent
                 f_BatteryEnergyCapacity.Value = _c5_Value
                 s = 9
             elif ec == 5:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 1) & 1) == 1
                 s = 10
@@ -2073,116 +2064,116 @@ def _d_DisplayParametersType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('DisplayParametersType', p)
+                raise r.deviation('DisplayParametersType', r.end - q)
         if s == 5:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToTargetSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 s = 6
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToMaximumSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 s = 7
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 8
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c6_Exponent
                 f_BatteryEnergyCapacity.Value = _c6_Value
                 s = 9
             elif ec == 4:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 1) & 1) == 1
                 s = 10
@@ -2190,88 +2181,88 @@ def _d_DisplayParametersType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('DisplayParametersType', p)
+                raise r.deviation('DisplayParametersType', r.end - q)
         if s == 6:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RemainingTimeToMaximumSOC = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
-                    r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
+                    r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 s = 7
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 8
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c7_Exponent
                 f_BatteryEnergyCapacity.Value = _c7_Value
                 s = 9
             elif ec == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 1) & 1) == 1
                 s = 10
@@ -2279,60 +2270,60 @@ def _d_DisplayParametersType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('DisplayParametersType', p)
+                raise r.deviation('DisplayParametersType', r.end - q)
         if s == 7:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 8
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c8_Exponent
                 f_BatteryEnergyCapacity.Value = _c8_Value
                 s = 9
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 1) & 1) == 1
                 s = 10
@@ -2340,52 +2331,52 @@ def _d_DisplayParametersType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('DisplayParametersType', p)
+                raise r.deviation('DisplayParametersType', r.end - q)
         if s == 8:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DisplayParametersType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DisplayParametersType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c9_Exponent
                 f_BatteryEnergyCapacity.Value = _c9_Value
                 s = 9
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 1) & 1) == 1
                 s = 10
@@ -2393,16 +2384,16 @@ def _d_DisplayParametersType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('DisplayParametersType', p)
+                raise r.deviation('DisplayParametersType', r.end - q)
         if s == 9:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DisplayParametersType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 1) & 1) == 1
                 s = 10
@@ -2410,13 +2401,13 @@ def _d_DisplayParametersType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('DisplayParametersType', p)
+                raise r.deviation('DisplayParametersType', r.end - q)
         if s == 10:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.DisplayParametersType)
@@ -3149,147 +3140,146 @@ def _e_DisplayParametersType(w, o):
 def _d_Dynamic_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLReqControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
     f_EVMinimumEnergyRequest = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_DepartureTime = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DepartureTime = (V >> q) & 127
             else:
-                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 16
-            if p > E: V, E, p = r.slide(p, 16)
-            x = (V >> (E - p)) & 65535
-            if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+                r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 2
         elif ec == 1:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
             s = 2
         else:
-            raise r.deviation('Dynamic_CLReqControlModeType', p)
+            raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
         if s == 2:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('Dynamic_CLReqControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
             f_EVMaximumEnergyRequest.Value = _c3_Value
@@ -3297,34 +3287,34 @@ def _d_Dynamic_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c4_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
             f_EVMinimumEnergyRequest.Value = _c4_Value
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.Dynamic_CLReqControlModeType)
@@ -3453,240 +3443,239 @@ def _e_Dynamic_CLReqControlModeType(w, o):
 def _d_Dynamic_CLResControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLResControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_MinimumSOC = None
     f_TargetSOC = None
     f_AckMaxDelay = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        ec = (V >> (E - p)) & 7
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        ec = (V >> q) & 7
         if ec == 0:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_DepartureTime = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DepartureTime = (V >> q) & 127
             else:
-                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+                r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
-            p += 9
-            if p > E: V, E, p = r.slide(p, 9)
-            x = (V >> (E - p)) & 511
-            if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 257: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
             f_MinimumSOC = ((x >> 1) & 127)
-            if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+            if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
             s = 2
         elif ec == 2:
-            p += 9
-            if p > E: V, E, p = r.slide(p, 9)
-            x = (V >> (E - p)) & 511
-            if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 257: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
             f_TargetSOC = ((x >> 1) & 127)
-            if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+            if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             s = 3
         elif ec == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_AckMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_AckMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_AckMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-            if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
             pass
             s = -1
         else:
-            raise r.deviation('Dynamic_CLResControlModeType', p)
+            raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
                 f_MinimumSOC = ((x >> 1) & 127)
-                if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+                if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 s = 2
             elif ec == 1:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
                 f_TargetSOC = ((x >> 1) & 127)
-                if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 s = 3
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_AckMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_AckMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('Dynamic_CLResControlModeType', p)
+                raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
                 f_TargetSOC = ((x >> 1) & 127)
-                if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 s = 3
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_AckMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_AckMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('Dynamic_CLResControlModeType', p)
+                raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_AckMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_AckMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('Dynamic_CLResControlModeType', p)
+                raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.Dynamic_CLResControlModeType)
@@ -3843,44 +3832,43 @@ def _e_Dynamic_CLResControlModeType(w, o):
 def _d_EVSEStatusType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}EVSEStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('EVSEStatusType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVSEStatusType', r.end - q)
         el = 'NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 8
-        if p > E: V, E, p = r.slide(p, 8)
-        x = (V >> (E - p)) & 255
-        if x & 227: raise r.deviation('EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 227: raise r.deviation('EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 7)
-        if f_EVSENotification >= 6: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 6, r.at(p))
+        if f_EVSENotification >= 6: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 6, r.at(r.end - q))
         else: f_EVSENotification = _E_iso20_commontypes_evseNotificationType[f_EVSENotification]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.EVSEStatusType)
@@ -3924,56 +3912,55 @@ def _e_EVSEStatusType(w, o):
 def _d_ListOfRootCertificateIDsType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ListOfRootCertificateIDsType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RootCertificateID = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509IssuerName'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
             _c1_X509IssuerName = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509SerialNumber'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_X509SerialNumber = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_X509SerialNumber = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_X509SerialNumber = (V >> q) & 127
         else:
-            r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+            r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
         _v = _new(xmldsig.X509IssuerSerialType)
         _v.X509IssuerName = _c1_X509IssuerName
@@ -3983,55 +3970,55 @@ def _d_ListOfRootCertificateIDsType(r):
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     el = 'RootCertificateID/X509IssuerName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                         _c2_X509IssuerName = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     el = 'RootCertificateID/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_X509SerialNumber = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c2_X509IssuerName
@@ -4046,13 +4033,13 @@ def _d_ListOfRootCertificateIDsType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('ListOfRootCertificateIDsType', p)
+                    raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if s == 20:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.ListOfRootCertificateIDsType)
@@ -4152,69 +4139,68 @@ def _e_ListOfRootCertificateIDsType(w, o):
 def _d_MessageHeaderType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MessageHeaderType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SessionID = None
     f_TimeStamp = None
     f_Signature = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; f_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(p))
+            r.pos = r.end - q; f_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Signature'
-                r.pos = p
+                r.pos = r.end - q
                 f_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
-        r.pos = p
+                raise r.deviation('MessageHeaderType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.MessageHeaderType)
@@ -4282,8 +4268,7 @@ def _e_MessageHeaderType(w, o):
 def _d_MeterInfoType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MeterInfoType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_MeterID = None
     f_ChargedEnergyReadingWh = None
@@ -4294,683 +4279,683 @@ def _d_MeterInfoType(r):
     f_MeterStatus = None
     f_MeterTimestamp = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
         el = 'MeterID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
             f_MeterID = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             f_MeterID = r.string('iso20_commontypes:MeterID')
             if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MeterInfoType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
         el = 'ChargedEnergyReadingWh'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ChargedEnergyReadingWh = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ChargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ChargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ChargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ChargedEnergyReadingWh = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ChargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ChargedEnergyReadingWh = (V >> q) & 127
         else:
-            r.pos = p; f_ChargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-        if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(p))
+            r.pos = r.end - q; f_ChargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+        if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
         s = 2
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'BPT_DischargedEnergyReadingWh'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_BPT_DischargedEnergyReadingWh = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_BPT_DischargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_BPT_DischargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_BPT_DischargedEnergyReadingWh = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_BPT_DischargedEnergyReadingWh = (V >> q) & 127
                 else:
-                    r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(p))
+                    r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
                 s = 3
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'CapacitiveEnergyReadingVARh'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_CapacitiveEnergyReadingVARh = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_CapacitiveEnergyReadingVARh = (V >> q) & 127
                 else:
-                    r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
+                    r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 s = 4
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'BPT_InductiveEnergyReadingVARh'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_BPT_InductiveEnergyReadingVARh = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
-                    r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
+                    r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 s = 5
             elif ec == 3:
                 el = 'MeterSignature'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
                     f_MeterSignature = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        f_MeterSignature = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        f_MeterSignature = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_MeterSignature = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
                 s = 6
             elif ec == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 7
             elif ec == 5:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterTimestamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterTimestamp = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                    r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 6:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 3:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'CapacitiveEnergyReadingVARh'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_CapacitiveEnergyReadingVARh = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_CapacitiveEnergyReadingVARh = (V >> q) & 127
                 else:
-                    r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
+                    r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 s = 4
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'BPT_InductiveEnergyReadingVARh'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_BPT_InductiveEnergyReadingVARh = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
-                    r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
+                    r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 el = 'MeterSignature'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
                     f_MeterSignature = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        f_MeterSignature = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        f_MeterSignature = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_MeterSignature = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
                 s = 6
             elif ec == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 7
             elif ec == 4:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterTimestamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterTimestamp = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                    r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 5:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 4:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'BPT_InductiveEnergyReadingVARh'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_BPT_InductiveEnergyReadingVARh = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
-                    r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
+                    r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 el = 'MeterSignature'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
                     f_MeterSignature = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        f_MeterSignature = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        f_MeterSignature = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_MeterSignature = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
                 s = 6
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 7
             elif ec == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterTimestamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterTimestamp = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                    r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 4:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 5:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'MeterSignature'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
                     f_MeterSignature = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        f_MeterSignature = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        f_MeterSignature = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_MeterSignature = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
                 s = 6
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 7
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterTimestamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterTimestamp = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                    r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 7
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterTimestamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterTimestamp = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                    r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 7:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterTimestamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterTimestamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterTimestamp = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
+                    r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 8:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.MeterInfoType)
@@ -5348,44 +5333,43 @@ def _e_MeterInfoType(w, o):
 def _d_RationalNumberType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}RationalNumberType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Exponent = None
     f_Value = None
     try:
-        p += 14
-        if p > E: V, E, p = r.slide(p, 14)
-        x = (V >> (E - p)) & 16383
-        if x & 12302: raise r.deviation('RationalNumberType', p)
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('RationalNumberType', r.end - q)
         el = 'Exponent'
         f_Exponent = ((x >> 4) & 255) + -128
         el = 'Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_Value = (V >> q) & 127
         else:
-            r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('RationalNumberType', p)
+            r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('RationalNumberType', r.end - q)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
-        r.pos = p
+        if f_Value < -32768 or f_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.RationalNumberType)
@@ -5429,8 +5413,7 @@ def _e_RationalNumberType(w, o):
 def _d_ReceiptType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ReceiptType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_TimeAnchor = None
     f_EnergyCosts = None
@@ -5439,70 +5422,70 @@ def _d_ReceiptType(r):
     f_OverstayCosts = None
     f_TaxCosts = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
         el = 'TimeAnchor'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_TimeAnchor = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_TimeAnchor = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_TimeAnchor = (V >> q) & 127
         else:
-            r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
-        if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
+            r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ReceiptType', r.end - q)
+        if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         s = 1
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'EnergyCosts/Amount/Exponent'
                 _c1_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EnergyCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
                 _c1_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c1_Amount.Exponent = _c1_c1_Exponent
                 _c1_Amount.Value = _c1_c1_Value
@@ -5510,29 +5493,29 @@ def _d_ReceiptType(r):
                 _c1_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EnergyCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
+                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
                 _c1_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c1_CostPerUnit.Exponent = _c1_c2_Exponent
                 _c1_CostPerUnit.Value = _c1_c2_Value
@@ -5541,38 +5524,38 @@ def _d_ReceiptType(r):
                 f_EnergyCosts.CostPerUnit = _c1_CostPerUnit
                 s = 2
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OccupancyCosts/Amount/Exponent'
                 _c2_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OccupancyCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(p))
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                 _c2_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c2_Amount.Exponent = _c2_c1_Exponent
                 _c2_Amount.Value = _c2_c1_Value
@@ -5580,29 +5563,29 @@ def _d_ReceiptType(r):
                 _c2_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OccupancyCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                 _c2_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c2_CostPerUnit.Exponent = _c2_c2_Exponent
                 _c2_CostPerUnit.Value = _c2_c2_Value
@@ -5611,38 +5594,38 @@ def _d_ReceiptType(r):
                 f_OccupancyCosts.CostPerUnit = _c2_CostPerUnit
                 s = 3
             elif ec == 2:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'AdditionalServicesCosts/Amount/Exponent'
                 _c3_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c3_c1_Value = -_c3_c1_Value - 1
-                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(p))
+                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(r.end - q))
                 _c3_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c3_Amount.Exponent = _c3_c1_Exponent
                 _c3_Amount.Value = _c3_c1_Value
@@ -5650,29 +5633,29 @@ def _d_ReceiptType(r):
                 _c3_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c3_c2_Value = -_c3_c2_Value - 1
-                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(p))
+                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(r.end - q))
                 _c3_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c3_CostPerUnit.Exponent = _c3_c2_Exponent
                 _c3_CostPerUnit.Value = _c3_c2_Value
@@ -5681,38 +5664,38 @@ def _d_ReceiptType(r):
                 f_AdditionalServicesCosts.CostPerUnit = _c3_CostPerUnit
                 s = 4
             elif ec == 3:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OverstayCosts/Amount/Exponent'
                 _c4_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c4_c1_Value = -_c4_c1_Value - 1
-                if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(p))
+                if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
                 _c4_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c4_Amount.Exponent = _c4_c1_Exponent
                 _c4_Amount.Value = _c4_c1_Value
@@ -5720,29 +5703,29 @@ def _d_ReceiptType(r):
                 _c4_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c4_c2_Value = -_c4_c2_Value - 1
-                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(p))
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(r.end - q))
                 _c4_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c4_CostPerUnit.Exponent = _c4_c2_Exponent
                 _c4_CostPerUnit.Value = _c4_c2_Value
@@ -5751,60 +5734,60 @@ def _d_ReceiptType(r):
                 f_OverstayCosts.CostPerUnit = _c4_CostPerUnit
                 s = 5
             elif ec == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_TaxRuleID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_TaxRuleID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_TaxRuleID = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 61454: raise r.deviation('ReceiptType', p)
-                if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c5_TaxRuleID, r.at(p))
+                    r.pos = r.end - q; _c5_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slideq(q, 16)
+                x = (V >> q) & 65535
+                if x & 61454: raise r.deviation('ReceiptType', r.end - q)
+                if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c5_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
                 _c5_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(p))
+                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
                 _c5_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c5_Amount.Exponent = _c5_c1_Exponent
                 _c5_Amount.Value = _c5_c1_Value
@@ -5817,44 +5800,44 @@ def _d_ReceiptType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ReceiptType', p)
+                raise r.deviation('ReceiptType', r.end - q)
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OccupancyCosts/Amount/Exponent'
                 _c6_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OccupancyCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c6_c1_Value = -_c6_c1_Value - 1
-                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(p))
+                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
                 _c6_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c6_Amount.Exponent = _c6_c1_Exponent
                 _c6_Amount.Value = _c6_c1_Value
@@ -5862,29 +5845,29 @@ def _d_ReceiptType(r):
                 _c6_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OccupancyCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c6_c2_Value = -_c6_c2_Value - 1
-                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(p))
+                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(r.end - q))
                 _c6_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c6_CostPerUnit.Exponent = _c6_c2_Exponent
                 _c6_CostPerUnit.Value = _c6_c2_Value
@@ -5893,38 +5876,38 @@ def _d_ReceiptType(r):
                 f_OccupancyCosts.CostPerUnit = _c6_CostPerUnit
                 s = 3
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'AdditionalServicesCosts/Amount/Exponent'
                 _c7_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c7_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c7_c1_Value = -_c7_c1_Value - 1
-                if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c1_Value, r.at(p))
+                if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c1_Value, r.at(r.end - q))
                 _c7_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c7_Amount.Exponent = _c7_c1_Exponent
                 _c7_Amount.Value = _c7_c1_Value
@@ -5932,29 +5915,29 @@ def _d_ReceiptType(r):
                 _c7_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c7_c2_Value = -_c7_c2_Value - 1
-                if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c2_Value, r.at(p))
+                if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c2_Value, r.at(r.end - q))
                 _c7_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c7_CostPerUnit.Exponent = _c7_c2_Exponent
                 _c7_CostPerUnit.Value = _c7_c2_Value
@@ -5963,38 +5946,38 @@ def _d_ReceiptType(r):
                 f_AdditionalServicesCosts.CostPerUnit = _c7_CostPerUnit
                 s = 4
             elif ec == 2:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OverstayCosts/Amount/Exponent'
                 _c8_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c8_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c8_c1_Value = -_c8_c1_Value - 1
-                if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c1_Value, r.at(p))
+                if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c1_Value, r.at(r.end - q))
                 _c8_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c8_Amount.Exponent = _c8_c1_Exponent
                 _c8_Amount.Value = _c8_c1_Value
@@ -6002,29 +5985,29 @@ def _d_ReceiptType(r):
                 _c8_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c8_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c8_c2_Value = -_c8_c2_Value - 1
-                if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c2_Value, r.at(p))
+                if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c2_Value, r.at(r.end - q))
                 _c8_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c8_CostPerUnit.Exponent = _c8_c2_Exponent
                 _c8_CostPerUnit.Value = _c8_c2_Value
@@ -6033,60 +6016,60 @@ def _d_ReceiptType(r):
                 f_OverstayCosts.CostPerUnit = _c8_CostPerUnit
                 s = 5
             elif ec == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_TaxRuleID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_TaxRuleID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_TaxRuleID = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 61454: raise r.deviation('ReceiptType', p)
-                if _c9_TaxRuleID < 1 or _c9_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c9_TaxRuleID, r.at(p))
+                    r.pos = r.end - q; _c9_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slideq(q, 16)
+                x = (V >> q) & 65535
+                if x & 61454: raise r.deviation('ReceiptType', r.end - q)
+                if _c9_TaxRuleID < 1 or _c9_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c9_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
                 _c9_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c9_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c9_c1_Value = -_c9_c1_Value - 1
-                if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_c1_Value, r.at(p))
+                if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_c1_Value, r.at(r.end - q))
                 _c9_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c9_Amount.Exponent = _c9_c1_Exponent
                 _c9_Amount.Value = _c9_c1_Value
@@ -6099,44 +6082,44 @@ def _d_ReceiptType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ReceiptType', p)
+                raise r.deviation('ReceiptType', r.end - q)
         if s == 3:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'AdditionalServicesCosts/Amount/Exponent'
                 _c10_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c10_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c10_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c10_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c10_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c10_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c10_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c10_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c10_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c10_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c10_c1_Value = -_c10_c1_Value - 1
-                if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c1_Value, r.at(p))
+                if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c1_Value, r.at(r.end - q))
                 _c10_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c10_Amount.Exponent = _c10_c1_Exponent
                 _c10_Amount.Value = _c10_c1_Value
@@ -6144,29 +6127,29 @@ def _d_ReceiptType(r):
                 _c10_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c10_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c10_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c10_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c10_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c10_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c10_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c10_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c10_c2_Value = -_c10_c2_Value - 1
-                if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c2_Value, r.at(p))
+                if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c2_Value, r.at(r.end - q))
                 _c10_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c10_CostPerUnit.Exponent = _c10_c2_Exponent
                 _c10_CostPerUnit.Value = _c10_c2_Value
@@ -6175,38 +6158,38 @@ def _d_ReceiptType(r):
                 f_AdditionalServicesCosts.CostPerUnit = _c10_CostPerUnit
                 s = 4
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OverstayCosts/Amount/Exponent'
                 _c11_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c11_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c11_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c11_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c11_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c11_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c11_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c11_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c11_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c11_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c11_c1_Value = -_c11_c1_Value - 1
-                if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c1_Value, r.at(p))
+                if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c1_Value, r.at(r.end - q))
                 _c11_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c11_Amount.Exponent = _c11_c1_Exponent
                 _c11_Amount.Value = _c11_c1_Value
@@ -6214,29 +6197,29 @@ def _d_ReceiptType(r):
                 _c11_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c11_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c11_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c11_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c11_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c11_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c11_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c11_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c11_c2_Value = -_c11_c2_Value - 1
-                if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c2_Value, r.at(p))
+                if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c2_Value, r.at(r.end - q))
                 _c11_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c11_CostPerUnit.Exponent = _c11_c2_Exponent
                 _c11_CostPerUnit.Value = _c11_c2_Value
@@ -6245,60 +6228,60 @@ def _d_ReceiptType(r):
                 f_OverstayCosts.CostPerUnit = _c11_CostPerUnit
                 s = 5
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c12_TaxRuleID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c12_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c12_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c12_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c12_TaxRuleID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c12_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c12_TaxRuleID = (V >> q) & 127
                 else:
-                    r.pos = p; _c12_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 61454: raise r.deviation('ReceiptType', p)
-                if _c12_TaxRuleID < 1 or _c12_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c12_TaxRuleID, r.at(p))
+                    r.pos = r.end - q; _c12_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slideq(q, 16)
+                x = (V >> q) & 65535
+                if x & 61454: raise r.deviation('ReceiptType', r.end - q)
+                if _c12_TaxRuleID < 1 or _c12_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c12_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
                 _c12_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c12_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c12_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c12_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c12_c1_Value = -_c12_c1_Value - 1
-                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(p))
+                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(r.end - q))
                 _c12_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c12_Amount.Exponent = _c12_c1_Exponent
                 _c12_Amount.Value = _c12_c1_Value
@@ -6311,44 +6294,44 @@ def _d_ReceiptType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ReceiptType', p)
+                raise r.deviation('ReceiptType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OverstayCosts/Amount/Exponent'
                 _c13_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c13_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c13_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c13_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c13_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c13_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c13_c1_Value = -_c13_c1_Value - 1
-                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(p))
+                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(r.end - q))
                 _c13_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c13_Amount.Exponent = _c13_c1_Exponent
                 _c13_Amount.Value = _c13_c1_Value
@@ -6356,29 +6339,29 @@ def _d_ReceiptType(r):
                 _c13_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c13_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c13_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c13_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c13_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c13_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c13_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c13_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c13_c2_Value = -_c13_c2_Value - 1
-                if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(p))
+                if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(r.end - q))
                 _c13_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
                 _c13_CostPerUnit.Exponent = _c13_c2_Exponent
                 _c13_CostPerUnit.Value = _c13_c2_Value
@@ -6387,60 +6370,60 @@ def _d_ReceiptType(r):
                 f_OverstayCosts.CostPerUnit = _c13_CostPerUnit
                 s = 5
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c14_TaxRuleID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c14_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c14_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c14_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c14_TaxRuleID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c14_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c14_TaxRuleID = (V >> q) & 127
                 else:
-                    r.pos = p; _c14_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 61454: raise r.deviation('ReceiptType', p)
-                if _c14_TaxRuleID < 1 or _c14_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c14_TaxRuleID, r.at(p))
+                    r.pos = r.end - q; _c14_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slideq(q, 16)
+                x = (V >> q) & 65535
+                if x & 61454: raise r.deviation('ReceiptType', r.end - q)
+                if _c14_TaxRuleID < 1 or _c14_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c14_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
                 _c14_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c14_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c14_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c14_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c14_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c14_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c14_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c14_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c14_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c14_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c14_c1_Value = -_c14_c1_Value - 1
-                if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_c1_Value, r.at(p))
+                if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_c1_Value, r.at(r.end - q))
                 _c14_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c14_Amount.Exponent = _c14_c1_Exponent
                 _c14_Amount.Value = _c14_c1_Value
@@ -6453,66 +6436,66 @@ def _d_ReceiptType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ReceiptType', p)
+                raise r.deviation('ReceiptType', r.end - q)
         if s == 5:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c15_TaxRuleID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c15_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c15_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c15_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c15_TaxRuleID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c15_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c15_TaxRuleID = (V >> q) & 127
                 else:
-                    r.pos = p; _c15_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 61454: raise r.deviation('ReceiptType', p)
-                if _c15_TaxRuleID < 1 or _c15_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c15_TaxRuleID, r.at(p))
+                    r.pos = r.end - q; _c15_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slideq(q, 16)
+                x = (V >> q) & 65535
+                if x & 61454: raise r.deviation('ReceiptType', r.end - q)
+                if _c15_TaxRuleID < 1 or _c15_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c15_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
                 _c15_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c15_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c15_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c15_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c15_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c15_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c15_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c15_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c15_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                    r.pos = r.end - q; _c15_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c15_c1_Value = -_c15_c1_Value - 1
-                if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_c1_Value, r.at(p))
+                if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_c1_Value, r.at(r.end - q))
                 _c15_Amount = _new(iso20_commontypes.RationalNumberType)
                 _c15_Amount.Exponent = _c15_c1_Exponent
                 _c15_Amount.Value = _c15_c1_Value
@@ -6525,68 +6508,68 @@ def _d_ReceiptType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ReceiptType', p)
+                raise r.deviation('ReceiptType', r.end - q)
         if s == 6:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
                     el = 'TaxCosts/TaxRuleID'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c16_TaxRuleID = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c16_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c16_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c16_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c16_TaxRuleID = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c16_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c16_TaxRuleID = (V >> q) & 127
                     else:
-                        r.pos = p; _c16_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 16
-                    if p > E: V, E, p = r.slide(p, 16)
-                    x = (V >> (E - p)) & 65535
-                    if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c16_TaxRuleID < 1 or _c16_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c16_TaxRuleID, r.at(p))
+                        r.pos = r.end - q; _c16_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 16
+                    if q < 0: V, q = r.slideq(q, 16)
+                    x = (V >> q) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', r.end - q)
+                    if _c16_TaxRuleID < 1 or _c16_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c16_TaxRuleID, r.at(r.end - q))
                     el = 'TaxCosts/Amount/Exponent'
                     _c16_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c16_c1_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c16_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c16_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c16_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c16_c1_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c16_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c16_c1_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c16_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ReceiptType', p)
+                        r.pos = r.end - q; _c16_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                     if _neg: _c16_c1_Value = -_c16_c1_Value - 1
-                    if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_c1_Value, r.at(p))
+                    if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_c1_Value, r.at(r.end - q))
                     _c16_Amount = _new(iso20_commontypes.RationalNumberType)
                     _c16_Amount.Exponent = _c16_c1_Exponent
                     _c16_Amount.Value = _c16_c1_Value
@@ -6603,13 +6586,13 @@ def _d_ReceiptType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('ReceiptType', p)
+                    raise r.deviation('ReceiptType', r.end - q)
         if s == 15:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ReceiptType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.ReceiptType)
@@ -7372,120 +7355,119 @@ def _e_ReceiptType(w, o):
 def _d_Scheduled_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLReqControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
     f_EVMinimumEnergyRequest = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        ec = (V >> (E - p)) & 7
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        ec = (V >> q) & 7
         if ec == 0:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 1
         elif ec == 1:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
             s = 2
         elif ec == 2:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
@@ -7494,79 +7476,79 @@ def _d_Scheduled_CLReqControlModeType(r):
             pass
             s = -1
         else:
-            raise r.deviation('Scheduled_CLReqControlModeType', p)
+            raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c4_Exponent
                 f_EVMaximumEnergyRequest.Value = _c4_Value
                 s = 2
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMinimumEnergyRequest.Value = _c5_Value
@@ -7575,43 +7557,43 @@ def _d_Scheduled_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('Scheduled_CLReqControlModeType', p)
+                raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
@@ -7620,13 +7602,13 @@ def _d_Scheduled_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('Scheduled_CLReqControlModeType', p)
+                raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
         if s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Scheduled_CLReqControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.Scheduled_CLReqControlModeType)
@@ -7807,14 +7789,13 @@ def _e_Scheduled_CLReqControlModeType(w, o):
 def _d_Scheduled_CLResControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLResControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Scheduled_CLResControlModeType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Scheduled_CLResControlModeType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.Scheduled_CLResControlModeType)
@@ -7837,81 +7818,80 @@ def _e_Scheduled_CLResControlModeType(w, o):
 def _d_V2GMessageType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GMessageType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2GMessageType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2GMessageType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2GMessageType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2GMessageType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.V2GMessageType)
@@ -7990,81 +7970,80 @@ def _e_V2GMessageType(w, o):
 def _d_V2GRequestType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GRequestType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2GRequestType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2GRequestType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2GRequestType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2GRequestType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.V2GRequestType)
@@ -8143,87 +8122,86 @@ def _e_V2GRequestType(w, o):
 def _d_V2GResponseType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GResponseType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2GResponseType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2GResponseType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 10
-        if p > E: V, E, p = r.slide(p, 10)
-        x = (V >> (E - p)) & 1023
-        if x & 771: raise r.deviation('V2GResponseType', p)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 771: raise r.deviation('V2GResponseType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('V2GResponseType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('V2GResponseType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_commontypes.V2GResponseType)

@@ -18,8 +18,7 @@ _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_common
 def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}BPT_DC_CPDReqEnergyTransferModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVMaximumChargePower = None
     f_EVMinimumChargePower = None
@@ -33,38 +32,38 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
     f_EVMaximumDischargeCurrent = None
     f_EVMinimumDischargeCurrent = None
     try:
-        p += 15
-        if p > E: V, E, p = r.slide(p, 15)
-        x = (V >> (E - p)) & 32767
-        if x & 28686: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 28686: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         el = 'EVMaximumChargePower/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
@@ -72,30 +71,30 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargePower.Exponent = _c2_Exponent
         f_EVMinimumChargePower.Value = _c2_Value
@@ -103,30 +102,30 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVMaximumChargeCurrent.Value = _c3_Value
@@ -134,30 +133,30 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c4_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c4_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
         else:
-            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVMinimumChargeCurrent.Value = _c4_Value
@@ -165,30 +164,30 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c5_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c5_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
         else:
-            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumVoltage.Exponent = _c5_Exponent
         f_EVMaximumVoltage.Value = _c5_Value
@@ -196,147 +195,147 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c6_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c6_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c6_Value = (V >> q) & 127
         else:
-            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
         s = 6
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 24
-                if p > E: V, E, p = r.slide(p, 24)
-                x = (V >> (E - p)) & 16777215
-                if x & 8450062: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+                q -= 24
+                if q < 0: V, q = r.slideq(q, 24)
+                x = (V >> q) & 16777215
+                if x & 8450062: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'TargetSOC'
                 f_TargetSOC = ((x >> 16) & 127)
-                if f_TargetSOC > 100: r.facet('BPT_DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                if f_TargetSOC > 100: r.facet('BPT_DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 el = 'EVMaximumDischargePower/Exponent'
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c7_Exponent
                 f_EVMaximumDischargePower.Value = _c7_Value
                 s = 8
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c8_Exponent
                 f_EVMaximumDischargePower.Value = _c8_Value
                 s = 8
             else:
-                raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+                raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 8:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMinimumDischargePower/Exponent'
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c9_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c9_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c9_Value = (V >> q) & 127
             else:
-                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c9_Exponent
             f_EVMinimumDischargePower.Value = _c9_Value
@@ -344,30 +343,30 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c10_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c10_Value = (V >> q) & 127
             else:
-                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargeCurrent.Exponent = _c10_Exponent
             f_EVMaximumDischargeCurrent.Value = _c10_Value
@@ -375,34 +374,34 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c11_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVMinimumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargeCurrent.Exponent = _c11_Exponent
             f_EVMinimumDischargeCurrent.Value = _c11_Value
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.BPT_DC_CPDReqEnergyTransferModeType)
@@ -678,8 +677,7 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
 def _d_BPT_DC_CPDResEnergyTransferModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}BPT_DC_CPDResEnergyTransferModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVSEMaximumChargePower = None
     f_EVSEMinimumChargePower = None
@@ -693,38 +691,38 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
     f_EVSEMaximumDischargeCurrent = None
     f_EVSEMinimumDischargeCurrent = None
     try:
-        p += 15
-        if p > E: V, E, p = r.slide(p, 15)
-        x = (V >> (E - p)) & 32767
-        if x & 28686: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 28686: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         el = 'EVSEMaximumChargePower/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
@@ -732,30 +730,30 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargePower.Exponent = _c2_Exponent
         f_EVSEMinimumChargePower.Value = _c2_Value
@@ -763,30 +761,30 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVSEMaximumChargeCurrent.Value = _c3_Value
@@ -794,30 +792,30 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c4_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c4_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
         else:
-            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVSEMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVSEMinimumChargeCurrent.Value = _c4_Value
@@ -825,30 +823,30 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c5_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c5_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
         else:
-            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumVoltage.Exponent = _c5_Exponent
         f_EVSEMaximumVoltage.Value = _c5_Value
@@ -856,70 +854,70 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c6_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c6_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c6_Value = (V >> q) & 127
         else:
-            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c6_Exponent
         f_EVSEMinimumVoltage.Value = _c6_Value
         s = 6
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPowerRampLimitation/Exponent'
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
                 f_EVSEPowerRampLimitation.Value = _c7_Value
@@ -927,104 +925,104 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c8_Exponent
                 f_EVSEMaximumDischargePower.Value = _c8_Value
                 s = 8
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
                 f_EVSEMaximumDischargePower.Value = _c9_Value
                 s = 8
             else:
-                raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if s == 8:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMinimumDischargePower/Exponent'
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c10_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c10_Value = (V >> q) & 127
             else:
-                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
             f_EVSEMinimumDischargePower.Value = _c10_Value
@@ -1032,30 +1030,30 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c11_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
             f_EVSEMaximumDischargeCurrent.Value = _c11_Value
@@ -1063,34 +1061,34 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c12_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c12_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c12_Value = (V >> q) & 127
             else:
-                r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
-            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVSEMinimumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumDischargeCurrent.Exponent = _c12_Exponent
             f_EVSEMinimumDischargeCurrent.Value = _c12_Value
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.BPT_DC_CPDResEnergyTransferModeType)
@@ -1381,8 +1379,7 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
 def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Dynamic_DC_CLReqControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_EVTargetEnergyRequest = None
@@ -1399,139 +1396,139 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
     f_EVMaximumV2XEnergyRequest = None
     f_EVMinimumV2XEnergyRequest = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_DepartureTime = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DepartureTime = (V >> q) & 127
             else:
-                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 16
-            if p > E: V, E, p = r.slide(p, 16)
-            x = (V >> (E - p)) & 65535
-            if x & 61454: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
-            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+                r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 61454: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 2
         elif ec == 1:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
             s = 2
         else:
-            raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+            raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 2:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
             f_EVMaximumEnergyRequest.Value = _c3_Value
@@ -1539,30 +1536,30 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c4_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
             f_EVMinimumEnergyRequest.Value = _c4_Value
@@ -1570,30 +1567,30 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c5_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_Value = (V >> q) & 127
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargePower.Exponent = _c5_Exponent
             f_EVMaximumChargePower.Value = _c5_Value
@@ -1601,30 +1598,30 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c6_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c6_Exponent
             f_EVMinimumChargePower.Value = _c6_Value
@@ -1632,30 +1629,30 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c7_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
             else:
-                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVMaximumChargeCurrent.Value = _c7_Value
@@ -1663,30 +1660,30 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c8_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c8_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumVoltage.Exponent = _c8_Exponent
             f_EVMaximumVoltage.Value = _c8_Value
@@ -1694,30 +1691,30 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c9_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c9_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c9_Value = (V >> q) & 127
             else:
-                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumVoltage.Exponent = _c9_Exponent
             f_EVMinimumVoltage.Value = _c9_Value
@@ -1725,30 +1722,30 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c10_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c10_Value = (V >> q) & 127
             else:
-                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c10_Exponent
             f_EVMaximumDischargePower.Value = _c10_Value
@@ -1756,30 +1753,30 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c11_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c11_Exponent
             f_EVMinimumDischargePower.Value = _c11_Value
@@ -1787,105 +1784,105 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c12_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c12_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c12_Value = (V >> q) & 127
             else:
-                r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
-            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargeCurrent.Exponent = _c12_Exponent
             f_EVMaximumDischargeCurrent.Value = _c12_Value
             s = 12
         if s == 12:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumV2XEnergyRequest/Exponent'
                 _c13_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c13_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c13_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c13_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c13_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c13_Value
                 s = 13
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
                 _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c14_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c14_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c14_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c14_Value
@@ -1894,43 +1891,43 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 13:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
                 _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c15_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c15_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
-                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(p))
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c15_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c15_Value
@@ -1939,13 +1936,13 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 14:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.BPT_Dynamic_DC_CLReqControlModeType)
@@ -2329,8 +2326,7 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
 def _d_BPT_Dynamic_DC_CLResControlModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Dynamic_DC_CLResControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_MinimumSOC = None
@@ -2345,427 +2341,427 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
     f_EVSEMaximumDischargeCurrent = None
     f_EVSEMinimumVoltage = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        ec = (V >> (E - p)) & 7
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        ec = (V >> q) & 7
         if ec == 0:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_DepartureTime = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DepartureTime = (V >> q) & 127
             else:
-                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
-            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+                r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
-            p += 9
-            if p > E: V, E, p = r.slide(p, 9)
-            x = (V >> (E - p)) & 511
-            if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
             f_MinimumSOC = ((x >> 1) & 127)
-            if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+            if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
             s = 2
         elif ec == 2:
-            p += 9
-            if p > E: V, E, p = r.slide(p, 9)
-            x = (V >> (E - p)) & 511
-            if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
             f_TargetSOC = ((x >> 1) & 127)
-            if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+            if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             s = 3
         elif ec == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_AckMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_AckMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_AckMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
-            if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
             s = 5
         else:
-            raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
                 f_MinimumSOC = ((x >> 1) & 127)
-                if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+                if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 s = 2
             elif ec == 1:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
                 f_TargetSOC = ((x >> 1) & 127)
-                if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 s = 3
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_AckMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_AckMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
-                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c2_Exponent
                 f_EVSEMaximumChargePower.Value = _c2_Value
                 s = 5
             else:
-                raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
                 f_TargetSOC = ((x >> 1) & 127)
-                if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 s = 3
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_AckMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_AckMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
-                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c3_Exponent
                 f_EVSEMaximumChargePower.Value = _c3_Value
                 s = 5
             else:
-                raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_AckMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_AckMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
-                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c4_Exponent
                 f_EVSEMaximumChargePower.Value = _c4_Value
                 s = 5
             else:
-                raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 4:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c5_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_Value = (V >> q) & 127
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c5_Exponent
             f_EVSEMaximumChargePower.Value = _c5_Value
             s = 5
         if s == 5:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c6_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c6_Exponent
             f_EVSEMinimumChargePower.Value = _c6_Value
@@ -2773,30 +2769,30 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c7_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
             else:
-                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c7_Value
@@ -2804,30 +2800,30 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c8_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c8_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c8_Exponent
             f_EVSEMaximumVoltage.Value = _c8_Value
@@ -2835,30 +2831,30 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c9_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c9_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c9_Value = (V >> q) & 127
             else:
-                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
             f_EVSEMaximumDischargePower.Value = _c9_Value
@@ -2866,30 +2862,30 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c10_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c10_Value = (V >> q) & 127
             else:
-                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
             f_EVSEMinimumDischargePower.Value = _c10_Value
@@ -2897,30 +2893,30 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c11_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
             f_EVSEMaximumDischargeCurrent.Value = _c11_Value
@@ -2928,34 +2924,34 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c12_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c12_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c12_Value = (V >> q) & 127
             else:
-                r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
-            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumVoltage.Exponent = _c12_Exponent
             f_EVSEMinimumVoltage.Value = _c12_Value
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.BPT_Dynamic_DC_CLResControlModeType)
@@ -3363,8 +3359,7 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
 def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Scheduled_DC_CLReqControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
@@ -3380,711 +3375,711 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
     f_EVMinimumDischargePower = None
     f_EVMaximumDischargeCurrent = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        ec = (V >> (E - p)) & 7
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        ec = (V >> q) & 7
         if ec == 0:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 1
         elif ec == 1:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
             s = 2
         elif ec == 2:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
             s = 3
         elif ec == 3:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c4_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c4_Exponent
             f_EVTargetCurrent.Value = _c4_Value
             s = 4
         else:
-            raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMaximumEnergyRequest.Value = _c5_Value
                 s = 2
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
                 s = 3
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c7_Exponent
                 f_EVTargetCurrent.Value = _c7_Value
                 s = 4
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumEnergyRequest.Value = _c8_Value
                 s = 3
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c9_Exponent
                 f_EVTargetCurrent.Value = _c9_Value
                 s = 4
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 3:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c10_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c10_Value = (V >> q) & 127
             else:
-                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c10_Exponent
             f_EVTargetCurrent.Value = _c10_Value
             s = 4
         if s == 4:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetVoltage/Exponent'
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c11_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetVoltage.Exponent = _c11_Exponent
             f_EVTargetVoltage.Value = _c11_Value
             s = 5
         if s == 5:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            ec = (V >> (E - p)) & 15
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            ec = (V >> q) & 15
             if ec < 4:
                 if ec == 0:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumChargePower/Exponent'
                     _c12_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumChargePower/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c12_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c12_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c12_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
-                    if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                    if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                     f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c12_Exponent
                     f_EVMaximumChargePower.Value = _c12_Value
                     s = 6
                 elif ec == 1:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumChargePower/Exponent'
                     _c13_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMinimumChargePower/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c13_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c13_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c13_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
-                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                     f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c13_Exponent
                     f_EVMinimumChargePower.Value = _c13_Value
                     s = 7
                 elif ec == 2:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumChargeCurrent/Exponent'
                     _c14_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumChargeCurrent/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c14_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c14_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c14_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
-                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
                     f_EVMaximumChargeCurrent.Value = _c14_Value
                     s = 8
                 elif ec == 3:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumVoltage/Exponent'
                     _c15_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumVoltage/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c15_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c15_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c15_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
-                    if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(p))
+                    if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                     f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumVoltage.Exponent = _c15_Exponent
                     f_EVMaximumVoltage.Value = _c15_Value
                     s = 9
                 else:
-                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             else:
                 if ec == 4:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumVoltage/Exponent'
                     _c16_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMinimumVoltage/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c16_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c16_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c16_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
-                    if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(p))
+                    if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                     f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumVoltage.Exponent = _c16_Exponent
                     f_EVMinimumVoltage.Value = _c16_Value
                     s = 10
                 elif ec == 5:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower/Exponent'
                     _c17_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c17_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c17_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c17_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
-                    if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(p))
+                    if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c17_Exponent
                     f_EVMaximumDischargePower.Value = _c17_Value
                     s = 11
                 elif ec == 6:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower/Exponent'
                     _c18_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c18_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c18_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c18_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
-                    if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(p))
+                    if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c18_Exponent
                     f_EVMinimumDischargePower.Value = _c18_Value
                     s = 12
                 elif ec == 7:
-                    p += 14
-                    if p > E: V, E, p = r.slide(p, 14)
-                    x = (V >> (E - p)) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargeCurrent/Exponent'
                     _c19_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumDischargeCurrent/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c19_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c19_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c19_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
-                    if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(p))
+                    if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                     f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargeCurrent.Exponent = _c19_Exponent
                     f_EVMaximumDischargeCurrent.Value = _c19_Value
@@ -4093,259 +4088,259 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 6:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            ec = (V >> (E - p)) & 15
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            ec = (V >> q) & 15
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
                 _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c20_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c20_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
-                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(p))
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c20_Exponent
                 f_EVMinimumChargePower.Value = _c20_Value
                 s = 7
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
                 _c21_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c21_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c21_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(p))
+                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
                 f_EVMaximumChargeCurrent.Value = _c21_Value
                 s = 8
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
                 _c22_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c22_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c22_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
-                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(p))
+                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c22_Exponent
                 f_EVMaximumVoltage.Value = _c22_Value
                 s = 9
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
                 _c23_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c23_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c23_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
-                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(p))
+                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c23_Exponent
                 f_EVMinimumVoltage.Value = _c23_Value
                 s = 10
             elif ec == 4:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
                 _c24_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c24_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c24_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
-                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(p))
+                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c24_Exponent
                 f_EVMaximumDischargePower.Value = _c24_Value
                 s = 11
             elif ec == 5:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
                 _c25_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c25_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c25_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
-                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(p))
+                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c25_Exponent
                 f_EVMinimumDischargePower.Value = _c25_Value
                 s = 12
             elif ec == 6:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
                 _c26_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c26_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c26_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
-                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(p))
+                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c26_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c26_Value
@@ -4354,223 +4349,223 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 7:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
                 _c27_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c27_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c27_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c27_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c27_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
-                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(p))
+                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c27_Exponent
                 f_EVMaximumChargeCurrent.Value = _c27_Value
                 s = 8
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
                 _c28_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c28_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c28_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c28_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c28_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
-                if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(p))
+                if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c28_Exponent
                 f_EVMaximumVoltage.Value = _c28_Value
                 s = 9
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
                 _c29_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c29_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c29_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c29_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c29_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
-                if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(p))
+                if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c29_Exponent
                 f_EVMinimumVoltage.Value = _c29_Value
                 s = 10
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
                 _c30_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c30_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c30_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c30_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c30_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
-                if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(p))
+                if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c30_Exponent
                 f_EVMaximumDischargePower.Value = _c30_Value
                 s = 11
             elif ec == 4:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
                 _c31_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c31_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c31_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c31_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c31_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
-                if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(p))
+                if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c31_Exponent
                 f_EVMinimumDischargePower.Value = _c31_Value
                 s = 12
             elif ec == 5:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
                 _c32_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c32_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c32_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c32_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c32_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
-                if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(p))
+                if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c32_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c32_Value
@@ -4579,187 +4574,187 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 8:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
                 _c33_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c33_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c33_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c33_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c33_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
-                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(p))
+                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c33_Exponent
                 f_EVMaximumVoltage.Value = _c33_Value
                 s = 9
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
                 _c34_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c34_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c34_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c34_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c34_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
-                if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(p))
+                if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c34_Exponent
                 f_EVMinimumVoltage.Value = _c34_Value
                 s = 10
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
                 _c35_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c35_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c35_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c35_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c35_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
-                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(p))
+                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c35_Exponent
                 f_EVMaximumDischargePower.Value = _c35_Value
                 s = 11
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
                 _c36_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c36_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c36_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c36_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c36_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
-                if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(p))
+                if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c36_Exponent
                 f_EVMinimumDischargePower.Value = _c36_Value
                 s = 12
             elif ec == 4:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
                 _c37_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c37_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c37_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c37_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c37_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c37_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
-                if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(p))
+                if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c37_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c37_Value
@@ -4768,151 +4763,151 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 9:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
                 _c38_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c38_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c38_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c38_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c38_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c38_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
-                if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(p))
+                if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c38_Exponent
                 f_EVMinimumVoltage.Value = _c38_Value
                 s = 10
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
                 _c39_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c39_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c39_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c39_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c39_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c39_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
-                if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(p))
+                if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c39_Exponent
                 f_EVMaximumDischargePower.Value = _c39_Value
                 s = 11
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
                 _c40_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c40_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c40_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c40_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c40_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c40_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
-                if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(p))
+                if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c40_Exponent
                 f_EVMinimumDischargePower.Value = _c40_Value
                 s = 12
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
                 _c41_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c41_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c41_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c41_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c41_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c41_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
-                if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(p))
+                if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c41_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c41_Value
@@ -4921,115 +4916,115 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 10:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
                 _c42_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c42_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c42_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c42_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c42_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c42_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
-                if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(p))
+                if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c42_Exponent
                 f_EVMaximumDischargePower.Value = _c42_Value
                 s = 11
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
                 _c43_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c43_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c43_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c43_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c43_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c43_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
-                if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(p))
+                if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c43_Exponent
                 f_EVMinimumDischargePower.Value = _c43_Value
                 s = 12
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
                 _c44_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c44_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c44_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c44_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c44_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c44_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
-                if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(p))
+                if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c44_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c44_Value
@@ -5038,79 +5033,79 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 11:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
                 _c45_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c45_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c45_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c45_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c45_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c45_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
-                if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(p))
+                if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c45_Exponent
                 f_EVMinimumDischargePower.Value = _c45_Value
                 s = 12
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
                 _c46_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c46_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c46_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c46_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c46_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c46_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c46_Value = -_c46_Value - 1
-                if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(p))
+                if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c46_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c46_Value
@@ -5119,43 +5114,43 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 12:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
                 _c47_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c47_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c47_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c47_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c47_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c47_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c47_Value = -_c47_Value - 1
-                if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(p))
+                if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c47_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c47_Value
@@ -5164,13 +5159,13 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 13:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.BPT_Scheduled_DC_CLReqControlModeType)
@@ -6318,8 +6313,7 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
 def _d_BPT_Scheduled_DC_CLResControlModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Scheduled_DC_CLResControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVSEMaximumChargePower = None
     f_EVSEMinimumChargePower = None
@@ -6330,297 +6324,297 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
     f_EVSEMaximumDischargeCurrent = None
     f_EVSEMinimumVoltage = None
     try:
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        ec = (V >> (E - p)) & 15
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        ec = (V >> q) & 15
         if ec < 4:
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c1_Exponent
                 f_EVSEMaximumChargePower.Value = _c1_Value
                 s = 1
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumChargePower/Exponent'
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c2_Exponent
                 f_EVSEMinimumChargePower.Value = _c2_Value
                 s = 2
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c3_Value
                 s = 3
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c4_Exponent
                 f_EVSEMaximumVoltage.Value = _c4_Value
                 s = 4
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         else:
             if ec == 4:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c5_Exponent
                 f_EVSEMaximumDischargePower.Value = _c5_Value
                 s = 5
             elif ec == 5:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c6_Exponent
                 f_EVSEMinimumDischargePower.Value = _c6_Value
                 s = 6
             elif ec == 6:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c7_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c7_Value
                 s = 7
             elif ec == 7:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c8_Exponent
                 f_EVSEMinimumVoltage.Value = _c8_Value
@@ -6629,259 +6623,259 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 1:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            ec = (V >> (E - p)) & 15
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            ec = (V >> q) & 15
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumChargePower/Exponent'
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c9_Exponent
                 f_EVSEMinimumChargePower.Value = _c9_Value
                 s = 2
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
                 _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c10_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c10_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c10_Value
                 s = 3
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
                 _c11_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c11_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c11_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
-                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c11_Exponent
                 f_EVSEMaximumVoltage.Value = _c11_Value
                 s = 4
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
                 _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c12_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
-                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c12_Exponent
                 f_EVSEMaximumDischargePower.Value = _c12_Value
                 s = 5
             elif ec == 4:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
                 _c13_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c13_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c13_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c13_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c13_Exponent
                 f_EVSEMinimumDischargePower.Value = _c13_Value
                 s = 6
             elif ec == 5:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
                 _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c14_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c14_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c14_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c14_Value
                 s = 7
             elif ec == 6:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
                 _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c15_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c15_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
-                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(p))
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c15_Exponent
                 f_EVSEMinimumVoltage.Value = _c15_Value
@@ -6890,223 +6884,223 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
                 _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c16_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c16_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
-                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(p))
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c16_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c16_Value
                 s = 3
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
                 _c17_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c17_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c17_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c17_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
-                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(p))
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c17_Exponent
                 f_EVSEMaximumVoltage.Value = _c17_Value
                 s = 4
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
                 _c18_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c18_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c18_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
-                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(p))
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c18_Exponent
                 f_EVSEMaximumDischargePower.Value = _c18_Value
                 s = 5
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
                 _c19_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c19_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c19_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
-                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(p))
+                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c19_Exponent
                 f_EVSEMinimumDischargePower.Value = _c19_Value
                 s = 6
             elif ec == 4:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
                 _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c20_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c20_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
-                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(p))
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c20_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c20_Value
                 s = 7
             elif ec == 5:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
                 _c21_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c21_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c21_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(p))
+                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c21_Exponent
                 f_EVSEMinimumVoltage.Value = _c21_Value
@@ -7115,187 +7109,187 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 3:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
                 _c22_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c22_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c22_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
-                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(p))
+                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c22_Exponent
                 f_EVSEMaximumVoltage.Value = _c22_Value
                 s = 4
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
                 _c23_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c23_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c23_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
-                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(p))
+                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c23_Exponent
                 f_EVSEMaximumDischargePower.Value = _c23_Value
                 s = 5
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
                 _c24_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c24_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c24_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
-                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(p))
+                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c24_Exponent
                 f_EVSEMinimumDischargePower.Value = _c24_Value
                 s = 6
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
                 _c25_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c25_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c25_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
-                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(p))
+                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c25_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c25_Value
                 s = 7
             elif ec == 4:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
                 _c26_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c26_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c26_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
-                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(p))
+                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c26_Exponent
                 f_EVSEMinimumVoltage.Value = _c26_Value
@@ -7304,151 +7298,151 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 4:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
                 _c27_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c27_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c27_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c27_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c27_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c27_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
-                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(p))
+                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c27_Exponent
                 f_EVSEMaximumDischargePower.Value = _c27_Value
                 s = 5
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
                 _c28_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c28_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c28_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c28_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c28_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c28_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
-                if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(p))
+                if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c28_Exponent
                 f_EVSEMinimumDischargePower.Value = _c28_Value
                 s = 6
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
                 _c29_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c29_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c29_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c29_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c29_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c29_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
-                if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(p))
+                if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c29_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c29_Value
                 s = 7
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
                 _c30_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c30_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c30_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c30_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c30_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c30_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
-                if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(p))
+                if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c30_Exponent
                 f_EVSEMinimumVoltage.Value = _c30_Value
@@ -7457,115 +7451,115 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 5:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
                 _c31_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c31_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c31_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c31_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c31_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c31_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
-                if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(p))
+                if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c31_Exponent
                 f_EVSEMinimumDischargePower.Value = _c31_Value
                 s = 6
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
                 _c32_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c32_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c32_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c32_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c32_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c32_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
-                if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(p))
+                if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c32_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c32_Value
                 s = 7
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
                 _c33_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c33_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c33_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c33_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c33_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c33_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
-                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(p))
+                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c33_Exponent
                 f_EVSEMinimumVoltage.Value = _c33_Value
@@ -7574,79 +7568,79 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
                 _c34_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c34_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c34_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c34_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c34_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c34_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
-                if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(p))
+                if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c34_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c34_Value
                 s = 7
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
                 _c35_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c35_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c35_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c35_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c35_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c35_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
-                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(p))
+                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c35_Exponent
                 f_EVSEMinimumVoltage.Value = _c35_Value
@@ -7655,43 +7649,43 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 7:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
                 _c36_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c36_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c36_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c36_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c36_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c36_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
-                if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(p))
+                if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c36_Exponent
                 f_EVSEMinimumVoltage.Value = _c36_Value
@@ -7700,13 +7694,13 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 8:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.BPT_Scheduled_DC_CLResControlModeType)
@@ -8587,8 +8581,7 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
 def _d_DC_CPDReqEnergyTransferModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_CPDReqEnergyTransferModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVMaximumChargePower = None
     f_EVMinimumChargePower = None
@@ -8598,38 +8591,38 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
     f_EVMinimumVoltage = None
     f_TargetSOC = None
     try:
-        p += 15
-        if p > E: V, E, p = r.slide(p, 15)
-        x = (V >> (E - p)) & 32767
-        if x & 28686: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 28686: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         el = 'EVMaximumChargePower/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
@@ -8637,30 +8630,30 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargePower.Exponent = _c2_Exponent
         f_EVMinimumChargePower.Value = _c2_Value
@@ -8668,30 +8661,30 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVMaximumChargeCurrent.Value = _c3_Value
@@ -8699,30 +8692,30 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c4_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c4_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
         else:
-            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVMinimumChargeCurrent.Value = _c4_Value
@@ -8730,30 +8723,30 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c5_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c5_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
         else:
-            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumVoltage.Exponent = _c5_Exponent
         f_EVMaximumVoltage.Value = _c5_Value
@@ -8761,52 +8754,52 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c6_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c6_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c6_Value = (V >> q) & 127
         else:
-            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
+            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
         s = 6
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 515: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'TargetSOC'
                 f_TargetSOC = ((x >> 2) & 127)
-                if f_TargetSOC > 100: r.facet('DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                if f_TargetSOC > 100: r.facet('DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
-        r.pos = p
+                raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_CPDReqEnergyTransferModeType)
@@ -8973,8 +8966,7 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
 def _d_DC_CPDResEnergyTransferModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_CPDResEnergyTransferModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVSEMaximumChargePower = None
     f_EVSEMinimumChargePower = None
@@ -8984,38 +8976,38 @@ def _d_DC_CPDResEnergyTransferModeType(r):
     f_EVSEMinimumVoltage = None
     f_EVSEPowerRampLimitation = None
     try:
-        p += 15
-        if p > E: V, E, p = r.slide(p, 15)
-        x = (V >> (E - p)) & 32767
-        if x & 28686: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 28686: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         el = 'EVSEMaximumChargePower/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
@@ -9023,30 +9015,30 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargePower.Exponent = _c2_Exponent
         f_EVSEMinimumChargePower.Value = _c2_Value
@@ -9054,30 +9046,30 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVSEMaximumChargeCurrent.Value = _c3_Value
@@ -9085,30 +9077,30 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c4_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c4_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
         else:
-            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVSEMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVSEMinimumChargeCurrent.Value = _c4_Value
@@ -9116,30 +9108,30 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c5_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c5_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
         else:
-            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumVoltage.Exponent = _c5_Exponent
         f_EVSEMaximumVoltage.Value = _c5_Value
@@ -9147,69 +9139,69 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c6_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c6_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c6_Value = (V >> q) & 127
         else:
-            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c6_Exponent
         f_EVSEMinimumVoltage.Value = _c6_Value
         s = 6
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPowerRampLimitation/Exponent'
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
                 f_EVSEPowerRampLimitation.Value = _c7_Value
@@ -9218,8 +9210,8 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_CPDResEnergyTransferModeType', p)
-        r.pos = p
+                raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_CPDResEnergyTransferModeType)
@@ -9401,81 +9393,80 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
 def _d_DC_CableCheckReqType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_CableCheckReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_CableCheckReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_CableCheckReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_CableCheckReqType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_CableCheckReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_CableCheckReqType)
@@ -9554,92 +9545,91 @@ def _e_DC_CableCheckReqType(w, o):
 def _d_DC_CableCheckResType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_CableCheckResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
     f_EVSEProcessing = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_CableCheckResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_CableCheckResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 15
-        if p > E: V, E, p = r.slide(p, 15)
-        x = (V >> (E - p)) & 32767
-        if x & 24691: raise r.deviation('DC_CableCheckResType', p)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 24691: raise r.deviation('DC_CableCheckResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 7) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_CableCheckResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_CableCheckResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 2) & 3)
-        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('DC_CableCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('DC_CableCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_CableCheckResType)
@@ -9732,8 +9722,7 @@ def _e_DC_CableCheckResType(w, o):
 def _d_DC_ChargeLoopReqType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeLoopReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_DisplayParameters = None
@@ -9745,178 +9734,178 @@ def _d_DC_ChargeLoopReqType(r):
     f_Dynamic_DC_CLReqControlMode = None
     f_Scheduled_DC_CLReqControlMode = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_ChargeLoopReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DisplayParameters'
-                r.pos = p
+                r.pos = r.end - q
                 f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('DC_ChargeLoopReqType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 13: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
                 f_MeterInfoRequested = ((x >> 1) & 1) == 1
                 s = 3
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_ChargeLoopReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
                 f_MeterInfoRequested = ((x >> 1) & 1) == 1
                 s = 3
             else:
-                raise r.deviation('DC_ChargeLoopReqType', p)
+                raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         if s == 3:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('DC_ChargeLoopReqType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             el = 'EVPresentVoltage/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPresentVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopReqType', p)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVPresentVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVPresentVoltage.Exponent = _c2_Exponent
             f_EVPresentVoltage.Value = _c2_Value
             s = 4
         if s == 4:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'BPT_Dynamic_DC_CLReqControlMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_BPT_Dynamic_DC_CLReqControlMode = _d_BPT_Dynamic_DC_CLReqControlModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 1:
                 el = 'BPT_Scheduled_DC_CLReqControlMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_BPT_Scheduled_DC_CLReqControlMode = _d_BPT_Scheduled_DC_CLReqControlModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_ChargeLoopReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
                 el = 'CLReqControlMode'
                 f_CLReqControlMode = _new(iso20_commontypes.CLReqControlModeType)
                 s = 5
             elif ec == 3:
                 el = 'Dynamic_DC_CLReqControlMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_Dynamic_DC_CLReqControlMode = _d_Dynamic_DC_CLReqControlModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 4:
                 el = 'Scheduled_DC_CLReqControlMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_Scheduled_DC_CLReqControlMode = _d_Scheduled_DC_CLReqControlModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             else:
-                raise r.deviation('DC_ChargeLoopReqType', p)
+                raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         if s == 5:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_ChargeLoopReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_ChargeLoopReqType)
@@ -10111,8 +10100,7 @@ def _e_DC_ChargeLoopReqType(w, o):
 def _d_DC_ChargeLoopResType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeLoopResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -10130,116 +10118,116 @@ def _d_DC_ChargeLoopResType(r):
     f_Dynamic_DC_CLResControlMode = None
     f_Scheduled_DC_CLResControlMode = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_ChargeLoopResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 385: raise r.deviation('DC_ChargeLoopResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 385: raise r.deviation('DC_ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 1) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         s = 2
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 8
-                if p > E: V, E, p = r.slide(p, 8)
-                x = (V >> (E - p)) & 255
-                if x & 227: raise r.deviation('DC_ChargeLoopResType', p)
-                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 227: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 2) & 7)
-                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(p))
+                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
                 f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
                 f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
@@ -10247,225 +10235,225 @@ def _d_DC_ChargeLoopResType(r):
                 s = 3
             elif ec == 1:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 2:
                 el = 'Receipt'
-                r.pos = p
+                r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DC_ChargeLoopResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'EVSEPresentCurrent/Exponent'
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c3_Exponent
                 f_EVSEPresentCurrent.Value = _c3_Value
                 s = 6
             else:
-                raise r.deviation('DC_ChargeLoopResType', p)
+                raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 1:
                 el = 'Receipt'
-                r.pos = p
+                r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DC_ChargeLoopResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'EVSEPresentCurrent/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c4_Exponent
                 f_EVSEPresentCurrent.Value = _c4_Value
                 s = 6
             else:
-                raise r.deviation('DC_ChargeLoopResType', p)
+                raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Receipt'
-                r.pos = p
+                r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('DC_ChargeLoopResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'EVSEPresentCurrent/Exponent'
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c5_Exponent
                 f_EVSEPresentCurrent.Value = _c5_Value
                 s = 6
             else:
-                raise r.deviation('DC_ChargeLoopResType', p)
+                raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 5:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('DC_ChargeLoopResType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEPresentCurrent/Exponent'
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c6_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEPresentCurrent.Exponent = _c6_Exponent
             f_EVSEPresentCurrent.Value = _c6_Value
             s = 6
         if s == 6:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('DC_ChargeLoopResType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEPresentVoltage/Exponent'
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c7_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
             else:
-                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 15837: raise r.deviation('DC_ChargeLoopResType', p)
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 15837: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEPresentVoltage.Exponent = _c7_Exponent
             f_EVSEPresentVoltage.Value = _c7_Value
@@ -10477,48 +10465,48 @@ def _d_DC_ChargeLoopResType(r):
             f_EVSEVoltageLimitAchieved = ((x >> 1) & 1) == 1
             s = 10
         if s == 10:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'BPT_Dynamic_DC_CLResControlMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_BPT_Dynamic_DC_CLResControlMode = _d_BPT_Dynamic_DC_CLResControlModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 11
             elif ec == 1:
                 el = 'BPT_Scheduled_DC_CLResControlMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_BPT_Scheduled_DC_CLResControlMode = _d_BPT_Scheduled_DC_CLResControlModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 11
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_ChargeLoopResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
                 f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
                 s = 11
             elif ec == 3:
                 el = 'Dynamic_DC_CLResControlMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_Dynamic_DC_CLResControlMode = _d_Dynamic_DC_CLResControlModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 11
             elif ec == 4:
                 el = 'Scheduled_DC_CLResControlMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_Scheduled_DC_CLResControlMode = _d_Scheduled_DC_CLResControlModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 11
             else:
-                raise r.deviation('DC_ChargeLoopResType', p)
+                raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 11:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_ChargeLoopResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_ChargeLoopResType)
@@ -10886,104 +10874,103 @@ def _e_DC_ChargeLoopResType(w, o):
 def _d_DC_ChargeParameterDiscoveryReqType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeParameterDiscoveryReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_BPT_DC_CPDReqEnergyTransferMode = None
     f_DC_CPDReqEnergyTransferMode = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'BPT_DC_CPDReqEnergyTransferMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_BPT_DC_CPDReqEnergyTransferMode = _d_BPT_DC_CPDReqEnergyTransferModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 2
             elif ec == 1:
                 el = 'DC_CPDReqEnergyTransferMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_DC_CPDReqEnergyTransferMode = _d_DC_CPDReqEnergyTransferModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 2
             else:
-                raise r.deviation('DC_ChargeParameterDiscoveryReqType', p)
+                raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_ChargeParameterDiscoveryReqType)
@@ -11091,113 +11078,112 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
 def _d_DC_ChargeParameterDiscoveryResType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeParameterDiscoveryResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
     f_BPT_DC_CPDResEnergyTransferMode = None
     f_DC_CPDResEnergyTransferMode = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 385: raise r.deviation('DC_ChargeParameterDiscoveryResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 385: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 1) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'BPT_DC_CPDResEnergyTransferMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_BPT_DC_CPDResEnergyTransferMode = _d_BPT_DC_CPDResEnergyTransferModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
                 el = 'DC_CPDResEnergyTransferMode'
-                r.pos = p
+                r.pos = r.end - q
                 f_DC_CPDResEnergyTransferMode = _d_DC_CPDResEnergyTransferModeType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             else:
-                raise r.deviation('DC_ChargeParameterDiscoveryResType', p)
+                raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         if s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_ChargeParameterDiscoveryResType)
@@ -11314,116 +11300,115 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
 def _d_DC_PreChargeReqType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_PreChargeReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_EVProcessing = None
     f_EVPresentVoltage = None
     f_EVTargetVoltage = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_PreChargeReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_PreChargeReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 20
-        if p > E: V, E, p = r.slide(p, 20)
-        x = (V >> (E - p)) & 1048575
-        if x & 847886: raise r.deviation('DC_PreChargeReqType', p)
+        q -= 20
+        if q < 0: V, q = r.slideq(q, 20)
+        x = (V >> q) & 1048575
+        if x & 847886: raise r.deviation('DC_PreChargeReqType', r.end - q)
         el = 'EVProcessing'
         f_EVProcessing = ((x >> 16) & 3)
-        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('DC_PreChargeReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('DC_PreChargeReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
         el = 'EVPresentVoltage/Exponent'
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('DC_PreChargeReqType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_PreChargeReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVPresentVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVPresentVoltage.Exponent = _c2_Exponent
         f_EVPresentVoltage.Value = _c2_Value
@@ -11431,33 +11416,33 @@ def _d_DC_PreChargeReqType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DC_PreChargeReqType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DC_PreChargeReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVTargetVoltage.Exponent = _c3_Exponent
         f_EVTargetVoltage.Value = _c3_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_PreChargeReqType)
@@ -11585,118 +11570,117 @@ def _e_DC_PreChargeReqType(w, o):
 def _d_DC_PreChargeResType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_PreChargeResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
     f_EVSEPresentVoltage = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_PreChargeResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_PreChargeResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 24
-        if p > E: V, E, p = r.slide(p, 24)
-        x = (V >> (E - p)) & 16777215
-        if x & 12644366: raise r.deviation('DC_PreChargeResType', p)
+        q -= 24
+        if q < 0: V, q = r.slideq(q, 24)
+        x = (V >> q) & 16777215
+        if x & 12644366: raise r.deviation('DC_PreChargeResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 16) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_PreChargeResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_PreChargeResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEPresentVoltage/Exponent'
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DC_PreChargeResType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DC_PreChargeResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEPresentVoltage.Exponent = _c2_Exponent
         f_EVSEPresentVoltage.Value = _c2_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_PreChargeResType)
@@ -11803,87 +11787,86 @@ def _e_DC_PreChargeResType(w, o):
 def _d_DC_WeldingDetectionReqType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_WeldingDetectionReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_EVProcessing = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_WeldingDetectionReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_WeldingDetectionReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 51: raise r.deviation('DC_WeldingDetectionReqType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 51: raise r.deviation('DC_WeldingDetectionReqType', r.end - q)
         el = 'EVProcessing'
         f_EVProcessing = ((x >> 2) & 3)
-        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('DC_WeldingDetectionReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('DC_WeldingDetectionReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_WeldingDetectionReqType)
@@ -11969,118 +11952,117 @@ def _e_DC_WeldingDetectionReqType(w, o):
 def _d_DC_WeldingDetectionResType(r):
     # {urn:iso:std:iso:15118:-20:DC}DC_WeldingDetectionResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
     f_EVSEPresentVoltage = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_WeldingDetectionResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 24
-        if p > E: V, E, p = r.slide(p, 24)
-        x = (V >> (E - p)) & 16777215
-        if x & 12644366: raise r.deviation('DC_WeldingDetectionResType', p)
+        q -= 24
+        if q < 0: V, q = r.slideq(q, 24)
+        x = (V >> q) & 16777215
+        if x & 12644366: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 16) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_WeldingDetectionResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_WeldingDetectionResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEPresentVoltage/Exponent'
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DC_WeldingDetectionResType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEPresentVoltage.Exponent = _c2_Exponent
         f_EVSEPresentVoltage.Value = _c2_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.DC_WeldingDetectionResType)
@@ -12187,8 +12169,7 @@ def _e_DC_WeldingDetectionResType(w, o):
 def _d_Dynamic_DC_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}Dynamic_DC_CLReqControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_EVTargetEnergyRequest = None
@@ -12200,139 +12181,139 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
     f_EVMaximumVoltage = None
     f_EVMinimumVoltage = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_DepartureTime = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DepartureTime = (V >> q) & 127
             else:
-                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 16
-            if p > E: V, E, p = r.slide(p, 16)
-            x = (V >> (E - p)) & 65535
-            if x & 61454: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+                r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 61454: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 2
         elif ec == 1:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
             s = 2
         else:
-            raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+            raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 2:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
             f_EVMaximumEnergyRequest.Value = _c3_Value
@@ -12340,30 +12321,30 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c4_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
             f_EVMinimumEnergyRequest.Value = _c4_Value
@@ -12371,30 +12352,30 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c5_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_Value = (V >> q) & 127
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargePower.Exponent = _c5_Exponent
             f_EVMaximumChargePower.Value = _c5_Value
@@ -12402,30 +12383,30 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c6_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c6_Exponent
             f_EVMinimumChargePower.Value = _c6_Value
@@ -12433,30 +12414,30 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c7_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
             else:
-                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVMaximumChargeCurrent.Value = _c7_Value
@@ -12464,30 +12445,30 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c8_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c8_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumVoltage.Exponent = _c8_Exponent
             f_EVMaximumVoltage.Value = _c8_Value
@@ -12495,34 +12476,34 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c9_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c9_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c9_Value = (V >> q) & 127
             else:
-                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumVoltage.Exponent = _c9_Exponent
             f_EVMinimumVoltage.Value = _c9_Value
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.Dynamic_DC_CLReqControlModeType)
@@ -12756,8 +12737,7 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
 def _d_Dynamic_DC_CLResControlModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}Dynamic_DC_CLResControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_MinimumSOC = None
@@ -12768,427 +12748,427 @@ def _d_Dynamic_DC_CLResControlModeType(r):
     f_EVSEMaximumChargeCurrent = None
     f_EVSEMaximumVoltage = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        ec = (V >> (E - p)) & 7
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        ec = (V >> q) & 7
         if ec == 0:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_DepartureTime = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DepartureTime = (V >> q) & 127
             else:
-                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+                r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
-            p += 9
-            if p > E: V, E, p = r.slide(p, 9)
-            x = (V >> (E - p)) & 511
-            if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
             f_MinimumSOC = ((x >> 1) & 127)
-            if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+            if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
             s = 2
         elif ec == 2:
-            p += 9
-            if p > E: V, E, p = r.slide(p, 9)
-            x = (V >> (E - p)) & 511
-            if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
             f_TargetSOC = ((x >> 1) & 127)
-            if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+            if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             s = 3
         elif ec == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_AckMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_AckMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_AckMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
-            if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
             s = 5
         else:
-            raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
                 f_MinimumSOC = ((x >> 1) & 127)
-                if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
+                if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 s = 2
             elif ec == 1:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
                 f_TargetSOC = ((x >> 1) & 127)
-                if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 s = 3
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_AckMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_AckMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c2_Exponent
                 f_EVSEMaximumChargePower.Value = _c2_Value
                 s = 5
             else:
-                raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
                 f_TargetSOC = ((x >> 1) & 127)
-                if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
+                if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 s = 3
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_AckMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_AckMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c3_Exponent
                 f_EVSEMaximumChargePower.Value = _c3_Value
                 s = 5
             else:
-                raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_AckMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_AckMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_AckMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
+                    r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c4_Exponent
                 f_EVSEMaximumChargePower.Value = _c4_Value
                 s = 5
             else:
-                raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 4:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c5_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_Value = (V >> q) & 127
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c5_Exponent
             f_EVSEMaximumChargePower.Value = _c5_Value
             s = 5
         if s == 5:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c6_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c6_Exponent
             f_EVSEMinimumChargePower.Value = _c6_Value
@@ -13196,30 +13176,30 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c7_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c7_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
             else:
-                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c7_Value
@@ -13227,34 +13207,34 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c8_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c8_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c8_Exponent
             f_EVSEMaximumVoltage.Value = _c8_Value
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.Dynamic_DC_CLResControlModeType)
@@ -13578,8 +13558,7 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
 def _d_Scheduled_DC_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}Scheduled_DC_CLReqControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
@@ -13592,599 +13571,599 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
     f_EVMaximumVoltage = None
     f_EVMinimumVoltage = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        ec = (V >> (E - p)) & 7
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        ec = (V >> q) & 7
         if ec == 0:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 1
         elif ec == 1:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
             s = 2
         elif ec == 2:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
             s = 3
         elif ec == 3:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c4_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c4_Exponent
             f_EVTargetCurrent.Value = _c4_Value
             s = 4
         else:
-            raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMaximumEnergyRequest.Value = _c5_Value
                 s = 2
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
                 s = 3
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c7_Exponent
                 f_EVTargetCurrent.Value = _c7_Value
                 s = 4
             else:
-                raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumEnergyRequest.Value = _c8_Value
                 s = 3
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c9_Exponent
                 f_EVTargetCurrent.Value = _c9_Value
                 s = 4
             else:
-                raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 3:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c10_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c10_Value = (V >> q) & 127
             else:
-                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c10_Exponent
             f_EVTargetCurrent.Value = _c10_Value
             s = 4
         if s == 4:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetVoltage/Exponent'
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c11_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c11_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetVoltage.Exponent = _c11_Exponent
             f_EVTargetVoltage.Value = _c11_Value
             s = 5
         if s == 5:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower/Exponent'
                 _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c12_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
-                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c12_Exponent
                 f_EVMaximumChargePower.Value = _c12_Value
                 s = 6
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
                 _c13_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c13_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c13_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c13_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c13_Exponent
                 f_EVMinimumChargePower.Value = _c13_Value
                 s = 7
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
                 _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c14_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c14_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c14_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
                 f_EVMaximumChargeCurrent.Value = _c14_Value
                 s = 8
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
                 _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c15_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c15_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c15_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
-                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(p))
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c15_Exponent
                 f_EVMaximumVoltage.Value = _c15_Value
                 s = 9
             elif ec == 4:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
                 _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c16_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c16_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c16_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
-                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(p))
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c16_Exponent
                 f_EVMinimumVoltage.Value = _c16_Value
@@ -14193,151 +14172,151 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 6:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
                 _c17_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c17_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c17_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c17_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
-                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(p))
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c17_Exponent
                 f_EVMinimumChargePower.Value = _c17_Value
                 s = 7
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
                 _c18_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c18_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c18_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c18_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
-                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(p))
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c18_Exponent
                 f_EVMaximumChargeCurrent.Value = _c18_Value
                 s = 8
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
                 _c19_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c19_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c19_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c19_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
-                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(p))
+                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c19_Exponent
                 f_EVMaximumVoltage.Value = _c19_Value
                 s = 9
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
                 _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c20_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c20_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c20_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
-                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(p))
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c20_Exponent
                 f_EVMinimumVoltage.Value = _c20_Value
@@ -14346,115 +14325,115 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 7:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
                 _c21_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c21_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c21_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c21_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(p))
+                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
                 f_EVMaximumChargeCurrent.Value = _c21_Value
                 s = 8
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
                 _c22_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c22_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c22_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c22_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
-                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(p))
+                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c22_Exponent
                 f_EVMaximumVoltage.Value = _c22_Value
                 s = 9
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
                 _c23_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c23_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c23_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c23_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
-                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(p))
+                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c23_Exponent
                 f_EVMinimumVoltage.Value = _c23_Value
@@ -14463,79 +14442,79 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 8:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
                 _c24_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c24_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c24_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c24_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
-                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(p))
+                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c24_Exponent
                 f_EVMaximumVoltage.Value = _c24_Value
                 s = 9
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
                 _c25_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c25_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c25_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c25_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
-                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(p))
+                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c25_Exponent
                 f_EVMinimumVoltage.Value = _c25_Value
@@ -14544,43 +14523,43 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 9:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
                 _c26_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c26_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c26_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c26_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                    r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
-                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(p))
+                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c26_Exponent
                 f_EVMinimumVoltage.Value = _c26_Value
@@ -14589,13 +14568,13 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 10:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.Scheduled_DC_CLReqControlModeType)
@@ -15257,157 +15236,156 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
 def _d_Scheduled_DC_CLResControlModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}Scheduled_DC_CLResControlModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVSEMaximumChargePower = None
     f_EVSEMinimumChargePower = None
     f_EVSEMaximumChargeCurrent = None
     f_EVSEMaximumVoltage = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        ec = (V >> (E - p)) & 7
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        ec = (V >> q) & 7
         if ec == 0:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
             s = 1
         elif ec == 1:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c2_Exponent
             f_EVSEMinimumChargePower.Value = _c2_Value
             s = 2
         elif ec == 2:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargeCurrent/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c3_Value
             s = 3
         elif ec == 3:
-            p += 14
-            if p > E: V, E, p = r.slide(p, 14)
-            x = (V >> (E - p)) & 16383
-            if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumVoltage/Exponent'
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c4_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c4_Exponent
             f_EVSEMaximumVoltage.Value = _c4_Value
@@ -15416,115 +15394,115 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             pass
             s = -1
         else:
-            raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+            raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumChargePower/Exponent'
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c5_Exponent
                 f_EVSEMinimumChargePower.Value = _c5_Value
                 s = 2
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c6_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c6_Value
                 s = 3
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c7_Exponent
                 f_EVSEMaximumVoltage.Value = _c7_Value
@@ -15533,79 +15511,79 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c8_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c8_Value
                 s = 3
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c9_Exponent
                 f_EVSEMaximumVoltage.Value = _c9_Value
@@ -15614,43 +15592,43 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
                 _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c10_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c10_Exponent
                 f_EVSEMaximumVoltage.Value = _c10_Value
@@ -15659,13 +15637,13 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_dc.Scheduled_DC_CLResControlModeType)
@@ -16011,25 +15989,24 @@ def _ee1(w, o):  # DigestMethod
 
 def _de2(r):  # DigestValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee2(w, o):  # DigestValue
@@ -16053,23 +16030,22 @@ def _ee3(w, o):  # KeyInfo
 
 def _de4(r):  # KeyName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee4(w, o):  # KeyName
@@ -16095,23 +16071,22 @@ def _ee5(w, o):  # KeyValue
 
 def _de6(r):  # MgmtData
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee6(w, o):  # MgmtData
@@ -16208,34 +16183,33 @@ DOCUMENT_WIDTH = 6
 
 def _de11(r):  # AckMaxDelay
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee11(w, o):  # AckMaxDelay
@@ -16255,34 +16229,33 @@ def _ee11(w, o):  # AckMaxDelay
 
 def _de12(r):  # BPT_DischargedEnergyReadingWh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
@@ -16302,34 +16275,33 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
 
 def _de13(r):  # BPT_InductiveEnergyReadingVARh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
@@ -16349,34 +16321,33 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
 
 def _de14(r):  # CapacitiveEnergyReadingVARh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee14(w, o):  # CapacitiveEnergyReadingVARh
@@ -16396,34 +16367,33 @@ def _ee14(w, o):  # CapacitiveEnergyReadingVARh
 
 def _de15(r):  # ChargedEnergyReadingWh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee15(w, o):  # ChargedEnergyReadingWh
@@ -16443,14 +16413,13 @@ def _ee15(w, o):  # ChargedEnergyReadingWh
 
 def _de16(r):  # ChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee16(w, o):  # ChargingComplete
@@ -16464,34 +16433,33 @@ def _ee16(w, o):  # ChargingComplete
 
 def _de17(r):  # DepartureTime
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee17(w, o):  # DepartureTime
@@ -16511,16 +16479,15 @@ def _ee17(w, o):  # DepartureTime
 
 def _de18(r):  # EVProcessing
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVProcessing', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVProcessing', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee18(w, o):  # EVProcessing
@@ -16535,14 +16502,13 @@ def _ee18(w, o):  # EVProcessing
 
 def _de19(r):  # EVSECurrentLimitAchieved
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSECurrentLimitAchieved', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSECurrentLimitAchieved', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee19(w, o):  # EVSECurrentLimitAchieved
@@ -16556,16 +16522,15 @@ def _ee19(w, o):  # EVSECurrentLimitAchieved
 
 def _de20(r):  # EVSENotification
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('EVSENotification', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('EVSENotification', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(p))
+    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee20(w, o):  # EVSENotification
@@ -16580,14 +16545,13 @@ def _ee20(w, o):  # EVSENotification
 
 def _de21(r):  # EVSEPowerLimitAchieved
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEPowerLimitAchieved', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEPowerLimitAchieved', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee21(w, o):  # EVSEPowerLimitAchieved
@@ -16601,16 +16565,15 @@ def _ee21(w, o):  # EVSEPowerLimitAchieved
 
 def _de22(r):  # EVSEProcessing
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVSEProcessing', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVSEProcessing', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee22(w, o):  # EVSEProcessing
@@ -16625,14 +16588,13 @@ def _ee22(w, o):  # EVSEProcessing
 
 def _de23(r):  # EVSEVoltageLimitAchieved
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee23(w, o):  # EVSEVoltageLimitAchieved
@@ -16646,25 +16608,24 @@ def _ee23(w, o):  # EVSEVoltageLimitAchieved
 
 def _de24(r):  # Exponent
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee24(w, o):  # Exponent
@@ -16682,14 +16643,13 @@ def _ee24(w, o):  # Exponent
 
 def _de25(r):  # Exponent
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('Exponent', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('Exponent', r.end - q)
     val = ((x >> 1) & 255) + -128
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee25(w, o):  # Exponent
@@ -16703,25 +16663,24 @@ def _ee25(w, o):  # Exponent
 
 def _de26(r):  # G
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('G', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee26(w, o):  # G
@@ -16739,36 +16698,35 @@ def _ee26(w, o):  # G
 
 def _de27(r):  # HMACOutputLength
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('HMACOutputLength', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee27(w, o):  # HMACOutputLength
@@ -16789,14 +16747,13 @@ def _ee27(w, o):  # HMACOutputLength
 
 def _de28(r):  # InletHot
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('InletHot', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('InletHot', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee28(w, o):  # InletHot
@@ -16810,25 +16767,24 @@ def _ee28(w, o):  # InletHot
 
 def _de29(r):  # J
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('J', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee29(w, o):  # J
@@ -16846,15 +16802,14 @@ def _ee29(w, o):  # J
 
 def _de30(r):  # MaximumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('MaximumSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('MaximumSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee30(w, o):  # MaximumSOC
@@ -16868,24 +16823,23 @@ def _ee30(w, o):  # MaximumSOC
 
 def _de31(r):  # MeterID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso20_commontypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee31(w, o):  # MeterID
@@ -16906,14 +16860,13 @@ def _ee31(w, o):  # MeterID
 
 def _de32(r):  # MeterInfoRequested
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('MeterInfoRequested', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee32(w, o):  # MeterInfoRequested
@@ -16927,26 +16880,25 @@ def _ee32(w, o):  # MeterInfoRequested
 
 def _de33(r):  # MeterSignature
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee33(w, o):  # MeterSignature
@@ -16965,37 +16917,36 @@ def _ee33(w, o):  # MeterSignature
 
 def _de34(r):  # MeterStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('MeterStatus', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee34(w, o):  # MeterStatus
@@ -17016,34 +16967,33 @@ def _ee34(w, o):  # MeterStatus
 
 def _de35(r):  # MeterTimestamp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee35(w, o):  # MeterTimestamp
@@ -17063,15 +17013,14 @@ def _ee35(w, o):  # MeterTimestamp
 
 def _de36(r):  # MinimumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('MinimumSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('MinimumSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee36(w, o):  # MinimumSOC
@@ -17085,25 +17034,24 @@ def _ee36(w, o):  # MinimumSOC
 
 def _de37(r):  # Modulus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee37(w, o):  # Modulus
@@ -17121,34 +17069,33 @@ def _ee37(w, o):  # Modulus
 
 def _de38(r):  # NotificationMaxDelay
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee38(w, o):  # NotificationMaxDelay
@@ -17168,25 +17115,24 @@ def _ee38(w, o):  # NotificationMaxDelay
 
 def _de39(r):  # P
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('P', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee39(w, o):  # P
@@ -17204,25 +17150,24 @@ def _ee39(w, o):  # P
 
 def _de40(r):  # PGPKeyID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee40(w, o):  # PGPKeyID
@@ -17240,25 +17185,24 @@ def _ee40(w, o):  # PGPKeyID
 
 def _de41(r):  # PGPKeyPacket
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee41(w, o):  # PGPKeyPacket
@@ -17276,25 +17220,24 @@ def _ee41(w, o):  # PGPKeyPacket
 
 def _de42(r):  # PgenCounter
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee42(w, o):  # PgenCounter
@@ -17312,15 +17255,14 @@ def _ee42(w, o):  # PgenCounter
 
 def _de43(r):  # PresentSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('PresentSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('PresentSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee43(w, o):  # PresentSOC
@@ -17334,25 +17276,24 @@ def _ee43(w, o):  # PresentSOC
 
 def _de44(r):  # Q
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee44(w, o):  # Q
@@ -17370,34 +17311,33 @@ def _ee44(w, o):  # Q
 
 def _de45(r):  # RemainingTimeToMaximumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee45(w, o):  # RemainingTimeToMaximumSOC
@@ -17417,34 +17357,33 @@ def _ee45(w, o):  # RemainingTimeToMaximumSOC
 
 def _de46(r):  # RemainingTimeToMinimumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee46(w, o):  # RemainingTimeToMinimumSOC
@@ -17464,34 +17403,33 @@ def _ee46(w, o):  # RemainingTimeToMinimumSOC
 
 def _de47(r):  # RemainingTimeToTargetSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee47(w, o):  # RemainingTimeToTargetSOC
@@ -17511,16 +17449,15 @@ def _ee47(w, o):  # RemainingTimeToTargetSOC
 
 def _de48(r):  # ResponseCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 8
-    if p > E: V, E, p = r.slide(p, 8)
-    x = (V >> (E - p)) & 255
-    if x & 129: raise r.deviation('ResponseCode', p)
+    q = r.end - r.pos
+    q -= 8
+    if q < 0: V, q = r.slideq(q, 8)
+    x = (V >> q) & 255
+    if x & 129: raise r.deviation('ResponseCode', r.end - q)
     val = ((x >> 1) & 63)
-    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(p))
+    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee48(w, o):  # ResponseCode
@@ -17535,25 +17472,24 @@ def _ee48(w, o):  # ResponseCode
 
 def _de49(r):  # SPKISexp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee49(w, o):  # SPKISexp
@@ -17571,25 +17507,24 @@ def _ee49(w, o):  # SPKISexp
 
 def _de50(r):  # Seed
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee50(w, o):  # Seed
@@ -17607,21 +17542,20 @@ def _ee50(w, o):  # Seed
 
 def _de51(r):  # SessionID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-        p += 8 + (_l << 3)
-        val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+        q -= 8 + (_l << 3)
+        val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(p))
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee51(w, o):  # SessionID
@@ -17640,15 +17574,14 @@ def _ee51(w, o):  # SessionID
 
 def _de52(r):  # TargetSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('TargetSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee52(w, o):  # TargetSOC
@@ -17662,15 +17595,14 @@ def _ee52(w, o):  # TargetSOC
 
 def _de53(r):  # TargetSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('TargetSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee53(w, o):  # TargetSOC
@@ -17684,34 +17616,33 @@ def _ee53(w, o):  # TargetSOC
 
 def _de54(r):  # TaxRuleID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
+    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee54(w, o):  # TaxRuleID
@@ -17731,34 +17662,33 @@ def _ee54(w, o):  # TaxRuleID
 
 def _de55(r):  # TimeAnchor
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee55(w, o):  # TimeAnchor
@@ -17778,34 +17708,33 @@ def _ee55(w, o):  # TimeAnchor
 
 def _de56(r):  # TimeStamp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee56(w, o):  # TimeStamp
@@ -17825,37 +17754,36 @@ def _ee56(w, o):  # TimeStamp
 
 def _de57(r):  # Value
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('Value', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('Value', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('Value', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee57(w, o):  # Value
@@ -17876,25 +17804,24 @@ def _ee57(w, o):  # Value
 
 def _de58(r):  # X509CRL
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee58(w, o):  # X509CRL
@@ -17912,25 +17839,24 @@ def _ee58(w, o):  # X509CRL
 
 def _de59(r):  # X509Certificate
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee59(w, o):  # X509Certificate
@@ -17948,23 +17874,22 @@ def _ee59(w, o):  # X509Certificate
 
 def _de60(r):  # X509IssuerName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee60(w, o):  # X509IssuerName
@@ -17984,25 +17909,24 @@ def _ee60(w, o):  # X509IssuerName
 
 def _de61(r):  # X509SKI
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee61(w, o):  # X509SKI
@@ -18020,36 +17944,35 @@ def _ee61(w, o):  # X509SKI
 
 def _de62(r):  # X509SerialNumber
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('X509SerialNumber', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee62(w, o):  # X509SerialNumber
@@ -18070,23 +17993,22 @@ def _ee62(w, o):  # X509SerialNumber
 
 def _de63(r):  # X509SubjectName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee63(w, o):  # X509SubjectName
@@ -18106,23 +18028,22 @@ def _ee63(w, o):  # X509SubjectName
 
 def _de64(r):  # XPath
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:XPath')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee64(w, o):  # XPath
@@ -18142,25 +18063,24 @@ def _ee64(w, o):  # XPath
 
 def _de65(r):  # Y
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee65(w, o):  # Y

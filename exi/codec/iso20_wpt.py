@@ -32,31 +32,30 @@ _I_iso20_wpt_WPT_SPCChargeDiagnosticsType = {v: i for i, v in enumerate(iso20_wp
 def _d_AlternativeSECCListType(r):
     # {urn:iso:std:iso:15118:-20:WPT}AlternativeSECCListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_AlternativeSECC = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCListType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('AlternativeSECCListType', r.end - q)
         el = 'AlternativeSECC'
-        r.pos = p
+        r.pos = r.end - q
         _v = _d_AlternativeSECCType(r)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         f_AlternativeSECC.append(_v)
         s = 1
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'AlternativeSECC'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_AlternativeSECCType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_AlternativeSECC.append(_v)
                     _k += 1
                     if _k == 7:
@@ -67,13 +66,13 @@ def _d_AlternativeSECCListType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('AlternativeSECCListType', p)
+                    raise r.deviation('AlternativeSECCListType', r.end - q)
         if s == 8:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCListType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AlternativeSECCListType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.AlternativeSECCListType)
@@ -135,275 +134,274 @@ def _e_AlternativeSECCListType(w, o):
 def _d_AlternativeSECCType(r):
     # {urn:iso:std:iso:15118:-20:WPT}AlternativeSECCType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SSID = None
     f_BSSID = None
     f_IPAddress = None
     f_Port = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        ec = (V >> (E - p)) & 7
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        ec = (V >> q) & 7
         if ec == 0:
             el = 'SSID'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('SSID', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SSID', r.end - q)
                 f_SSID = ''
             else:
-                r.pos = p
+                r.pos = r.end - q
                 f_SSID = r.string('iso20_wpt:SSID')
                 if len(f_SSID) > 255: r.facet('AlternativeSECCType/SSID', 'length [0, 255]', f_SSID, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SSID', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SSID', r.end - q)
             s = 1
         elif ec == 1:
             el = 'BSSID'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('BSSID', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BSSID', r.end - q)
                 f_BSSID = ''
             else:
-                r.pos = p
+                r.pos = r.end - q
                 f_BSSID = r.string('iso20_wpt:BSSID')
                 if len(f_BSSID) > 12: r.facet('AlternativeSECCType/BSSID', 'length [0, 12]', f_BSSID, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('BSSID', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('BSSID', r.end - q)
             s = 2
         elif ec == 2:
             el = 'IPAddress'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('IPAddress', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
                 f_IPAddress = ''
             else:
-                r.pos = p
+                r.pos = r.end - q
                 f_IPAddress = r.string('iso20_wpt:IPAddress')
                 if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('IPAddress', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
             s = 3
         elif ec == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
             el = 'Port'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_Port = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_Port = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_Port = (V >> q) & 127
             else:
-                r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
-            if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(p))
+                r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+            if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
             s = 4
         elif ec == 4:
             pass
             s = -1
         else:
-            raise r.deviation('AlternativeSECCType', p)
+            raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'BSSID'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('BSSID', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('BSSID', r.end - q)
                     f_BSSID = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_BSSID = r.string('iso20_wpt:BSSID')
                     if len(f_BSSID) > 12: r.facet('AlternativeSECCType/BSSID', 'length [0, 12]', f_BSSID, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('BSSID', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('BSSID', r.end - q)
                 s = 2
             elif ec == 1:
                 el = 'IPAddress'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('IPAddress', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
                     f_IPAddress = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_IPAddress = r.string('iso20_wpt:IPAddress')
                     if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('IPAddress', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
                 s = 3
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
                 el = 'Port'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_Port = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_Port = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_Port = (V >> q) & 127
                 else:
-                    r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
-                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(p))
+                    r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('AlternativeSECCType', p)
+                raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'IPAddress'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('IPAddress', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
                     f_IPAddress = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_IPAddress = r.string('iso20_wpt:IPAddress')
                     if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('IPAddress', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
                 s = 3
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
                 el = 'Port'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_Port = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_Port = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_Port = (V >> q) & 127
                 else:
-                    r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
-                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(p))
+                    r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('AlternativeSECCType', p)
+                raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
                 el = 'Port'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_Port = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_Port = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_Port = (V >> q) & 127
                 else:
-                    r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
-                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(p))
+                    r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('AlternativeSECCType', p)
+                raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.AlternativeSECCType)
@@ -596,35 +594,34 @@ def _e_AlternativeSECCType(w, o):
 def _d_WPT_AlignmentCheckMethodListType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_AlignmentCheckMethodListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_WPT_AlignmentCheckMethod = []
     try:
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 25: raise r.deviation('WPT_AlignmentCheckMethodListType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 25: raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
         el = 'WPT_AlignmentCheckMethod'
         _v = ((x >> 1) & 3)
-        if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(p))
+        if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(r.end - q))
         else: _v = _E_iso20_wpt_WPT_AlignmentCheckMethodType[_v]
         f_WPT_AlignmentCheckMethod.append(_v)
         s = 1
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 9: raise r.deviation('WPT_AlignmentCheckMethodListType', p)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 9: raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
                     el = 'WPT_AlignmentCheckMethod'
                     _v = ((x >> 1) & 3)
-                    if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(p))
+                    if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(r.end - q))
                     else: _v = _E_iso20_wpt_WPT_AlignmentCheckMethodType[_v]
                     f_WPT_AlignmentCheckMethod.append(_v)
                     _k += 1
@@ -636,13 +633,13 @@ def _d_WPT_AlignmentCheckMethodListType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_AlignmentCheckMethodListType', p)
+                    raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
         if s == 8:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_AlignmentCheckMethodListType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_AlignmentCheckMethodListType)
@@ -702,8 +699,7 @@ def _e_WPT_AlignmentCheckMethodListType(w, o):
 def _d_WPT_AlignmentCheckReqType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_AlignmentCheckReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_EVProcessing = None
@@ -711,166 +707,166 @@ def _d_WPT_AlignmentCheckReqType(r):
     f_EVResultCode = None
     f_VendorSpecificDataContainer = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_AlignmentCheckReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 25: raise r.deviation('WPT_AlignmentCheckReqType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 25: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         el = 'EVProcessing'
         f_EVProcessing = ((x >> 1) & 3)
-        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_AlignmentCheckReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_AlignmentCheckReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_AlignmentCheckReqType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
                 el = 'TargetCoilCurrent/Exponent'
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'TargetCoilCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 121: raise r.deviation('WPT_AlignmentCheckReqType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 121: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_TargetCoilCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_TargetCoilCurrent.Exponent = _c2_Exponent
                 f_TargetCoilCurrent.Value = _c2_Value
                 el = 'EVResultCode'
                 f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(p))
+                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
                 else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
                 s = 4
             elif ec == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('WPT_AlignmentCheckReqType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
                 el = 'EVResultCode'
                 f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(p))
+                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
                 else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
                 s = 4
             else:
-                raise r.deviation('WPT_AlignmentCheckReqType', p)
+                raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         if s == 4:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'VendorSpecificDataContainer'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_v) > 256: r.facet('WPT_AlignmentCheckReqType/_v', 'length [0, 256]', _v, r.at(p))
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                    r.pos = p
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_v) > 256: r.facet('WPT_AlignmentCheckReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    r.pos = r.end - q
                     f_VendorSpecificDataContainer.append(_v)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 16:
                         s = 20
@@ -880,13 +876,13 @@ def _d_WPT_AlignmentCheckReqType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_AlignmentCheckReqType', p)
+                    raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         if s == 20:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_AlignmentCheckReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_AlignmentCheckReqType)
@@ -1048,8 +1044,7 @@ def _e_WPT_AlignmentCheckReqType(w, o):
 def _d_WPT_AlignmentCheckResType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_AlignmentCheckResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -1058,317 +1053,317 @@ def _d_WPT_AlignmentCheckResType(r):
     f_SupplyDeviceCurrent = None
     f_VendorSpecificDataContainer = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_AlignmentCheckResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 14
-        if p > E: V, E, p = r.slide(p, 14)
-        x = (V >> (E - p)) & 16383
-        if x & 12345: raise r.deviation('WPT_AlignmentCheckResType', p)
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12345: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 6) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_AlignmentCheckResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_AlignmentCheckResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 1) & 3)
-        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_AlignmentCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_AlignmentCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
         s = 3
         if s == 3:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 el = 'PowerTransmitted/Exponent'
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'PowerTransmitted/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_PowerTransmitted = _new(iso20_commontypes.RationalNumberType)
                 f_PowerTransmitted.Exponent = _c2_Exponent
                 f_PowerTransmitted.Value = _c2_Value
                 s = 4
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 el = 'SupplyDeviceCurrent/Exponent'
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'SupplyDeviceCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_SupplyDeviceCurrent.Exponent = _c3_Exponent
                 f_SupplyDeviceCurrent.Value = _c3_Value
                 s = 5
             elif ec == 2:
                 el = 'VendorSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_AlignmentCheckResType', p)
+                raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 el = 'SupplyDeviceCurrent/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'SupplyDeviceCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_SupplyDeviceCurrent.Exponent = _c4_Exponent
                 f_SupplyDeviceCurrent.Value = _c4_Value
                 s = 5
             elif ec == 1:
                 el = 'VendorSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_AlignmentCheckResType', p)
+                raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 5:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'VendorSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_AlignmentCheckResType', p)
+                raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 6:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'VendorSpecificDataContainer'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(p))
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                    r.pos = p
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    r.pos = r.end - q
                     f_VendorSpecificDataContainer.append(_v)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 15:
                         s = 21
@@ -1378,13 +1373,13 @@ def _d_WPT_AlignmentCheckResType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_AlignmentCheckResType', p)
+                    raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 21:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_AlignmentCheckResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_AlignmentCheckResType)
@@ -1635,8 +1630,7 @@ def _e_WPT_AlignmentCheckResType(w, o):
 def _d_WPT_ChargeLoopReqType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeLoopReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_DisplayParameters = None
@@ -1648,132 +1642,132 @@ def _d_WPT_ChargeLoopReqType(r):
     f_EVPCPowerControlParameter = None
     f_ManufacturerSpecificDataContainer = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeLoopReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DisplayParameters'
-                r.pos = p
+                r.pos = r.end - q
                 f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('WPT_ChargeLoopReqType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 13: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
                 f_MeterInfoRequested = ((x >> 1) & 1) == 1
                 s = 3
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('WPT_ChargeLoopReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 el = 'MeterInfoRequested'
                 f_MeterInfoRequested = ((x >> 1) & 1) == 1
                 s = 3
             else:
-                raise r.deviation('WPT_ChargeLoopReqType', p)
+                raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 3:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             el = 'EVPCPowerRequest/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerRequest.Exponent = _c2_Exponent
             f_EVPCPowerRequest.Value = _c2_Value
@@ -1781,30 +1775,30 @@ def _d_WPT_ChargeLoopReqType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerOutput/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 121: raise r.deviation('WPT_ChargeLoopReqType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 121: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVPCPowerOutput = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerOutput.Exponent = _c3_Exponent
             f_EVPCPowerOutput.Value = _c3_Value
@@ -1812,78 +1806,78 @@ def _d_WPT_ChargeLoopReqType(r):
             f_EVPCChargeDiagnostics = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[((x >> 1) & 3)]
             s = 6
         if s == 6:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 el = 'EVPCOperatingFrequency/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCOperatingFrequency/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCOperatingFrequency.Exponent = _c4_Exponent
                 f_EVPCOperatingFrequency.Value = _c4_Value
                 s = 7
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Exponent'
                 _c5_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(p))
+                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
                 _c5_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCCoilCurrentRequest.Exponent = _c5_c1_Exponent
                 _c5_EVPCCoilCurrentRequest.Value = _c5_c1_Value
@@ -1891,30 +1885,30 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c2_Value = -_c5_c2_Value - 1
-                if _c5_c2_Value < -32768 or _c5_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c2_Value, r.at(p))
+                if _c5_c2_Value < -32768 or _c5_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c2_Value, r.at(r.end - q))
                 _c5_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCCoilCurrentInformation.Exponent = _c5_c2_Exponent
                 _c5_EVPCCoilCurrentInformation.Value = _c5_c2_Value
@@ -1922,30 +1916,30 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c3_Value = -_c5_c3_Value - 1
-                if _c5_c3_Value < -32768 or _c5_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c3_Value, r.at(p))
+                if _c5_c3_Value < -32768 or _c5_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c3_Value, r.at(r.end - q))
                 _c5_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCCurrentOutputInformation.Exponent = _c5_c3_Exponent
                 _c5_EVPCCurrentOutputInformation.Value = _c5_c3_Value
@@ -1953,29 +1947,29 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c4_Value = -_c5_c4_Value - 1
-                if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(p))
+                if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(r.end - q))
                 _c5_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCVoltageOutputInformation.Exponent = _c5_c4_Exponent
                 _c5_EVPCVoltageOutputInformation.Value = _c5_c4_Value
@@ -1987,69 +1981,69 @@ def _d_WPT_ChargeLoopReqType(r):
                 s = 8
             elif ec == 2:
                 el = 'ManufacturerSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ManufacturerSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ManufacturerSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 9
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_ChargeLoopReqType', p)
+                raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 7:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Exponent'
                 _c6_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c1_Value = -_c6_c1_Value - 1
-                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(p))
+                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
                 _c6_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCCoilCurrentRequest.Exponent = _c6_c1_Exponent
                 _c6_EVPCCoilCurrentRequest.Value = _c6_c1_Value
@@ -2057,30 +2051,30 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c2_Value = -_c6_c2_Value - 1
-                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(p))
+                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(r.end - q))
                 _c6_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCCoilCurrentInformation.Exponent = _c6_c2_Exponent
                 _c6_EVPCCoilCurrentInformation.Value = _c6_c2_Value
@@ -2088,30 +2082,30 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    r.pos = r.end - q; _c6_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c3_Value = -_c6_c3_Value - 1
-                if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c3_Value, r.at(p))
+                if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c3_Value, r.at(r.end - q))
                 _c6_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCCurrentOutputInformation.Exponent = _c6_c3_Exponent
                 _c6_EVPCCurrentOutputInformation.Value = _c6_c3_Value
@@ -2119,29 +2113,29 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    r.pos = r.end - q; _c6_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c4_Value = -_c6_c4_Value - 1
-                if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c4_Value, r.at(p))
+                if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c4_Value, r.at(r.end - q))
                 _c6_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCVoltageOutputInformation.Exponent = _c6_c4_Exponent
                 _c6_EVPCVoltageOutputInformation.Value = _c6_c4_Value
@@ -2153,92 +2147,92 @@ def _d_WPT_ChargeLoopReqType(r):
                 s = 8
             elif ec == 1:
                 el = 'ManufacturerSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ManufacturerSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ManufacturerSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 9
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_ChargeLoopReqType', p)
+                raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 8:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ManufacturerSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ManufacturerSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ManufacturerSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 9
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_ChargeLoopReqType', p)
+                raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 9:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ManufacturerSpecificDataContainer'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ManufacturerSpecificDataContainer', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(p))
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ManufacturerSpecificDataContainer', p)
-                    r.pos = p
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                    r.pos = r.end - q
                     f_ManufacturerSpecificDataContainer.append(_v)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 15:
                         s = 24
@@ -2248,13 +2242,13 @@ def _d_WPT_ChargeLoopReqType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_ChargeLoopReqType', p)
+                    raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 24:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeLoopReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_ChargeLoopReqType)
@@ -2695,8 +2689,7 @@ def _e_WPT_ChargeLoopReqType(w, o):
 def _d_WPT_ChargeLoopResType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeLoopResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -2712,116 +2705,116 @@ def _d_WPT_ChargeLoopResType(r):
     f_SPCPowerControlParameter = None
     f_ManufacturerSpecificDataContainer = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeLoopResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 385: raise r.deviation('WPT_ChargeLoopResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 385: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 1) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         s = 2
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 8
-                if p > E: V, E, p = r.slide(p, 8)
-                x = (V >> (E - p)) & 255
-                if x & 227: raise r.deviation('WPT_ChargeLoopResType', p)
-                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 227: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 2) & 7)
-                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(p))
+                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
                 f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
                 f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
@@ -2829,229 +2822,229 @@ def _d_WPT_ChargeLoopResType(r):
                 s = 3
             elif ec == 1:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 2:
                 el = 'Receipt'
-                r.pos = p
+                r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 3:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'EVPCPowerRequest/Exponent'
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c3_Exponent
                 f_EVPCPowerRequest.Value = _c3_Value
                 s = 6
             else:
-                raise r.deviation('WPT_ChargeLoopResType', p)
+                raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 1:
                 el = 'Receipt'
-                r.pos = p
+                r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 2:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'EVPCPowerRequest/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c4_Exponent
                 f_EVPCPowerRequest.Value = _c4_Value
                 s = 6
             else:
-                raise r.deviation('WPT_ChargeLoopResType', p)
+                raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Receipt'
-                r.pos = p
+                r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'EVPCPowerRequest/Exponent'
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c5_Exponent
                 f_EVPCPowerRequest.Value = _c5_Value
                 s = 6
             else:
-                raise r.deviation('WPT_ChargeLoopResType', p)
+                raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 5:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('WPT_ChargeLoopResType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'EVPCPowerRequest/Exponent'
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c6_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c6_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerRequest.Exponent = _c6_Exponent
             f_EVPCPowerRequest.Value = _c6_Value
             s = 6
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SDPowerInput/Exponent'
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'SDPowerInput/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 17
-                if p > E: V, E, p = r.slide(p, 17)
-                x = (V >> (E - p)) & 131071
-                if x & 126990: raise r.deviation('WPT_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_SDPowerInput = _new(iso20_commontypes.RationalNumberType)
                 f_SDPowerInput.Exponent = _c7_Exponent
                 f_SDPowerInput.Value = _c7_Value
@@ -3059,184 +3052,184 @@ def _d_WPT_ChargeLoopResType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
                 f_SPCMaxOutputPowerLimit.Exponent = _c8_Exponent
                 f_SPCMaxOutputPowerLimit.Value = _c8_Value
                 s = 8
             elif ec == 1:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCMaxOutputPowerLimit/Exponent'
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
                 f_SPCMaxOutputPowerLimit.Exponent = _c9_Exponent
                 f_SPCMaxOutputPowerLimit.Value = _c9_Value
                 s = 8
             else:
-                raise r.deviation('WPT_ChargeLoopResType', p)
+                raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 8:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 28686: raise r.deviation('WPT_ChargeLoopResType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'SPCMinOutputPowerLimit/Exponent'
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'SPCMinOutputPowerLimit/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c10_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c10_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c10_Value = (V >> q) & 127
             else:
-                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 8
-            if p > E: V, E, p = r.slide(p, 8)
-            x = (V >> (E - p)) & 255
-            if x & 241: raise r.deviation('WPT_ChargeLoopResType', p)
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 241: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_SPCMinOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
             f_SPCMinOutputPowerLimit.Exponent = _c10_Exponent
             f_SPCMinOutputPowerLimit.Value = _c10_Value
             el = 'SPCChargeDiagnostics'
             f_SPCChargeDiagnostics = ((x >> 1) & 7)
-            if f_SPCChargeDiagnostics >= 6: f_SPCChargeDiagnostics = r.enum_index('WPT_ChargeLoopResType/SPCChargeDiagnostics', f_SPCChargeDiagnostics, 6, r.at(p))
+            if f_SPCChargeDiagnostics >= 6: f_SPCChargeDiagnostics = r.enum_index('WPT_ChargeLoopResType/SPCChargeDiagnostics', f_SPCChargeDiagnostics, 6, r.at(r.end - q))
             else: f_SPCChargeDiagnostics = _E_iso20_wpt_WPT_SPCChargeDiagnosticsType[f_SPCChargeDiagnostics]
             s = 10
         if s == 10:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCOperatingFrequency/Exponent'
                 _c11_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCOperatingFrequency/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c11_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c11_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
-                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_SPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_SPCOperatingFrequency.Exponent = _c11_Exponent
                 f_SPCOperatingFrequency.Value = _c11_Value
                 s = 11
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('WPT_ChargeLoopResType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Exponent'
                 _c12_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c12_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c12_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c12_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c12_c1_Value = -_c12_c1_Value - 1
-                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(p))
+                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(r.end - q))
                 _c12_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c12_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c12_c1_Exponent
                 _c12_SPCPrimaryDeviceCoilCurrentInformation.Value = _c12_c1_Value
@@ -3245,68 +3238,68 @@ def _d_WPT_ChargeLoopResType(r):
                 s = 12
             elif ec == 2:
                 el = 'ManufacturerSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ManufacturerSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ManufacturerSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 13
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_ChargeLoopResType', p)
+                raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 11:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 28686: raise r.deviation('WPT_ChargeLoopResType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Exponent'
                 _c13_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c13_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c13_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c13_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c13_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c13_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeLoopResType', p)
+                    r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c13_c1_Value = -_c13_c1_Value - 1
-                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(p))
+                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(r.end - q))
                 _c13_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c13_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c13_c1_Exponent
                 _c13_SPCPrimaryDeviceCoilCurrentInformation.Value = _c13_c1_Value
@@ -3315,92 +3308,92 @@ def _d_WPT_ChargeLoopResType(r):
                 s = 12
             elif ec == 1:
                 el = 'ManufacturerSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ManufacturerSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ManufacturerSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 13
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_ChargeLoopResType', p)
+                raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 12:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ManufacturerSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ManufacturerSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ManufacturerSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_ManufacturerSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 13
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_ChargeLoopResType', p)
+                raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 13:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ManufacturerSpecificDataContainer'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('ManufacturerSpecificDataContainer', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(p))
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ManufacturerSpecificDataContainer', p)
-                    r.pos = p
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                    r.pos = r.end - q
                     f_ManufacturerSpecificDataContainer.append(_v)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 15:
                         s = 28
@@ -3410,13 +3403,13 @@ def _d_WPT_ChargeLoopResType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_ChargeLoopResType', p)
+                    raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 28:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeLoopResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_ChargeLoopResType)
@@ -3947,8 +3940,7 @@ def _e_WPT_ChargeLoopResType(w, o):
 def _d_WPT_ChargeParameterDiscoveryReqType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeParameterDiscoveryReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_EVPCMaxReceivablePower = None
@@ -3958,181 +3950,181 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
     f_EVPCDeviceLocalControl = None
     f_VendorSpecificDataContainer = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 15
-        if p > E: V, E, p = r.slide(p, 15)
-        x = (V >> (E - p)) & 32767
-        if x & 28686: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 28686: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'EVPCMaxReceivablePower/Exponent'
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCMaxReceivablePower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        if (V >> (E - p)) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        if (V >> q) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVPCMaxReceivablePower = _new(iso20_commontypes.RationalNumberType)
         f_EVPCMaxReceivablePower.Exponent = _c2_Exponent
         f_EVPCMaxReceivablePower.Value = _c2_Value
         el = 'SDMaxGroundClearence'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_SDMaxGroundClearence = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_SDMaxGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_SDMaxGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_SDMaxGroundClearence = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_SDMaxGroundClearence = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_SDMaxGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_SDMaxGroundClearence = (V >> q) & 127
         else:
-            r.pos = p; f_SDMaxGroundClearence = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
-        if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(p))
+            r.pos = r.end - q; f_SDMaxGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
+        if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(r.end - q))
         el = 'SDMinGroundClearence'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_SDMinGroundClearence = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_SDMinGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_SDMinGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_SDMinGroundClearence = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_SDMinGroundClearence = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_SDMinGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_SDMinGroundClearence = (V >> q) & 127
         else:
-            r.pos = p; f_SDMinGroundClearence = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
-        if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(p))
+            r.pos = r.end - q; f_SDMinGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
+        if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(r.end - q))
         el = 'EVPCNaturalFrequency/Exponent'
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCNaturalFrequency/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 61: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 61: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVPCNaturalFrequency = _new(iso20_commontypes.RationalNumberType)
         f_EVPCNaturalFrequency.Exponent = _c3_Exponent
         f_EVPCNaturalFrequency.Value = _c3_Value
@@ -4142,31 +4134,31 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if s == 6:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'VendorSpecificDataContainer'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_v) > 256: r.facet('WPT_ChargeParameterDiscoveryReqType/_v', 'length [0, 256]', _v, r.at(p))
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                    r.pos = p
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_v) > 256: r.facet('WPT_ChargeParameterDiscoveryReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    r.pos = r.end - q
                     f_VendorSpecificDataContainer.append(_v)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 16:
                         s = 22
@@ -4176,13 +4168,13 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+                    raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if s == 22:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_ChargeParameterDiscoveryReqType)
@@ -4367,8 +4359,7 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
 def _d_WPT_ChargeParameterDiscoveryResType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeParameterDiscoveryResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -4381,79 +4372,79 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
     f_PDMaxCoilCurrent = None
     f_SDManufacturerSpecificDataContainer = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 29
-        if p > E: V, E, p = r.slide(p, 29)
-        x = (V >> (E - p)) & 536870911
-        if x & 404549646: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+        q -= 29
+        if q < 0: V, q = r.slideq(q, 29)
+        x = (V >> q) & 536870911
+        if x & 404549646: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 21) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'PDInputPowerClass'
         f_PDInputPowerClass = _E_iso20_wpt_WPT_PowerClassType[((x >> 16) & 3)]
@@ -4461,30 +4452,30 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'SDMinOutputPower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_SDMinOutputPower = _new(iso20_commontypes.RationalNumberType)
         f_SDMinOutputPower.Exponent = _c2_Exponent
         f_SDMinOutputPower.Value = _c2_Value
@@ -4492,107 +4483,107 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'SDMaxOutputPower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        if (V >> (E - p)) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        if (V >> q) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_SDMaxOutputPower = _new(iso20_commontypes.RationalNumberType)
         f_SDMaxOutputPower.Exponent = _c3_Exponent
         f_SDMaxOutputPower.Value = _c3_Value
         el = 'SDMaxGroundClearanceSupport'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_SDMaxGroundClearanceSupport = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_SDMaxGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_SDMaxGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_SDMaxGroundClearanceSupport = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_SDMaxGroundClearanceSupport = (V >> q) & 127
         else:
-            r.pos = p; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
-        if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(p))
+            r.pos = r.end - q; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
+        if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(r.end - q))
         el = 'SDMinGroundClearanceSupport'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_SDMinGroundClearanceSupport = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_SDMinGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_SDMinGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_SDMinGroundClearanceSupport = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_SDMinGroundClearanceSupport = (V >> q) & 127
         else:
-            r.pos = p; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
-        if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(p))
+            r.pos = r.end - q; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
+        if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(r.end - q))
         el = 'PDMinCoilCurrent/Exponent'
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'PDMinCoilCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c4_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c4_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
         else:
-            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_PDMinCoilCurrent = _new(iso20_commontypes.RationalNumberType)
         f_PDMinCoilCurrent.Exponent = _c4_Exponent
         f_PDMinCoilCurrent.Value = _c4_Value
@@ -4600,29 +4591,29 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'PDMaxCoilCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c5_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c5_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
         else:
-            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_PDMaxCoilCurrent = _new(iso20_commontypes.RationalNumberType)
         f_PDMaxCoilCurrent.Exponent = _c5_Exponent
         f_PDMaxCoilCurrent.Value = _c5_Value
@@ -4630,31 +4621,31 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if s == 9:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SDManufacturerSpecificDataContainer'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SDManufacturerSpecificDataContainer', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_v) > 256: r.facet('WPT_ChargeParameterDiscoveryResType/_v', 'length [0, 256]', _v, r.at(p))
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', p)
-                    r.pos = p
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_v) > 256: r.facet('WPT_ChargeParameterDiscoveryResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
+                    r.pos = r.end - q
                     f_SDManufacturerSpecificDataContainer.append(_v)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 16:
                         s = 25
@@ -4664,13 +4655,13 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+                    raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if s == 25:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_ChargeParameterDiscoveryResType)
@@ -4905,95 +4896,94 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
 def _d_WPT_CoordinateXYZType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_CoordinateXYZType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Coord_X = None
     f_Coord_Y = None
     f_Coord_Z = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('WPT_CoordinateXYZType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         el = 'Coord_X'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_Coord_X = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_Coord_X = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_Coord_X = (V >> q) & 127
         else:
-            r.pos = p; f_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_CoordinateXYZType', p)
+            r.pos = r.end - q; f_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         if _neg: f_Coord_X = -f_Coord_X - 1
-        if f_Coord_X < -32768 or f_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', f_Coord_X, r.at(p))
+        if f_Coord_X < -32768 or f_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', f_Coord_X, r.at(r.end - q))
         el = 'Coord_Y'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_Coord_Y = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_Coord_Y = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_Coord_Y = (V >> q) & 127
         else:
-            r.pos = p; f_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_CoordinateXYZType', p)
+            r.pos = r.end - q; f_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         if _neg: f_Coord_Y = -f_Coord_Y - 1
-        if f_Coord_Y < -32768 or f_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', f_Coord_Y, r.at(p))
+        if f_Coord_Y < -32768 or f_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', f_Coord_Y, r.at(r.end - q))
         el = 'Coord_Z'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_Coord_Z = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_Coord_Z = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_Coord_Z = (V >> q) & 127
         else:
-            r.pos = p; f_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('WPT_CoordinateXYZType', p)
+            r.pos = r.end - q; f_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         if _neg: f_Coord_Z = -f_Coord_Z - 1
-        if f_Coord_Z < -32768 or f_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', f_Coord_Z, r.at(p))
-        r.pos = p
+        if f_Coord_Z < -32768 or f_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', f_Coord_Z, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_CoordinateXYZType)
@@ -5057,46 +5047,45 @@ def _e_WPT_CoordinateXYZType(w, o):
 def _d_WPT_EVPCPowerControlParameterType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_EVPCPowerControlParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVPCCoilCurrentRequest = None
     f_EVPCCoilCurrentInformation = None
     f_EVPCCurrentOutputInformation = None
     f_EVPCVoltageOutputInformation = None
     try:
-        p += 15
-        if p > E: V, E, p = r.slide(p, 15)
-        x = (V >> (E - p)) & 32767
-        if x & 28686: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 28686: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         el = 'EVPCCoilCurrentRequest/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCCoilCurrentRequest/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
         f_EVPCCoilCurrentRequest.Exponent = _c1_Exponent
         f_EVPCCoilCurrentRequest.Value = _c1_Value
@@ -5104,30 +5093,30 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCCoilCurrentInformation/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
         f_EVPCCoilCurrentInformation.Exponent = _c2_Exponent
         f_EVPCCoilCurrentInformation.Value = _c2_Value
@@ -5135,30 +5124,30 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCCurrentOutputInformation/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
         f_EVPCCurrentOutputInformation.Exponent = _c3_Exponent
         f_EVPCCurrentOutputInformation.Value = _c3_Value
@@ -5166,33 +5155,33 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCVoltageOutputInformation/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c4_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c4_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
         else:
-            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
         f_EVPCVoltageOutputInformation.Exponent = _c4_Exponent
         f_EVPCVoltageOutputInformation.Value = _c4_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_EVPCPowerControlParameterType)
@@ -5301,35 +5290,34 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
 def _d_WPT_FinePositioningMethodListType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningMethodListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_WPT_FinePositioningMethod = []
     try:
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('WPT_FinePositioningMethodListType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
         el = 'WPT_FinePositioningMethod'
         _v = ((x >> 1) & 7)
-        if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(p))
+        if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(r.end - q))
         else: _v = _E_iso20_wpt_WPT_FinePositioningMethodType[_v]
         f_WPT_FinePositioningMethod.append(_v)
         s = 1
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 17: raise r.deviation('WPT_FinePositioningMethodListType', p)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 17: raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
                     el = 'WPT_FinePositioningMethod'
                     _v = ((x >> 1) & 7)
-                    if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(p))
+                    if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(r.end - q))
                     else: _v = _E_iso20_wpt_WPT_FinePositioningMethodType[_v]
                     f_WPT_FinePositioningMethod.append(_v)
                     _k += 1
@@ -5341,13 +5329,13 @@ def _d_WPT_FinePositioningMethodListType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_FinePositioningMethodListType', p)
+                    raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
         if s == 8:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningMethodListType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_FinePositioningMethodListType)
@@ -5407,8 +5395,7 @@ def _e_WPT_FinePositioningMethodListType(w, o):
 def _d_WPT_FinePositioningReqType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_EVProcessing = None
@@ -5419,131 +5406,131 @@ def _d_WPT_FinePositioningReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                 el = 'Header'
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/TimeStamp'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_TimeStamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_TimeStamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_TimeStamp = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+                    r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Signature'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c1_Signature = c_xmldsig._d_SignatureType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                         _c1_s = -1
                     elif ec == 1:
                         pass
                         _c1_s = -1
                     else:
-                        raise r.deviation('MessageHeaderType', p)
+                        raise r.deviation('MessageHeaderType', r.end - q)
                 f_Header = _new(iso20_commontypes.MessageHeaderType)
                 f_Header.SessionID = _c1_SessionID
                 f_Header.TimeStamp = _c1_TimeStamp
                 f_Header.Signature = _c1_Signature
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 825: raise r.deviation('WPT_FinePositioningReqType', p)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 825: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                 el = 'EVProcessing'
                 f_EVProcessing = ((x >> 6) & 3)
-                if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_FinePositioningReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+                if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_FinePositioningReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
                 else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
                 el = 'EVResultCode'
                 f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_FinePositioningReqType/EVResultCode', f_EVResultCode, 3, r.at(p))
+                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_FinePositioningReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
                 else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
                 s = 3
             if s == 3:
                 _k = 0
                 while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'VendorSpecificDataContainer'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_v) > 256: r.facet('WPT_FinePositioningReqType/_v', 'length [0, 256]', _v, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                        r.pos = p
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_v) > 256: r.facet('WPT_FinePositioningReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        r.pos = r.end - q
                         f_VendorSpecificDataContainer.append(_v)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         _k += 1
                         if _k == 16:
                             s = 20
                             break
                     elif ec == 1:
-                        p += 12
-                        if p > E: V, E, p = r.slide(p, 12)
-                        x = (V >> (E - p)) & 4095
-                        if x & 3075: raise r.deviation('WPT_FinePositioningReqType', p)
+                        q -= 12
+                        if q < 0: V, q = r.slideq(q, 12)
+                        x = (V >> q) & 4095
+                        if x & 3075: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                         el = 'WPT_LF_DataPackageList/NumPackages'
                         _c2_NumPackages = ((x >> 2) & 255)
                         el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c2_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningReqType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                         f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
                         f_WPT_LF_DataPackageList.NumPackages = _c2_NumPackages
                         f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c2_WPT_LF_DataPackage
@@ -5554,30 +5541,30 @@ def _d_WPT_FinePositioningReqType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('WPT_FinePositioningReqType', p)
+                        raise r.deviation('WPT_FinePositioningReqType', r.end - q)
             if s == 5:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                 s = -1
             if s == 20:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 12
-                    if p > E: V, E, p = r.slide(p, 12)
-                    x = (V >> (E - p)) & 4095
-                    if x & 3075: raise r.deviation('WPT_FinePositioningReqType', p)
+                    q -= 12
+                    if q < 0: V, q = r.slideq(q, 12)
+                    x = (V >> q) & 4095
+                    if x & 3075: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                     el = 'WPT_LF_DataPackageList/NumPackages'
                     _c3_NumPackages = ((x >> 2) & 255)
                     el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
-                    r.pos = p
+                    r.pos = r.end - q
                     _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningReqType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                     f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
                     f_WPT_LF_DataPackageList.NumPackages = _c3_NumPackages
                     f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c3_WPT_LF_DataPackage
@@ -5586,8 +5573,8 @@ def _d_WPT_FinePositioningReqType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('WPT_FinePositioningReqType', p)
-        r.pos = p
+                    raise r.deviation('WPT_FinePositioningReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_FinePositioningReqType)
@@ -5764,8 +5751,7 @@ def _e_WPT_FinePositioningReqType(w, o):
 def _d_WPT_FinePositioningResType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -5776,131 +5762,131 @@ def _d_WPT_FinePositioningResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                 el = 'Header'
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/TimeStamp'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_TimeStamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_TimeStamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_TimeStamp = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+                    r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Signature'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c1_Signature = c_xmldsig._d_SignatureType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                         _c1_s = -1
                     elif ec == 1:
                         pass
                         _c1_s = -1
                     else:
-                        raise r.deviation('MessageHeaderType', p)
+                        raise r.deviation('MessageHeaderType', r.end - q)
                 f_Header = _new(iso20_commontypes.MessageHeaderType)
                 f_Header.SessionID = _c1_SessionID
                 f_Header.TimeStamp = _c1_TimeStamp
                 f_Header.Signature = _c1_Signature
-                p += 14
-                if p > E: V, E, p = r.slide(p, 14)
-                x = (V >> (E - p)) & 16383
-                if x & 12345: raise r.deviation('WPT_FinePositioningResType', p)
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12345: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 6) & 63)
-                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_FinePositioningResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_FinePositioningResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
                 else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
                 el = 'EVSEProcessing'
                 f_EVSEProcessing = ((x >> 1) & 3)
-                if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_FinePositioningResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+                if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_FinePositioningResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
                 else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
                 s = 3
             if s == 3:
                 _k = 0
                 while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'VendorSpecificDataContainer'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_v) > 256: r.facet('WPT_FinePositioningResType/_v', 'length [0, 256]', _v, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                        r.pos = p
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_v) > 256: r.facet('WPT_FinePositioningResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        r.pos = r.end - q
                         f_VendorSpecificDataContainer.append(_v)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         _k += 1
                         if _k == 16:
                             s = 20
                             break
                     elif ec == 1:
-                        p += 12
-                        if p > E: V, E, p = r.slide(p, 12)
-                        x = (V >> (E - p)) & 4095
-                        if x & 3075: raise r.deviation('WPT_FinePositioningResType', p)
+                        q -= 12
+                        if q < 0: V, q = r.slideq(q, 12)
+                        x = (V >> q) & 4095
+                        if x & 3075: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                         el = 'WPT_LF_DataPackageList/NumPackages'
                         _c2_NumPackages = ((x >> 2) & 255)
                         el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c2_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningResType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                         f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
                         f_WPT_LF_DataPackageList.NumPackages = _c2_NumPackages
                         f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c2_WPT_LF_DataPackage
@@ -5911,30 +5897,30 @@ def _d_WPT_FinePositioningResType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('WPT_FinePositioningResType', p)
+                        raise r.deviation('WPT_FinePositioningResType', r.end - q)
             if s == 5:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                 s = -1
             if s == 20:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 12
-                    if p > E: V, E, p = r.slide(p, 12)
-                    x = (V >> (E - p)) & 4095
-                    if x & 3075: raise r.deviation('WPT_FinePositioningResType', p)
+                    q -= 12
+                    if q < 0: V, q = r.slideq(q, 12)
+                    x = (V >> q) & 4095
+                    if x & 3075: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                     el = 'WPT_LF_DataPackageList/NumPackages'
                     _c3_NumPackages = ((x >> 2) & 255)
                     el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
-                    r.pos = p
+                    r.pos = r.end - q
                     _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningResType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                     f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
                     f_WPT_LF_DataPackageList.NumPackages = _c3_NumPackages
                     f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c3_WPT_LF_DataPackage
@@ -5943,8 +5929,8 @@ def _d_WPT_FinePositioningResType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('WPT_FinePositioningResType', p)
-        r.pos = p
+                    raise r.deviation('WPT_FinePositioningResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_FinePositioningResType)
@@ -6121,8 +6107,7 @@ def _e_WPT_FinePositioningResType(w, o):
 def _d_WPT_FinePositioningSetupReqType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningSetupReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_EVProcessing = None
@@ -6136,153 +6121,153 @@ def _d_WPT_FinePositioningSetupReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'Header'
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/TimeStamp'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_TimeStamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_TimeStamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_TimeStamp = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+                    r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Signature'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c1_Signature = c_xmldsig._d_SignatureType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                         _c1_s = -1
                     elif ec == 1:
                         pass
                         _c1_s = -1
                     else:
-                        raise r.deviation('MessageHeaderType', p)
+                        raise r.deviation('MessageHeaderType', r.end - q)
                 f_Header = _new(iso20_commontypes.MessageHeaderType)
                 f_Header.SessionID = _c1_SessionID
                 f_Header.TimeStamp = _c1_TimeStamp
                 f_Header.Signature = _c1_Signature
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 51: raise r.deviation('WPT_FinePositioningSetupReqType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 51: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'EVProcessing'
                 f_EVProcessing = ((x >> 2) & 3)
-                if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_FinePositioningSetupReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+                if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_FinePositioningSetupReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
                 else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
                 el = 'EVDeviceFinePositioningMethodList'
-                r.pos = p
+                r.pos = r.end - q
                 f_EVDeviceFinePositioningMethodList = _d_WPT_FinePositioningMethodListType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'EVDevicePairingMethodList'
-                r.pos = p
+                r.pos = r.end - q
                 f_EVDevicePairingMethodList = _d_WPT_PairingMethodListType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'EVDeviceAlignmentCheckMethodList'
-                r.pos = p
+                r.pos = r.end - q
                 f_EVDeviceAlignmentCheckMethodList = _d_WPT_AlignmentCheckMethodListType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_FinePositioningSetupReqType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'NaturalOffset'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_NaturalOffset = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_NaturalOffset = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_NaturalOffset = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_NaturalOffset = (V >> q) & 127
                 else:
-                    r.pos = p; f_NaturalOffset = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', p)
-                if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(p))
+                    r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
+                if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 s = 6
             if s == 6:
                 _k = 0
                 while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'VendorSpecificDataContainer'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_v) > 256: r.facet('WPT_FinePositioningSetupReqType/_v', 'length [0, 256]', _v, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                        r.pos = p
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_v) > 256: r.facet('WPT_FinePositioningSetupReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        r.pos = r.end - q
                         f_VendorSpecificDataContainer.append(_v)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         _k += 1
                         if _k == 16:
                             s = 23
@@ -6291,27 +6276,27 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         el = 'LF_SystemSetupData'
                         _c2_LF_TransmitterSetupData = None
                         _c2_LF_ReceiverSetupData = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'LF_SystemSetupData/LF_TransmitterSetupData'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c2_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         elif ec == 1:
                             el = 'LF_SystemSetupData/LF_ReceiverSetupData'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c2_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         else:
-                            raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                            raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
                         f_LF_SystemSetupData.LF_TransmitterSetupData = _c2_LF_TransmitterSetupData
                         f_LF_SystemSetupData.LF_ReceiverSetupData = _c2_LF_ReceiverSetupData
@@ -6322,41 +6307,41 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('WPT_FinePositioningSetupReqType', p)
+                        raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
             if s == 8:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 s = -1
             if s == 23:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'LF_SystemSetupData'
                     _c3_LF_TransmitterSetupData = None
                     _c3_LF_ReceiverSetupData = None
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'LF_SystemSetupData/LF_TransmitterSetupData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c3_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     elif ec == 1:
                         el = 'LF_SystemSetupData/LF_ReceiverSetupData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c3_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     else:
-                        raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                        raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
                     f_LF_SystemSetupData.LF_TransmitterSetupData = _c3_LF_TransmitterSetupData
                     f_LF_SystemSetupData.LF_ReceiverSetupData = _c3_LF_ReceiverSetupData
@@ -6365,8 +6350,8 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('WPT_FinePositioningSetupReqType', p)
-        r.pos = p
+                    raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_FinePositioningSetupReqType)
@@ -6608,8 +6593,7 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
 def _d_WPT_FinePositioningSetupResType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningSetupResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -6623,153 +6607,153 @@ def _d_WPT_FinePositioningSetupResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'Header'
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+                    r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/TimeStamp'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_TimeStamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_TimeStamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_TimeStamp = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+                    r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Signature'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c1_Signature = c_xmldsig._d_SignatureType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                         _c1_s = -1
                     elif ec == 1:
                         pass
                         _c1_s = -1
                     else:
-                        raise r.deviation('MessageHeaderType', p)
+                        raise r.deviation('MessageHeaderType', r.end - q)
                 f_Header = _new(iso20_commontypes.MessageHeaderType)
                 f_Header.SessionID = _c1_SessionID
                 f_Header.TimeStamp = _c1_TimeStamp
                 f_Header.Signature = _c1_Signature
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 771: raise r.deviation('WPT_FinePositioningSetupResType', p)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 771: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 63)
-                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_FinePositioningSetupResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_FinePositioningSetupResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
                 else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
                 el = 'PrimaryDeviceFinePositioningMethodList'
-                r.pos = p
+                r.pos = r.end - q
                 f_PrimaryDeviceFinePositioningMethodList = _d_WPT_FinePositioningMethodListType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupResType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'PrimaryDevicePairingMethodList'
-                r.pos = p
+                r.pos = r.end - q
                 f_PrimaryDevicePairingMethodList = _d_WPT_PairingMethodListType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupResType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'PrimaryDeviceAlignmentCheckMethodList'
-                r.pos = p
+                r.pos = r.end - q
                 f_PrimaryDeviceAlignmentCheckMethodList = _d_WPT_AlignmentCheckMethodListType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_FinePositioningSetupResType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'NaturalOffset'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_NaturalOffset = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_NaturalOffset = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_NaturalOffset = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_NaturalOffset = (V >> q) & 127
                 else:
-                    r.pos = p; f_NaturalOffset = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupResType', p)
-                if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(p))
+                    r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
+                if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 s = 6
             if s == 6:
                 _k = 0
                 while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'VendorSpecificDataContainer'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_v) > 256: r.facet('WPT_FinePositioningSetupResType/_v', 'length [0, 256]', _v, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                        r.pos = p
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_v) > 256: r.facet('WPT_FinePositioningSetupResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        r.pos = r.end - q
                         f_VendorSpecificDataContainer.append(_v)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         _k += 1
                         if _k == 16:
                             s = 23
@@ -6778,27 +6762,27 @@ def _d_WPT_FinePositioningSetupResType(r):
                         el = 'LF_SystemSetupData'
                         _c2_LF_TransmitterSetupData = None
                         _c2_LF_ReceiverSetupData = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'LF_SystemSetupData/LF_TransmitterSetupData'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c2_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         elif ec == 1:
                             el = 'LF_SystemSetupData/LF_ReceiverSetupData'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c2_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         else:
-                            raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                            raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
                         f_LF_SystemSetupData.LF_TransmitterSetupData = _c2_LF_TransmitterSetupData
                         f_LF_SystemSetupData.LF_ReceiverSetupData = _c2_LF_ReceiverSetupData
@@ -6809,41 +6793,41 @@ def _d_WPT_FinePositioningSetupResType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('WPT_FinePositioningSetupResType', p)
+                        raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
             if s == 8:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 s = -1
             if s == 23:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'LF_SystemSetupData'
                     _c3_LF_TransmitterSetupData = None
                     _c3_LF_ReceiverSetupData = None
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'LF_SystemSetupData/LF_TransmitterSetupData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c3_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     elif ec == 1:
                         el = 'LF_SystemSetupData/LF_ReceiverSetupData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c3_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     else:
-                        raise r.deviation('WPT_LF_SystemSetupDataType', p)
+                        raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
                     f_LF_SystemSetupData.LF_TransmitterSetupData = _c3_LF_TransmitterSetupData
                     f_LF_SystemSetupData.LF_ReceiverSetupData = _c3_LF_ReceiverSetupData
@@ -6852,8 +6836,8 @@ def _d_WPT_FinePositioningSetupResType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('WPT_FinePositioningSetupResType', p)
-        r.pos = p
+                    raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_FinePositioningSetupResType)
@@ -7095,26 +7079,25 @@ def _e_WPT_FinePositioningSetupResType(w, o):
 def _d_WPT_LF_DataPackageListType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_DataPackageListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_NumPackages = None
     f_WPT_LF_DataPackage = None
     try:
-        p += 12
-        if p > E: V, E, p = r.slide(p, 12)
-        x = (V >> (E - p)) & 4095
-        if x & 3075: raise r.deviation('WPT_LF_DataPackageListType', p)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3075: raise r.deviation('WPT_LF_DataPackageListType', r.end - q)
         el = 'NumPackages'
         f_NumPackages = ((x >> 2) & 255)
         el = 'WPT_LF_DataPackage'
-        r.pos = p
+        r.pos = r.end - q
         f_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_DataPackageListType', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WPT_LF_DataPackageListType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_DataPackageListType)
@@ -7155,79 +7138,78 @@ def _e_WPT_LF_DataPackageListType(w, o):
 def _d_WPT_LF_DataPackageType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_DataPackageType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_PackageIndex = None
     f_LF_TxData = None
     f_LF_RxData = None
     try:
-        p += 11
-        if p > E: V, E, p = r.slide(p, 11)
-        x = (V >> (E - p)) & 2047
-        if x & 1537: raise r.deviation('WPT_LF_DataPackageType', p)
+        q -= 11
+        if q < 0: V, q = r.slideq(q, 11)
+        x = (V >> q) & 2047
+        if x & 1537: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
         el = 'PackageIndex'
         f_PackageIndex = ((x >> 1) & 255)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_DataPackageType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
                 el = 'LF_TxData/WPT_LF_TxDataList/TxIdentifier'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_c1_TxIdentifier = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_c1_TxIdentifier = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c1_TxIdentifier = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 61454: raise r.deviation('WPT_LF_DataPackageType', p)
-                if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_TxIdentifier, r.at(p))
+                    r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slideq(q, 16)
+                x = (V >> q) & 65535
+                if x & 61454: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+                if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_TxIdentifier, r.at(r.end - q))
                 el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Exponent'
                 _c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_c1_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_c1_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c1_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_DataPackageType', p)
+                    r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                if (V >> q) & 31: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
                 if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
-                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(p))
+                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(r.end - q))
                 _c1_c1_EIRP = _new(iso20_commontypes.RationalNumberType)
                 _c1_c1_EIRP.Exponent = _c1_c1_c1_Exponent
                 _c1_c1_EIRP.Value = _c1_c1_c1_Value
@@ -7238,83 +7220,83 @@ def _d_WPT_LF_DataPackageType(r):
                 f_LF_TxData.WPT_LF_TxDataList = _c1_WPT_LF_TxDataList
                 s = -1
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_DataPackageType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
                 el = 'LF_RxData/WPT_LF_RxDataList/RxIdentifier'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c1_RxIdentifier = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c1_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c1_RxIdentifier = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_RxIdentifier = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c1_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_DataPackageType', p)
-                if _c2_c1_RxIdentifier < 1 or _c2_c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c2_c1_RxIdentifier, r.at(p))
+                    r.pos = r.end - q; _c2_c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                if (V >> q) & 31: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+                if _c2_c1_RxIdentifier < 1 or _c2_c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c2_c1_RxIdentifier, r.at(r.end - q))
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c1_c1_c1_TxIdentifier = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c1_c1_c1_TxIdentifier = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_c1_c1_TxIdentifier = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 16
-                if p > E: V, E, p = r.slide(p, 16)
-                x = (V >> (E - p)) & 65535
-                if x & 61454: raise r.deviation('WPT_LF_DataPackageType', p)
-                if _c2_c1_c1_c1_TxIdentifier < 1 or _c2_c1_c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c2_c1_c1_c1_TxIdentifier, r.at(p))
+                    r.pos = r.end - q; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slideq(q, 16)
+                x = (V >> q) & 65535
+                if x & 61454: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+                if _c2_c1_c1_c1_TxIdentifier < 1 or _c2_c1_c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c2_c1_c1_c1_TxIdentifier, r.at(r.end - q))
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Exponent'
                 _c2_c1_c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c1_c1_c1_c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c1_c1_c1_c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_c1_c1_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                if (V >> (E - p)) & 127: raise r.deviation('WPT_LF_DataPackageType', p)
+                    r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                if (V >> q) & 127: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
                 if _neg: _c2_c1_c1_c1_c1_Value = -_c2_c1_c1_c1_c1_Value - 1
-                if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_c1_c1_c1_Value, r.at(p))
+                if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_c1_c1_c1_Value, r.at(r.end - q))
                 _c2_c1_c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
                 _c2_c1_c1_c1_RSSI.Exponent = _c2_c1_c1_c1_c1_Exponent
                 _c2_c1_c1_c1_RSSI.Value = _c2_c1_c1_c1_c1_Value
@@ -7330,8 +7312,8 @@ def _d_WPT_LF_DataPackageType(r):
                 f_LF_RxData.WPT_LF_RxDataList = _c2_WPT_LF_RxDataList
                 s = -1
             else:
-                raise r.deviation('WPT_LF_DataPackageType', p)
-        r.pos = p
+                raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_DataPackageType)
@@ -7469,201 +7451,200 @@ def _e_WPT_LF_DataPackageType(w, o):
 def _d_WPT_LF_ReceiverDataType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_ReceiverDataType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_NumberOfReceivers = None
     f_RxSpecData = []
     try:
-        p += 14
-        if p > E: V, E, p = r.slide(p, 14)
-        x = (V >> (E - p)) & 16383
-        if x & 12303: raise r.deviation('WPT_LF_ReceiverDataType', p)
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12303: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         el = 'NumberOfReceivers'
         f_NumberOfReceivers = ((x >> 4) & 255)
         el = 'RxSpecData/TxRxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TxRxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TxRxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TxRxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; _c1_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', p)
-        if _c1_TxRxIdentifier < 1 or _c1_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c1_TxRxIdentifier, r.at(p))
+            r.pos = r.end - q; _c1_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+        if _c1_TxRxIdentifier < 1 or _c1_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c1_TxRxIdentifier, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_X'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_Coord_X = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_Coord_X = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_Coord_X = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c1_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c1_Coord_X = -_c1_c1_Coord_X - 1
-        if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c1_Coord_X, r.at(p))
+        if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c1_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_Coord_Y = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_Coord_Y = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_Coord_Y = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c1_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c1_Coord_Y = -_c1_c1_Coord_Y - 1
-        if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c1_Coord_Y, r.at(p))
+        if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c1_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_Coord_Z = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_Coord_Z = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_Coord_Z = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c1_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c1_Coord_Z = -_c1_c1_Coord_Z - 1
-        if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c1_Coord_Z, r.at(p))
+        if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c1_Coord_Z, r.at(r.end - q))
         _c1_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c1_TxRxPosition.Coord_X = _c1_c1_Coord_X
         _c1_TxRxPosition.Coord_Y = _c1_c1_Coord_Y
         _c1_TxRxPosition.Coord_Z = _c1_c1_Coord_Z
         el = 'RxSpecData/TxRxOrientation/Coord_X'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c2_Coord_X = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c2_Coord_X = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c2_Coord_X = (V >> q) & 127
         else:
-            r.pos = p; _c1_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c1_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c2_Coord_X = -_c1_c2_Coord_X - 1
-        if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c2_Coord_X, r.at(p))
+        if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c2_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c2_Coord_Y = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c2_Coord_Y = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c2_Coord_Y = (V >> q) & 127
         else:
-            r.pos = p; _c1_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c1_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c2_Coord_Y = -_c1_c2_Coord_Y - 1
-        if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c2_Coord_Y, r.at(p))
+        if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c2_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c2_Coord_Z = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c2_Coord_Z = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c2_Coord_Z = (V >> q) & 127
         else:
-            r.pos = p; _c1_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c1_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c2_Coord_Z = -_c1_c2_Coord_Z - 1
-        if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c2_Coord_Z, r.at(p))
+        if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c2_Coord_Z, r.at(r.end - q))
         _c1_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c1_TxRxOrientation.Coord_X = _c1_c2_Coord_X
         _c1_TxRxOrientation.Coord_Y = _c1_c2_Coord_Y
@@ -7673,192 +7654,192 @@ def _d_WPT_LF_ReceiverDataType(r):
         _v.TxRxPosition = _c1_TxRxPosition
         _v.TxRxOrientation = _c1_TxRxOrientation
         f_RxSpecData.append(_v)
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         el = 'RxSpecData/TxRxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_TxRxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_TxRxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_TxRxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', p)
-        if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(p))
+            r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+        if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_X'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_c1_Coord_X = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_c1_Coord_X = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_c1_Coord_X = (V >> q) & 127
         else:
-            r.pos = p; _c2_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c1_Coord_X = -_c2_c1_Coord_X - 1
-        if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(p))
+        if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_c1_Coord_Y = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_c1_Coord_Y = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_c1_Coord_Y = (V >> q) & 127
         else:
-            r.pos = p; _c2_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c1_Coord_Y = -_c2_c1_Coord_Y - 1
-        if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(p))
+        if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_c1_Coord_Z = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_c1_Coord_Z = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_c1_Coord_Z = (V >> q) & 127
         else:
-            r.pos = p; _c2_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c1_Coord_Z = -_c2_c1_Coord_Z - 1
-        if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c1_Coord_Z, r.at(p))
+        if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c1_Coord_Z, r.at(r.end - q))
         _c2_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c2_TxRxPosition.Coord_X = _c2_c1_Coord_X
         _c2_TxRxPosition.Coord_Y = _c2_c1_Coord_Y
         _c2_TxRxPosition.Coord_Z = _c2_c1_Coord_Z
         el = 'RxSpecData/TxRxOrientation/Coord_X'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_c2_Coord_X = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_c2_Coord_X = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_c2_Coord_X = (V >> q) & 127
         else:
-            r.pos = p; _c2_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c2_Coord_X = -_c2_c2_Coord_X - 1
-        if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(p))
+        if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_c2_Coord_Y = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_c2_Coord_Y = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_c2_Coord_Y = (V >> q) & 127
         else:
-            r.pos = p; _c2_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c2_Coord_Y = -_c2_c2_Coord_Y - 1
-        if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(p))
+        if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_c2_Coord_Z = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_c2_Coord_Z = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_c2_Coord_Z = (V >> q) & 127
         else:
-            r.pos = p; _c2_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c2_Coord_Z = -_c2_c2_Coord_Z - 1
-        if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(p))
+        if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(r.end - q))
         _c2_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c2_TxRxOrientation.Coord_X = _c2_c2_Coord_X
         _c2_TxRxOrientation.Coord_Y = _c2_c2_Coord_Y
@@ -7872,196 +7853,196 @@ def _d_WPT_LF_ReceiverDataType(r):
         if s == 3:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     el = 'RxSpecData/TxRxIdentifier'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_TxRxIdentifier = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_TxRxIdentifier = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_TxRxIdentifier = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', p)
-                    if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(p))
+                        r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                    if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(r.end - q))
                     el = 'RxSpecData/TxRxPosition/Coord_X'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_c1_Coord_X = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_c1_Coord_X = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_c1_Coord_X = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c1_Coord_X = -_c3_c1_Coord_X - 1
-                    if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(p))
+                    if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(r.end - q))
                     el = 'RxSpecData/TxRxPosition/Coord_Y'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_c1_Coord_Y = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_c1_Coord_Y = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_c1_Coord_Y = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c1_Coord_Y = -_c3_c1_Coord_Y - 1
-                    if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(p))
+                    if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(r.end - q))
                     el = 'RxSpecData/TxRxPosition/Coord_Z'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_c1_Coord_Z = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_c1_Coord_Z = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_c1_Coord_Z = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 6
-                    if p > E: V, E, p = r.slide(p, 6)
-                    x = (V >> (E - p)) & 63
-                    if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c1_Coord_Z = -_c3_c1_Coord_Z - 1
-                    if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(p))
+                    if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(r.end - q))
                     _c3_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                     _c3_TxRxPosition.Coord_X = _c3_c1_Coord_X
                     _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
                     _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
                     el = 'RxSpecData/TxRxOrientation/Coord_X'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_c2_Coord_X = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_c2_Coord_X = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_c2_Coord_X = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c2_Coord_X = -_c3_c2_Coord_X - 1
-                    if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(p))
+                    if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(r.end - q))
                     el = 'RxSpecData/TxRxOrientation/Coord_Y'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_c2_Coord_Y = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_c2_Coord_Y = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_c2_Coord_Y = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c2_Coord_Y = -_c3_c2_Coord_Y - 1
-                    if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(p))
+                    if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(r.end - q))
                     el = 'RxSpecData/TxRxOrientation/Coord_Z'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_c2_Coord_Z = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_c2_Coord_Z = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_c2_Coord_Z = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
-                    if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(p))
+                    if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(r.end - q))
                     _c3_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                     _c3_TxRxOrientation.Coord_X = _c3_c2_Coord_X
                     _c3_TxRxOrientation.Coord_Y = _c3_c2_Coord_Y
@@ -8080,13 +8061,13 @@ def _d_WPT_LF_ReceiverDataType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_LF_ReceiverDataType', p)
+                    raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if s == 256:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_ReceiverDataType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_ReceiverDataType)
@@ -8408,88 +8389,87 @@ def _e_WPT_LF_ReceiverDataType(w, o):
 def _d_WPT_LF_RxDataListType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxDataListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_WPT_LF_RxDataList = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_RxDataListType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_LF_RxDataListType', r.end - q)
         el = 'WPT_LF_RxDataList/RxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_RxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_RxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_RxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; _c1_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_RxDataListType', p)
-        if _c1_RxIdentifier < 1 or _c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c1_RxIdentifier, r.at(p))
+            r.pos = r.end - q; _c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        if (V >> q) & 31: raise r.deviation('WPT_LF_RxDataListType', r.end - q)
+        if _c1_RxIdentifier < 1 or _c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c1_RxIdentifier, r.at(r.end - q))
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_c1_TxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_c1_TxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_c1_TxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 61454: raise r.deviation('WPT_LF_RxDataListType', p)
-        if _c1_c1_c1_TxIdentifier < 1 or _c1_c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_c1_TxIdentifier, r.at(p))
+            r.pos = r.end - q; _c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_RxDataListType', r.end - q)
+        if _c1_c1_c1_TxIdentifier < 1 or _c1_c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_c1_TxIdentifier, r.at(r.end - q))
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Exponent'
         _c1_c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_c1_c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_c1_c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_c1_c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        if (V >> (E - p)) & 63: raise r.deviation('WPT_LF_RxDataListType', p)
+            r.pos = r.end - q; _c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        if (V >> q) & 63: raise r.deviation('WPT_LF_RxDataListType', r.end - q)
         if _neg: _c1_c1_c1_c1_Value = -_c1_c1_c1_c1_Value - 1
-        if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_c1_Value, r.at(p))
+        if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_c1_Value, r.at(r.end - q))
         _c1_c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
         _c1_c1_c1_RSSI.Exponent = _c1_c1_c1_c1_Exponent
         _c1_c1_c1_RSSI.Value = _c1_c1_c1_c1_Value
@@ -8501,7 +8481,7 @@ def _d_WPT_LF_RxDataListType(r):
         f_WPT_LF_RxDataList = _new(iso20_wpt.WPT_LF_RxDataType)
         f_WPT_LF_RxDataList.RxIdentifier = _c1_RxIdentifier
         f_WPT_LF_RxDataList.RSSIData = _c1_RSSIData
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_RxDataListType)
@@ -8579,89 +8559,88 @@ def _e_WPT_LF_RxDataListType(w, o):
 def _d_WPT_LF_RxDataType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxDataType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RxIdentifier = None
     f_RSSIData = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_RxDataType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('WPT_LF_RxDataType', r.end - q)
         el = 'RxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_RxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_RxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_RxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; f_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_RxDataType', p)
-        if f_RxIdentifier < 1 or f_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', f_RxIdentifier, r.at(p))
+            r.pos = r.end - q; f_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        if (V >> q) & 31: raise r.deviation('WPT_LF_RxDataType', r.end - q)
+        if f_RxIdentifier < 1 or f_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', f_RxIdentifier, r.at(r.end - q))
         el = 'RSSIData/RSSIDataList/TxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_TxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_TxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_TxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 61454: raise r.deviation('WPT_LF_RxDataType', p)
-        if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_TxIdentifier, r.at(p))
+            r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_RxDataType', r.end - q)
+        if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_TxIdentifier, r.at(r.end - q))
         el = 'RSSIData/RSSIDataList/RSSI/Exponent'
         _c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'RSSIData/RSSIDataList/RSSI/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_RxDataType', p)
+            r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        if (V >> q) & 31: raise r.deviation('WPT_LF_RxDataType', r.end - q)
         if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
-        if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(p))
+        if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(r.end - q))
         _c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
         _c1_c1_RSSI.Exponent = _c1_c1_c1_Exponent
         _c1_c1_RSSI.Value = _c1_c1_c1_Value
@@ -8670,7 +8649,7 @@ def _d_WPT_LF_RxDataType(r):
         _c1_RSSIDataList.RSSI = _c1_c1_RSSI
         f_RSSIData = _new(iso20_wpt.WPT_LF_RxRSSIListType)
         f_RSSIData.RSSIDataList = _c1_RSSIDataList
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_RxDataType)
@@ -8746,72 +8725,71 @@ def _e_WPT_LF_RxDataType(w, o):
 def _d_WPT_LF_RxRSSIListType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxRSSIListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RSSIDataList = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_RxRSSIListType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_LF_RxRSSIListType', r.end - q)
         el = 'RSSIDataList/TxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; _c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 61454: raise r.deviation('WPT_LF_RxRSSIListType', p)
-        if _c1_TxIdentifier < 1 or _c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c1_TxIdentifier, r.at(p))
+            r.pos = r.end - q; _c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_RxRSSIListType', r.end - q)
+        if _c1_TxIdentifier < 1 or _c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c1_TxIdentifier, r.at(r.end - q))
         el = 'RSSIDataList/RSSI/Exponent'
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'RSSIDataList/RSSI/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        if (V >> (E - p)) & 15: raise r.deviation('WPT_LF_RxRSSIListType', p)
+            r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        if (V >> q) & 15: raise r.deviation('WPT_LF_RxRSSIListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_RSSI = _new(iso20_commontypes.RationalNumberType)
         _c1_RSSI.Exponent = _c1_c1_Exponent
         _c1_RSSI.Value = _c1_c1_Value
         f_RSSIDataList = _new(iso20_wpt.WPT_LF_RxRSSIType)
         f_RSSIDataList.TxIdentifier = _c1_TxIdentifier
         f_RSSIDataList.RSSI = _c1_RSSI
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_RxRSSIListType)
@@ -8871,70 +8849,69 @@ def _e_WPT_LF_RxRSSIListType(w, o):
 def _d_WPT_LF_RxRSSIType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxRSSIType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_TxIdentifier = None
     f_RSSI = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_RxRSSIType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('WPT_LF_RxRSSIType', r.end - q)
         el = 'TxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_TxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_TxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_TxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; f_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 61454: raise r.deviation('WPT_LF_RxRSSIType', p)
-        if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', f_TxIdentifier, r.at(p))
+            r.pos = r.end - q; f_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_RxRSSIType', r.end - q)
+        if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', f_TxIdentifier, r.at(r.end - q))
         el = 'RSSI/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'RSSI/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_RxRSSIType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_LF_RxRSSIType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_RSSI = _new(iso20_commontypes.RationalNumberType)
         f_RSSI.Exponent = _c1_Exponent
         f_RSSI.Value = _c1_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_RxRSSIType)
@@ -8992,34 +8969,33 @@ def _e_WPT_LF_RxRSSIType(w, o):
 def _d_WPT_LF_SystemSetupDataType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_SystemSetupDataType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_LF_TransmitterSetupData = None
     f_LF_ReceiverSetupData = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'LF_TransmitterSetupData'
-            r.pos = p
+            r.pos = r.end - q
             f_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
         elif ec == 1:
             el = 'LF_ReceiverSetupData'
-            r.pos = p
+            r.pos = r.end - q
             f_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
         else:
-            raise r.deviation('WPT_LF_SystemSetupDataType', p)
-        r.pos = p
+            raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
@@ -9067,8 +9043,7 @@ def _e_WPT_LF_SystemSetupDataType(w, o):
 def _d_WPT_LF_TransmitterDataType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_TransmitterDataType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_NumberOfTransmitters = None
     f_SignalFrequency = None
@@ -9078,225 +9053,225 @@ def _d_WPT_LF_TransmitterDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 26
-                if p > E: V, E, p = r.slide(p, 26)
-                x = (V >> (E - p)) & 67108863
-                if x & 50393102: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                q -= 26
+                if q < 0: V, q = r.slideq(q, 26)
+                x = (V >> q) & 67108863
+                if x & 50393102: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 el = 'NumberOfTransmitters'
                 f_NumberOfTransmitters = ((x >> 16) & 255)
                 el = 'SignalFrequency/Exponent'
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SignalFrequency/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                if (V >> q) & 31: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_SignalFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_SignalFrequency.Exponent = _c1_Exponent
                 f_SignalFrequency.Value = _c1_Value
                 el = 'TxSpecData/TxRxIdentifier'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_TxRxIdentifier = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_TxRxIdentifier = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_TxRxIdentifier = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', p)
-                if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(p))
+                    r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
+                if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c1_Coord_X = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c1_Coord_X = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Coord_X = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c1_Coord_X = -_c2_c1_Coord_X - 1
-                if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(p))
+                if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c1_Coord_Y = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c1_Coord_Y = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Coord_Y = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c1_Coord_Y = -_c2_c1_Coord_Y - 1
-                if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(p))
+                if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c1_Coord_Z = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c1_Coord_Z = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Coord_Z = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c1_Coord_Z = -_c2_c1_Coord_Z - 1
-                if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c1_Coord_Z, r.at(p))
+                if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c1_Coord_Z, r.at(r.end - q))
                 _c2_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c2_TxRxPosition.Coord_X = _c2_c1_Coord_X
                 _c2_TxRxPosition.Coord_Y = _c2_c1_Coord_Y
                 _c2_TxRxPosition.Coord_Z = _c2_c1_Coord_Z
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c2_Coord_X = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c2_Coord_X = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c2_Coord_X = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c2_Coord_X = -_c2_c2_Coord_X - 1
-                if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(p))
+                if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c2_Coord_Y = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c2_Coord_Y = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c2_Coord_Y = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c2_Coord_Y = -_c2_c2_Coord_Y - 1
-                if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(p))
+                if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c2_Coord_Z = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c2_Coord_Z = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c2_Coord_Z = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c2_Coord_Z = -_c2_c2_Coord_Z - 1
-                if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(p))
+                if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(r.end - q))
                 _c2_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c2_TxRxOrientation.Coord_X = _c2_c2_Coord_X
                 _c2_TxRxOrientation.Coord_Y = _c2_c2_Coord_Y
@@ -9306,192 +9281,192 @@ def _d_WPT_LF_TransmitterDataType(r):
                 _v.TxRxPosition = _c2_TxRxPosition
                 _v.TxRxOrientation = _c2_TxRxOrientation
                 f_TxSpecData.append(_v)
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 el = 'TxSpecData/TxRxIdentifier'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_TxRxIdentifier = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_TxRxIdentifier = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_TxRxIdentifier = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', p)
-                if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(p))
+                    r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
+                if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_c1_Coord_X = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_c1_Coord_X = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c1_Coord_X = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c1_Coord_X = -_c3_c1_Coord_X - 1
-                if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(p))
+                if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_c1_Coord_Y = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_c1_Coord_Y = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c1_Coord_Y = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c1_Coord_Y = -_c3_c1_Coord_Y - 1
-                if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(p))
+                if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_c1_Coord_Z = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_c1_Coord_Z = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c1_Coord_Z = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c1_Coord_Z = -_c3_c1_Coord_Z - 1
-                if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(p))
+                if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(r.end - q))
                 _c3_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c3_TxRxPosition.Coord_X = _c3_c1_Coord_X
                 _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
                 _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_c2_Coord_X = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_c2_Coord_X = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c2_Coord_X = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c2_Coord_X = -_c3_c2_Coord_X - 1
-                if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(p))
+                if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_c2_Coord_Y = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_c2_Coord_Y = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c2_Coord_Y = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c2_Coord_Y = -_c3_c2_Coord_Y - 1
-                if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(p))
+                if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_c2_Coord_Z = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_c2_Coord_Z = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c2_Coord_Z = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                    r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
-                if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(p))
+                if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(r.end - q))
                 _c3_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c3_TxRxOrientation.Coord_X = _c3_c2_Coord_X
                 _c3_TxRxOrientation.Coord_Y = _c3_c2_Coord_Y
@@ -9505,196 +9480,196 @@ def _d_WPT_LF_TransmitterDataType(r):
             if s == 4:
                 _k = 0
                 while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         el = 'TxSpecData/TxRxIdentifier'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_TxRxIdentifier = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_TxRxIdentifier = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_TxRxIdentifier = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 5
-                        if p > E: V, E, p = r.slide(p, 5)
-                        x = (V >> (E - p)) & 31
-                        if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', p)
-                        if _c4_TxRxIdentifier < 1 or _c4_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c4_TxRxIdentifier, r.at(p))
+                            r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
+                        if _c4_TxRxIdentifier < 1 or _c4_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c4_TxRxIdentifier, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_X'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_c1_Coord_X = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_c1_Coord_X = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_c1_Coord_X = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                            r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c1_Coord_X = -_c4_c1_Coord_X - 1
-                        if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c1_Coord_X, r.at(p))
+                        if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c1_Coord_X, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_c1_Coord_Y = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_c1_Coord_Y = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_c1_Coord_Y = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                            r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c1_Coord_Y = -_c4_c1_Coord_Y - 1
-                        if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c1_Coord_Y, r.at(p))
+                        if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c1_Coord_Y, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_c1_Coord_Z = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_c1_Coord_Z = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_c1_Coord_Z = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                            r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c1_Coord_Z = -_c4_c1_Coord_Z - 1
-                        if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c1_Coord_Z, r.at(p))
+                        if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c1_Coord_Z, r.at(r.end - q))
                         _c4_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                         _c4_TxRxPosition.Coord_X = _c4_c1_Coord_X
                         _c4_TxRxPosition.Coord_Y = _c4_c1_Coord_Y
                         _c4_TxRxPosition.Coord_Z = _c4_c1_Coord_Z
                         el = 'TxSpecData/TxRxOrientation/Coord_X'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_c2_Coord_X = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_c2_Coord_X = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_c2_Coord_X = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                            r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c2_Coord_X = -_c4_c2_Coord_X - 1
-                        if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c2_Coord_X, r.at(p))
+                        if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c2_Coord_X, r.at(r.end - q))
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_c2_Coord_Y = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_c2_Coord_Y = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_c2_Coord_Y = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                            r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c2_Coord_Y = -_c4_c2_Coord_Y - 1
-                        if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c2_Coord_Y, r.at(p))
+                        if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c2_Coord_Y, r.at(r.end - q))
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c4_c2_Coord_Z = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c4_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c4_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c4_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c4_c2_Coord_Z = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c4_c2_Coord_Z = (V >> q) & 127
                         else:
-                            r.pos = p; _c4_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                            r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c2_Coord_Z = -_c4_c2_Coord_Z - 1
-                        if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c2_Coord_Z, r.at(p))
+                        if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c2_Coord_Z, r.at(r.end - q))
                         _c4_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                         _c4_TxRxOrientation.Coord_X = _c4_c2_Coord_X
                         _c4_TxRxOrientation.Coord_Y = _c4_c2_Coord_Y
@@ -9710,9 +9685,9 @@ def _d_WPT_LF_TransmitterDataType(r):
                             break
                     elif ec == 1:
                         el = 'TxPackageSpecData'
-                        r.pos = p
+                        r.pos = r.end - q
                         f_TxPackageSpecData = _d_WPT_TxRxPackageSpecDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 6
                         break
                     elif ec == 2:
@@ -9720,28 +9695,28 @@ def _d_WPT_LF_TransmitterDataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
             if s == 6:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 s = -1
             if s == 258:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'TxPackageSpecData'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_TxPackageSpecData = _d_WPT_TxRxPackageSpecDataType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 6
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('WPT_LF_TransmitterDataType', p)
-        r.pos = p
+                    raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_TransmitterDataType)
@@ -10114,72 +10089,71 @@ def _e_WPT_LF_TransmitterDataType(w, o):
 def _d_WPT_LF_TxDataListType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_TxDataListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_WPT_LF_TxDataList = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TxDataListType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_LF_TxDataListType', r.end - q)
         el = 'WPT_LF_TxDataList/TxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; _c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 61454: raise r.deviation('WPT_LF_TxDataListType', p)
-        if _c1_TxIdentifier < 1 or _c1_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', _c1_TxIdentifier, r.at(p))
+            r.pos = r.end - q; _c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_TxDataListType', r.end - q)
+        if _c1_TxIdentifier < 1 or _c1_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', _c1_TxIdentifier, r.at(r.end - q))
         el = 'WPT_LF_TxDataList/EIRP/Exponent'
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'WPT_LF_TxDataList/EIRP/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        if (V >> (E - p)) & 15: raise r.deviation('WPT_LF_TxDataListType', p)
+            r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        if (V >> q) & 15: raise r.deviation('WPT_LF_TxDataListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_EIRP = _new(iso20_commontypes.RationalNumberType)
         _c1_EIRP.Exponent = _c1_c1_Exponent
         _c1_EIRP.Value = _c1_c1_Value
         f_WPT_LF_TxDataList = _new(iso20_wpt.WPT_LF_TxDataType)
         f_WPT_LF_TxDataList.TxIdentifier = _c1_TxIdentifier
         f_WPT_LF_TxDataList.EIRP = _c1_EIRP
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_TxDataListType)
@@ -10239,70 +10213,69 @@ def _e_WPT_LF_TxDataListType(w, o):
 def _d_WPT_LF_TxDataType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_TxDataType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_TxIdentifier = None
     f_EIRP = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_TxDataType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('WPT_LF_TxDataType', r.end - q)
         el = 'TxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_TxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_TxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_TxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; f_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 61454: raise r.deviation('WPT_LF_TxDataType', p)
-        if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', f_TxIdentifier, r.at(p))
+            r.pos = r.end - q; f_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_TxDataType', r.end - q)
+        if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', f_TxIdentifier, r.at(r.end - q))
         el = 'EIRP/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EIRP/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TxDataType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_LF_TxDataType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EIRP = _new(iso20_commontypes.RationalNumberType)
         f_EIRP.Exponent = _c1_Exponent
         f_EIRP.Value = _c1_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_LF_TxDataType)
@@ -10360,35 +10333,34 @@ def _e_WPT_LF_TxDataType(w, o):
 def _d_WPT_PairingMethodListType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_PairingMethodListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_WPT_PairingMethod = []
     try:
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('WPT_PairingMethodListType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('WPT_PairingMethodListType', r.end - q)
         el = 'WPT_PairingMethod'
         _v = ((x >> 1) & 7)
-        if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(p))
+        if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(r.end - q))
         else: _v = _E_iso20_wpt_WPT_PairingMethodType[_v]
         f_WPT_PairingMethod.append(_v)
         s = 1
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 17: raise r.deviation('WPT_PairingMethodListType', p)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 17: raise r.deviation('WPT_PairingMethodListType', r.end - q)
                     el = 'WPT_PairingMethod'
                     _v = ((x >> 1) & 7)
-                    if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(p))
+                    if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(r.end - q))
                     else: _v = _E_iso20_wpt_WPT_PairingMethodType[_v]
                     f_WPT_PairingMethod.append(_v)
                     _k += 1
@@ -10400,13 +10372,13 @@ def _d_WPT_PairingMethodListType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_PairingMethodListType', p)
+                    raise r.deviation('WPT_PairingMethodListType', r.end - q)
         if s == 8:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingMethodListType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_PairingMethodListType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_PairingMethodListType)
@@ -10466,8 +10438,7 @@ def _e_WPT_PairingMethodListType(w, o):
 def _d_WPT_PairingReqType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_PairingReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_EVProcessing = None
@@ -10475,158 +10446,158 @@ def _d_WPT_PairingReqType(r):
     f_EVResultCode = None
     f_VendorSpecificDataContainer = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 25: raise r.deviation('WPT_PairingReqType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 25: raise r.deviation('WPT_PairingReqType', r.end - q)
         el = 'EVProcessing'
         f_EVProcessing = ((x >> 1) & 3)
-        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_PairingReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_PairingReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
                 el = 'ObservedIDCode'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_ObservedIDCode = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_ObservedIDCode = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_ObservedIDCode = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_ObservedIDCode = (V >> q) & 127
                 else:
-                    r.pos = p; f_ObservedIDCode = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 57: raise r.deviation('WPT_PairingReqType', p)
-                if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingReqType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(p))
+                    r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 57: raise r.deviation('WPT_PairingReqType', r.end - q)
+                if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingReqType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(r.end - q))
                 el = 'EVResultCode'
                 f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(p))
+                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
                 else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
                 s = 4
             elif ec == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('WPT_PairingReqType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('WPT_PairingReqType', r.end - q)
                 el = 'EVResultCode'
                 f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(p))
+                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
                 else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
                 s = 4
             else:
-                raise r.deviation('WPT_PairingReqType', p)
+                raise r.deviation('WPT_PairingReqType', r.end - q)
         if s == 4:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'VendorSpecificDataContainer'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_v) > 256: r.facet('WPT_PairingReqType/_v', 'length [0, 256]', _v, r.at(p))
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                    r.pos = p
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_v) > 256: r.facet('WPT_PairingReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    r.pos = r.end - q
                     f_VendorSpecificDataContainer.append(_v)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 16:
                         s = 20
@@ -10636,13 +10607,13 @@ def _d_WPT_PairingReqType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_PairingReqType', p)
+                    raise r.deviation('WPT_PairingReqType', r.end - q)
         if s == 20:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_PairingReqType)
@@ -10795,8 +10766,7 @@ def _e_WPT_PairingReqType(w, o):
 def _d_WPT_PairingResType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_PairingResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -10805,249 +10775,249 @@ def _d_WPT_PairingResType(r):
     f_AlternativeSECCList = None
     f_VendorSpecificDataContainer = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
+            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_TimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_TimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_TimeStamp = (V >> q) & 127
         else:
-            r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(p))
+            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(iso20_commontypes.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        p += 14
-        if p > E: V, E, p = r.slide(p, 14)
-        x = (V >> (E - p)) & 16383
-        if x & 12345: raise r.deviation('WPT_PairingResType', p)
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12345: raise r.deviation('WPT_PairingResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 6) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_PairingResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_PairingResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 1) & 3)
-        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_PairingResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_PairingResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
         s = 3
         if s == 3:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
                 el = 'ObservedIDCode'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_ObservedIDCode = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_ObservedIDCode = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_ObservedIDCode = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_ObservedIDCode = (V >> q) & 127
                 else:
-                    r.pos = p; f_ObservedIDCode = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingResType', p)
-                if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingResType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(p))
+                    r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
+                if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingResType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 el = 'AlternativeSECCList'
-                r.pos = p
+                r.pos = r.end - q
                 f_AlternativeSECCList = _d_AlternativeSECCListType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 2:
                 el = 'VendorSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_PairingResType', p)
+                raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'AlternativeSECCList'
-                r.pos = p
+                r.pos = r.end - q
                 f_AlternativeSECCList = _d_AlternativeSECCListType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 1:
                 el = 'VendorSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_PairingResType', p)
+                raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 5:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'VendorSpecificDataContainer'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                r.pos = p
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                r.pos = r.end - q
                 f_VendorSpecificDataContainer.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 6
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('WPT_PairingResType', p)
+                raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 6:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'VendorSpecificDataContainer'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(p))
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-                    r.pos = p
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    r.pos = r.end - q
                     f_VendorSpecificDataContainer.append(_v)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 15:
                         s = 21
@@ -11057,13 +11027,13 @@ def _d_WPT_PairingResType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('WPT_PairingResType', p)
+                    raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 21:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_PairingResType)
@@ -11279,46 +11249,45 @@ def _e_WPT_PairingResType(w, o):
 def _d_WPT_SPCPowerControlParameterType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_SPCPowerControlParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SPCPrimaryDeviceCoilCurrentInformation = None
     try:
-        p += 15
-        if p > E: V, E, p = r.slide(p, 15)
-        x = (V >> (E - p)) & 32767
-        if x & 28686: raise r.deviation('WPT_SPCPowerControlParameterType', p)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 28686: raise r.deviation('WPT_SPCPowerControlParameterType', r.end - q)
         el = 'SPCPrimaryDeviceCoilCurrentInformation/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'SPCPrimaryDeviceCoilCurrentInformation/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_SPCPowerControlParameterType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_SPCPowerControlParameterType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
         f_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c1_Exponent
         f_SPCPrimaryDeviceCoilCurrentInformation.Value = _c1_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_SPCPowerControlParameterType)
@@ -11364,8 +11333,7 @@ def _e_WPT_SPCPowerControlParameterType(w, o):
 def _d_WPT_TxRxPackageSpecDataType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_TxRxPackageSpecDataType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_PulseSequenceOrder = []
     f_PulseSeparationTime = None
@@ -11375,294 +11343,294 @@ def _d_WPT_TxRxPackageSpecDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseSequenceOrder/IndexNumber'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_IndexNumber = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_IndexNumber = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_IndexNumber = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(p))
+                    r.pos = r.end - q; _c1_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(r.end - q))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_TxRxIdentifier = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_TxRxIdentifier = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_TxRxIdentifier = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if _c1_TxRxIdentifier < 1 or _c1_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c1_TxRxIdentifier, r.at(p))
+                    r.pos = r.end - q; _c1_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if _c1_TxRxIdentifier < 1 or _c1_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c1_TxRxIdentifier, r.at(r.end - q))
                 _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
                 _v.IndexNumber = _c1_IndexNumber
                 _v.TxRxIdentifier = _c1_TxRxIdentifier
-                r.pos = p
+                r.pos = r.end - q
                 f_PulseSequenceOrder.append(_v)
-                V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseSequenceOrder/IndexNumber'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_IndexNumber = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_IndexNumber = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_IndexNumber = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(p))
+                    r.pos = r.end - q; _c2_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(r.end - q))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_TxRxIdentifier = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_TxRxIdentifier = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_TxRxIdentifier = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(p))
+                    r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(r.end - q))
                 _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
                 _v.IndexNumber = _c2_IndexNumber
                 _v.TxRxIdentifier = _c2_TxRxIdentifier
-                r.pos = p
+                r.pos = r.end - q
                 f_PulseSequenceOrder.append(_v)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 2
             if s == 2:
                 _k = 0
                 while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         el = 'PulseSequenceOrder/IndexNumber'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c3_IndexNumber = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c3_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c3_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c3_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c3_IndexNumber = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c3_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_IndexNumber = (V >> q) & 127
                         else:
-                            r.pos = p; _c3_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                        if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(p))
+                            r.pos = r.end - q; _c3_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                        if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(r.end - q))
                         el = 'PulseSequenceOrder/TxRxIdentifier'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c3_TxRxIdentifier = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c3_TxRxIdentifier = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_TxRxIdentifier = (V >> q) & 127
                         else:
-                            r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                        if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(p))
+                            r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                        if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(r.end - q))
                         _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
                         _v.IndexNumber = _c3_IndexNumber
                         _v.TxRxIdentifier = _c3_TxRxIdentifier
-                        r.pos = p
+                        r.pos = r.end - q
                         f_PulseSequenceOrder.append(_v)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         _k += 1
                         if _k == 253:
                             s = 258
                             break
                     elif ec == 1:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         el = 'PulseSeparationTime'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 f_PulseSeparationTime = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; f_PulseSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            f_PulseSeparationTime = (V >> (E - p)) & 127
+                                r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            f_PulseSeparationTime = (V >> q) & 127
                         else:
-                            r.pos = p; f_PulseSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                        if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(p))
+                            r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                        if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                         s = 4
                         break
                     else:
-                        raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                        raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
             if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseDuration'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_PulseDuration = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_PulseDuration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_PulseDuration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_PulseDuration = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_PulseDuration = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_PulseDuration = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_PulseDuration = (V >> q) & 127
                 else:
-                    r.pos = p; f_PulseDuration = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(p))
+                    r.pos = r.end - q; f_PulseDuration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(r.end - q))
                 el = 'PackageSeparationTime'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_PackageSeparationTime = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_PackageSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_PackageSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_PackageSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_PackageSeparationTime = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_PackageSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_PackageSeparationTime = (V >> q) & 127
                 else:
-                    r.pos = p; f_PackageSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(p))
+                    r.pos = r.end - q; f_PackageSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(r.end - q))
                 s = -1
             if s == 258:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseSeparationTime'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_PulseSeparationTime = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_PulseSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_PulseSeparationTime = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_PulseSeparationTime = (V >> q) & 127
                 else:
-                    r.pos = p; f_PulseSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(p))
+                    r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                 s = 4
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_TxRxPackageSpecDataType)
@@ -11842,62 +11810,61 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
 def _d_WPT_TxRxPulseOrderType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_TxRxPulseOrderType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_IndexNumber = None
     f_TxRxIdentifier = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPulseOrderType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('WPT_TxRxPulseOrderType', r.end - q)
         el = 'IndexNumber'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_IndexNumber = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_IndexNumber = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_IndexNumber = (V >> q) & 127
         else:
-            r.pos = p; f_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPulseOrderType', p)
-        if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(p))
+            r.pos = r.end - q; f_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_TxRxPulseOrderType', r.end - q)
+        if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(r.end - q))
         el = 'TxRxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_TxRxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_TxRxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_TxRxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; f_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPulseOrderType', p)
-        if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(p))
-        r.pos = p
+            r.pos = r.end - q; f_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('WPT_TxRxPulseOrderType', r.end - q)
+        if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_TxRxPulseOrderType)
@@ -11946,204 +11913,203 @@ def _e_WPT_TxRxPulseOrderType(w, o):
 def _d_WPT_TxRxSpecDataType(r):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_TxRxSpecDataType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_TxRxIdentifier = None
     f_TxRxPosition = None
     f_TxRxOrientation = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxSpecDataType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         el = 'TxRxIdentifier'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_TxRxIdentifier = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_TxRxIdentifier = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_TxRxIdentifier = (V >> q) & 127
         else:
-            r.pos = p; f_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 30: raise r.deviation('WPT_TxRxSpecDataType', p)
-        if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(p))
+            r.pos = r.end - q; f_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 30: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
+        if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(r.end - q))
         el = 'TxRxPosition/Coord_X'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Coord_X = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Coord_X = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Coord_X = (V >> q) & 127
         else:
-            r.pos = p; _c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
+            r.pos = r.end - q; _c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c1_Coord_X = -_c1_Coord_X - 1
-        if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_Coord_X, r.at(p))
+        if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_Coord_X, r.at(r.end - q))
         el = 'TxRxPosition/Coord_Y'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Coord_Y = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Coord_Y = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Coord_Y = (V >> q) & 127
         else:
-            r.pos = p; _c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
+            r.pos = r.end - q; _c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c1_Coord_Y = -_c1_Coord_Y - 1
-        if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_Coord_Y, r.at(p))
+        if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_Coord_Y, r.at(r.end - q))
         el = 'TxRxPosition/Coord_Z'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Coord_Z = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Coord_Z = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Coord_Z = (V >> q) & 127
         else:
-            r.pos = p; _c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 62: raise r.deviation('WPT_TxRxSpecDataType', p)
+            r.pos = r.end - q; _c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 62: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c1_Coord_Z = -_c1_Coord_Z - 1
-        if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_Coord_Z, r.at(p))
+        if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_Coord_Z, r.at(r.end - q))
         f_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
         f_TxRxPosition.Coord_X = _c1_Coord_X
         f_TxRxPosition.Coord_Y = _c1_Coord_Y
         f_TxRxPosition.Coord_Z = _c1_Coord_Z
         el = 'TxRxOrientation/Coord_X'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Coord_X = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Coord_X = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Coord_X = (V >> q) & 127
         else:
-            r.pos = p; _c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
+            r.pos = r.end - q; _c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c2_Coord_X = -_c2_Coord_X - 1
-        if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_Coord_X, r.at(p))
+        if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_Coord_X, r.at(r.end - q))
         el = 'TxRxOrientation/Coord_Y'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Coord_Y = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Coord_Y = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Coord_Y = (V >> q) & 127
         else:
-            r.pos = p; _c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
+            r.pos = r.end - q; _c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c2_Coord_Y = -_c2_Coord_Y - 1
-        if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_Coord_Y, r.at(p))
+        if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_Coord_Y, r.at(r.end - q))
         el = 'TxRxOrientation/Coord_Z'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Coord_Z = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Coord_Z = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Coord_Z = (V >> q) & 127
         else:
-            r.pos = p; _c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxSpecDataType', p)
+            r.pos = r.end - q; _c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c2_Coord_Z = -_c2_Coord_Z - 1
-        if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_Coord_Z, r.at(p))
+        if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_Coord_Z, r.at(r.end - q))
         f_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
         f_TxRxOrientation.Coord_X = _c2_Coord_X
         f_TxRxOrientation.Coord_Y = _c2_Coord_Y
         f_TxRxOrientation.Coord_Z = _c2_Coord_Z
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso20_wpt.WPT_TxRxSpecDataType)
@@ -12351,25 +12317,24 @@ def _ee1(w, o):  # DigestMethod
 
 def _de2(r):  # DigestValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee2(w, o):  # DigestValue
@@ -12393,23 +12358,22 @@ def _ee3(w, o):  # KeyInfo
 
 def _de4(r):  # KeyName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee4(w, o):  # KeyName
@@ -12435,23 +12399,22 @@ def _ee5(w, o):  # KeyValue
 
 def _de6(r):  # MgmtData
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee6(w, o):  # MgmtData
@@ -12538,34 +12501,33 @@ DOCUMENT_WIDTH = 6
 
 def _de11(r):  # AckMaxDelay
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee11(w, o):  # AckMaxDelay
@@ -12585,34 +12547,33 @@ def _ee11(w, o):  # AckMaxDelay
 
 def _de12(r):  # BPT_DischargedEnergyReadingWh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
@@ -12632,34 +12593,33 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
 
 def _de13(r):  # BPT_InductiveEnergyReadingVARh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
@@ -12679,24 +12639,23 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
 
 def _de14(r):  # BSSID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('BSSID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('BSSID', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso20_wpt:BSSID')
         if len(val) > 12: r.facet('BSSID', 'length [0, 12]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('BSSID', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('BSSID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee14(w, o):  # BSSID
@@ -12717,34 +12676,33 @@ def _ee14(w, o):  # BSSID
 
 def _de15(r):  # CapacitiveEnergyReadingVARh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee15(w, o):  # CapacitiveEnergyReadingVARh
@@ -12764,34 +12722,33 @@ def _ee15(w, o):  # CapacitiveEnergyReadingVARh
 
 def _de16(r):  # ChargedEnergyReadingWh
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee16(w, o):  # ChargedEnergyReadingWh
@@ -12811,14 +12768,13 @@ def _ee16(w, o):  # ChargedEnergyReadingWh
 
 def _de17(r):  # ChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee17(w, o):  # ChargingComplete
@@ -12832,37 +12788,36 @@ def _ee17(w, o):  # ChargingComplete
 
 def _de18(r):  # Coord_X
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('Coord_X', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('Coord_X', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('Coord_X', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Coord_X', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Coord_X', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('Coord_X', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee18(w, o):  # Coord_X
@@ -12883,37 +12838,36 @@ def _ee18(w, o):  # Coord_X
 
 def _de19(r):  # Coord_Y
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('Coord_Y', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('Coord_Y', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('Coord_Y', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Coord_Y', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee19(w, o):  # Coord_Y
@@ -12934,37 +12888,36 @@ def _ee19(w, o):  # Coord_Y
 
 def _de20(r):  # Coord_Z
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('Coord_Z', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('Coord_Z', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('Coord_Z', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Coord_Z', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee20(w, o):  # Coord_Z
@@ -12985,34 +12938,33 @@ def _ee20(w, o):  # Coord_Z
 
 def _de21(r):  # DepartureTime
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee21(w, o):  # DepartureTime
@@ -13032,14 +12984,13 @@ def _ee21(w, o):  # DepartureTime
 
 def _de22(r):  # EVPCChargeDiagnostics
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVPCChargeDiagnostics', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVPCChargeDiagnostics', r.end - q)
     val = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[((x >> 1) & 3)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee22(w, o):  # EVPCChargeDiagnostics
@@ -13054,14 +13005,13 @@ def _ee22(w, o):  # EVPCChargeDiagnostics
 
 def _de23(r):  # EVPCDeviceLocalControl
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVPCDeviceLocalControl', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVPCDeviceLocalControl', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee23(w, o):  # EVPCDeviceLocalControl
@@ -13075,16 +13025,15 @@ def _ee23(w, o):  # EVPCDeviceLocalControl
 
 def _de24(r):  # EVProcessing
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVProcessing', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVProcessing', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee24(w, o):  # EVProcessing
@@ -13099,16 +13048,15 @@ def _ee24(w, o):  # EVProcessing
 
 def _de25(r):  # EVResultCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVResultCode', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVResultCode', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('EVResultCode', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('EVResultCode', val, 3, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_EVResultType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee25(w, o):  # EVResultCode
@@ -13123,16 +13071,15 @@ def _ee25(w, o):  # EVResultCode
 
 def _de26(r):  # EVSENotification
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('EVSENotification', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('EVSENotification', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(p))
+    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee26(w, o):  # EVSENotification
@@ -13147,16 +13094,15 @@ def _ee26(w, o):  # EVSENotification
 
 def _de27(r):  # EVSEProcessing
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVSEProcessing', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVSEProcessing', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee27(w, o):  # EVSEProcessing
@@ -13171,25 +13117,24 @@ def _ee27(w, o):  # EVSEProcessing
 
 def _de28(r):  # Exponent
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee28(w, o):  # Exponent
@@ -13207,14 +13152,13 @@ def _ee28(w, o):  # Exponent
 
 def _de29(r):  # Exponent
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('Exponent', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('Exponent', r.end - q)
     val = ((x >> 1) & 255) + -128
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee29(w, o):  # Exponent
@@ -13228,25 +13172,24 @@ def _ee29(w, o):  # Exponent
 
 def _de30(r):  # G
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('G', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee30(w, o):  # G
@@ -13264,36 +13207,35 @@ def _ee30(w, o):  # G
 
 def _de31(r):  # HMACOutputLength
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('HMACOutputLength', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee31(w, o):  # HMACOutputLength
@@ -13314,24 +13256,23 @@ def _ee31(w, o):  # HMACOutputLength
 
 def _de32(r):  # IPAddress
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('IPAddress', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso20_wpt:IPAddress')
         if len(val) > 39: r.facet('IPAddress', 'length [0, 39]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('IPAddress', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee32(w, o):  # IPAddress
@@ -13352,34 +13293,33 @@ def _ee32(w, o):  # IPAddress
 
 def _de33(r):  # IndexNumber
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('IndexNumber', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('IndexNumber', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('IndexNumber', p)
-    if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('IndexNumber', r.end - q)
+    if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee33(w, o):  # IndexNumber
@@ -13399,14 +13339,13 @@ def _ee33(w, o):  # IndexNumber
 
 def _de34(r):  # InletHot
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('InletHot', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('InletHot', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee34(w, o):  # InletHot
@@ -13420,25 +13359,24 @@ def _ee34(w, o):  # InletHot
 
 def _de35(r):  # J
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('J', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee35(w, o):  # J
@@ -13456,26 +13394,25 @@ def _ee35(w, o):  # J
 
 def _de36(r):  # ManufacturerSpecificDataContainer
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ManufacturerSpecificDataContainer', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 256: r.facet('ManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ManufacturerSpecificDataContainer', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 256: r.facet('ManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee36(w, o):  # ManufacturerSpecificDataContainer
@@ -13494,15 +13431,14 @@ def _ee36(w, o):  # ManufacturerSpecificDataContainer
 
 def _de37(r):  # MaximumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('MaximumSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('MaximumSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee37(w, o):  # MaximumSOC
@@ -13516,24 +13452,23 @@ def _ee37(w, o):  # MaximumSOC
 
 def _de38(r):  # MeterID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso20_commontypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee38(w, o):  # MeterID
@@ -13554,14 +13489,13 @@ def _ee38(w, o):  # MeterID
 
 def _de39(r):  # MeterInfoRequested
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('MeterInfoRequested', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee39(w, o):  # MeterInfoRequested
@@ -13575,26 +13509,25 @@ def _ee39(w, o):  # MeterInfoRequested
 
 def _de40(r):  # MeterSignature
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee40(w, o):  # MeterSignature
@@ -13613,37 +13546,36 @@ def _ee40(w, o):  # MeterSignature
 
 def _de41(r):  # MeterStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('MeterStatus', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee41(w, o):  # MeterStatus
@@ -13664,34 +13596,33 @@ def _ee41(w, o):  # MeterStatus
 
 def _de42(r):  # MeterTimestamp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee42(w, o):  # MeterTimestamp
@@ -13711,15 +13642,14 @@ def _ee42(w, o):  # MeterTimestamp
 
 def _de43(r):  # MinimumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('MinimumSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('MinimumSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee43(w, o):  # MinimumSOC
@@ -13733,25 +13663,24 @@ def _ee43(w, o):  # MinimumSOC
 
 def _de44(r):  # Modulus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee44(w, o):  # Modulus
@@ -13769,34 +13698,33 @@ def _ee44(w, o):  # Modulus
 
 def _de45(r):  # NaturalOffset
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NaturalOffset', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NaturalOffset', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NaturalOffset', p)
-    if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NaturalOffset', r.end - q)
+    if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee45(w, o):  # NaturalOffset
@@ -13816,34 +13744,33 @@ def _ee45(w, o):  # NaturalOffset
 
 def _de46(r):  # NotificationMaxDelay
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee46(w, o):  # NotificationMaxDelay
@@ -13863,14 +13790,13 @@ def _ee46(w, o):  # NotificationMaxDelay
 
 def _de47(r):  # NumPackages
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('NumPackages', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('NumPackages', r.end - q)
     val = ((x >> 1) & 255)
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee47(w, o):  # NumPackages
@@ -13884,14 +13810,13 @@ def _ee47(w, o):  # NumPackages
 
 def _de48(r):  # NumberOfReceivers
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('NumberOfReceivers', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('NumberOfReceivers', r.end - q)
     val = ((x >> 1) & 255)
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee48(w, o):  # NumberOfReceivers
@@ -13905,14 +13830,13 @@ def _ee48(w, o):  # NumberOfReceivers
 
 def _de49(r):  # NumberOfTransmitters
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('NumberOfTransmitters', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('NumberOfTransmitters', r.end - q)
     val = ((x >> 1) & 255)
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee49(w, o):  # NumberOfTransmitters
@@ -13926,34 +13850,33 @@ def _ee49(w, o):  # NumberOfTransmitters
 
 def _de50(r):  # ObservedIDCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ObservedIDCode', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ObservedIDCode', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ObservedIDCode', p)
-    if val < 1 or val > 4294967295: r.facet('ObservedIDCode', 'range [1, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ObservedIDCode', r.end - q)
+    if val < 1 or val > 4294967295: r.facet('ObservedIDCode', 'range [1, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee50(w, o):  # ObservedIDCode
@@ -13973,25 +13896,24 @@ def _ee50(w, o):  # ObservedIDCode
 
 def _de51(r):  # P
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('P', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee51(w, o):  # P
@@ -14009,14 +13931,13 @@ def _ee51(w, o):  # P
 
 def _de52(r):  # PDInputPowerClass
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('PDInputPowerClass', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('PDInputPowerClass', r.end - q)
     val = _E_iso20_wpt_WPT_PowerClassType[((x >> 1) & 3)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee52(w, o):  # PDInputPowerClass
@@ -14031,25 +13952,24 @@ def _ee52(w, o):  # PDInputPowerClass
 
 def _de53(r):  # PGPKeyID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee53(w, o):  # PGPKeyID
@@ -14067,25 +13987,24 @@ def _ee53(w, o):  # PGPKeyID
 
 def _de54(r):  # PGPKeyPacket
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee54(w, o):  # PGPKeyPacket
@@ -14103,14 +14022,13 @@ def _ee54(w, o):  # PGPKeyPacket
 
 def _de55(r):  # PackageIndex
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('PackageIndex', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('PackageIndex', r.end - q)
     val = ((x >> 1) & 255)
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee55(w, o):  # PackageIndex
@@ -14124,34 +14042,33 @@ def _ee55(w, o):  # PackageIndex
 
 def _de56(r):  # PackageSeparationTime
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('PackageSeparationTime', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PackageSeparationTime', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('PackageSeparationTime', p)
-    if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PackageSeparationTime', r.end - q)
+    if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee56(w, o):  # PackageSeparationTime
@@ -14171,25 +14088,24 @@ def _ee56(w, o):  # PackageSeparationTime
 
 def _de57(r):  # PgenCounter
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee57(w, o):  # PgenCounter
@@ -14207,34 +14123,33 @@ def _ee57(w, o):  # PgenCounter
 
 def _de58(r):  # Port
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('Port', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Port', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('Port', p)
-    if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Port', r.end - q)
+    if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee58(w, o):  # Port
@@ -14254,15 +14169,14 @@ def _ee58(w, o):  # Port
 
 def _de59(r):  # PresentSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('PresentSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('PresentSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee59(w, o):  # PresentSOC
@@ -14276,34 +14190,33 @@ def _ee59(w, o):  # PresentSOC
 
 def _de60(r):  # PulseDuration
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('PulseDuration', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PulseDuration', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('PulseDuration', p)
-    if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PulseDuration', r.end - q)
+    if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee60(w, o):  # PulseDuration
@@ -14323,34 +14236,33 @@ def _ee60(w, o):  # PulseDuration
 
 def _de61(r):  # PulseSeparationTime
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('PulseSeparationTime', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PulseSeparationTime', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('PulseSeparationTime', p)
-    if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PulseSeparationTime', r.end - q)
+    if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee61(w, o):  # PulseSeparationTime
@@ -14370,25 +14282,24 @@ def _ee61(w, o):  # PulseSeparationTime
 
 def _de62(r):  # Q
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee62(w, o):  # Q
@@ -14406,34 +14317,33 @@ def _ee62(w, o):  # Q
 
 def _de63(r):  # RemainingTimeToMaximumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee63(w, o):  # RemainingTimeToMaximumSOC
@@ -14453,34 +14363,33 @@ def _ee63(w, o):  # RemainingTimeToMaximumSOC
 
 def _de64(r):  # RemainingTimeToMinimumSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee64(w, o):  # RemainingTimeToMinimumSOC
@@ -14500,34 +14409,33 @@ def _ee64(w, o):  # RemainingTimeToMinimumSOC
 
 def _de65(r):  # RemainingTimeToTargetSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee65(w, o):  # RemainingTimeToTargetSOC
@@ -14547,16 +14455,15 @@ def _ee65(w, o):  # RemainingTimeToTargetSOC
 
 def _de66(r):  # ResponseCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 8
-    if p > E: V, E, p = r.slide(p, 8)
-    x = (V >> (E - p)) & 255
-    if x & 129: raise r.deviation('ResponseCode', p)
+    q = r.end - r.pos
+    q -= 8
+    if q < 0: V, q = r.slideq(q, 8)
+    x = (V >> q) & 255
+    if x & 129: raise r.deviation('ResponseCode', r.end - q)
     val = ((x >> 1) & 63)
-    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(p))
+    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee66(w, o):  # ResponseCode
@@ -14571,34 +14478,33 @@ def _ee66(w, o):  # ResponseCode
 
 def _de67(r):  # RxIdentifier
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RxIdentifier', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RxIdentifier', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RxIdentifier', p)
-    if val < 1 or val > 4294967295: r.facet('RxIdentifier', 'range [1, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RxIdentifier', r.end - q)
+    if val < 1 or val > 4294967295: r.facet('RxIdentifier', 'range [1, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee67(w, o):  # RxIdentifier
@@ -14618,26 +14524,25 @@ def _ee67(w, o):  # RxIdentifier
 
 def _de68(r):  # SDManufacturerSpecificDataContainer
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SDManufacturerSpecificDataContainer', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 256: r.facet('SDManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 256: r.facet('SDManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee68(w, o):  # SDManufacturerSpecificDataContainer
@@ -14656,34 +14561,33 @@ def _ee68(w, o):  # SDManufacturerSpecificDataContainer
 
 def _de69(r):  # SDMaxGroundClearanceSupport
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SDMaxGroundClearanceSupport', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SDMaxGroundClearanceSupport', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SDMaxGroundClearanceSupport', p)
-    if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SDMaxGroundClearanceSupport', r.end - q)
+    if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee69(w, o):  # SDMaxGroundClearanceSupport
@@ -14703,34 +14607,33 @@ def _ee69(w, o):  # SDMaxGroundClearanceSupport
 
 def _de70(r):  # SDMaxGroundClearence
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SDMaxGroundClearence', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SDMaxGroundClearence', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SDMaxGroundClearence', p)
-    if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SDMaxGroundClearence', r.end - q)
+    if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee70(w, o):  # SDMaxGroundClearence
@@ -14750,34 +14653,33 @@ def _ee70(w, o):  # SDMaxGroundClearence
 
 def _de71(r):  # SDMinGroundClearanceSupport
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SDMinGroundClearanceSupport', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SDMinGroundClearanceSupport', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SDMinGroundClearanceSupport', p)
-    if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SDMinGroundClearanceSupport', r.end - q)
+    if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee71(w, o):  # SDMinGroundClearanceSupport
@@ -14797,34 +14699,33 @@ def _ee71(w, o):  # SDMinGroundClearanceSupport
 
 def _de72(r):  # SDMinGroundClearence
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SDMinGroundClearence', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SDMinGroundClearence', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SDMinGroundClearence', p)
-    if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SDMinGroundClearence', r.end - q)
+    if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee72(w, o):  # SDMinGroundClearence
@@ -14844,16 +14745,15 @@ def _ee72(w, o):  # SDMinGroundClearence
 
 def _de73(r):  # SPCChargeDiagnostics
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('SPCChargeDiagnostics', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('SPCChargeDiagnostics', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 6: val = r.enum_index('SPCChargeDiagnostics', val, 6, r.at(p))
+    if val >= 6: val = r.enum_index('SPCChargeDiagnostics', val, 6, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_SPCChargeDiagnosticsType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee73(w, o):  # SPCChargeDiagnostics
@@ -14868,25 +14768,24 @@ def _ee73(w, o):  # SPCChargeDiagnostics
 
 def _de74(r):  # SPKISexp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee74(w, o):  # SPKISexp
@@ -14904,24 +14803,23 @@ def _ee74(w, o):  # SPKISexp
 
 def _de75(r):  # SSID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SSID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SSID', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso20_wpt:SSID')
         if len(val) > 255: r.facet('SSID', 'length [0, 255]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SSID', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SSID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee75(w, o):  # SSID
@@ -14942,25 +14840,24 @@ def _ee75(w, o):  # SSID
 
 def _de76(r):  # Seed
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee76(w, o):  # Seed
@@ -14978,21 +14875,20 @@ def _ee76(w, o):  # Seed
 
 def _de77(r):  # SessionID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-        p += 8 + (_l << 3)
-        val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+        q -= 8 + (_l << 3)
+        val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(p))
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.end - q))
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee77(w, o):  # SessionID
@@ -15011,15 +14907,14 @@ def _ee77(w, o):  # SessionID
 
 def _de78(r):  # TargetSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('TargetSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee78(w, o):  # TargetSOC
@@ -15033,34 +14928,33 @@ def _ee78(w, o):  # TargetSOC
 
 def _de79(r):  # TaxRuleID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
+    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee79(w, o):  # TaxRuleID
@@ -15080,34 +14974,33 @@ def _ee79(w, o):  # TaxRuleID
 
 def _de80(r):  # TimeAnchor
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee80(w, o):  # TimeAnchor
@@ -15127,34 +15020,33 @@ def _ee80(w, o):  # TimeAnchor
 
 def _de81(r):  # TimeStamp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee81(w, o):  # TimeStamp
@@ -15174,34 +15066,33 @@ def _ee81(w, o):  # TimeStamp
 
 def _de82(r):  # TxIdentifier
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TxIdentifier', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TxIdentifier', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TxIdentifier', p)
-    if val < 1 or val > 4294967295: r.facet('TxIdentifier', 'range [1, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TxIdentifier', r.end - q)
+    if val < 1 or val > 4294967295: r.facet('TxIdentifier', 'range [1, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee82(w, o):  # TxIdentifier
@@ -15221,34 +15112,33 @@ def _ee82(w, o):  # TxIdentifier
 
 def _de83(r):  # TxRxIdentifier
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TxRxIdentifier', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TxRxIdentifier', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TxRxIdentifier', p)
-    if val < 1 or val > 4294967295: r.facet('TxRxIdentifier', 'range [1, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TxRxIdentifier', r.end - q)
+    if val < 1 or val > 4294967295: r.facet('TxRxIdentifier', 'range [1, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee83(w, o):  # TxRxIdentifier
@@ -15268,37 +15158,36 @@ def _ee83(w, o):  # TxRxIdentifier
 
 def _de84(r):  # Value
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('Value', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('Value', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('Value', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee84(w, o):  # Value
@@ -15319,26 +15208,25 @@ def _ee84(w, o):  # Value
 
 def _de85(r):  # VendorSpecificDataContainer
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('VendorSpecificDataContainer', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 256: r.facet('VendorSpecificDataContainer', 'length [0, 256]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('VendorSpecificDataContainer', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 256: r.facet('VendorSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee85(w, o):  # VendorSpecificDataContainer
@@ -15357,16 +15245,15 @@ def _ee85(w, o):  # VendorSpecificDataContainer
 
 def _de86(r):  # WPT_AlignmentCheckMethod
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('WPT_AlignmentCheckMethod', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('WPT_AlignmentCheckMethod', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('WPT_AlignmentCheckMethod', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('WPT_AlignmentCheckMethod', val, 3, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_AlignmentCheckMethodType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee86(w, o):  # WPT_AlignmentCheckMethod
@@ -15381,16 +15268,15 @@ def _ee86(w, o):  # WPT_AlignmentCheckMethod
 
 def _de87(r):  # WPT_FinePositioningMethod
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('WPT_FinePositioningMethod', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('WPT_FinePositioningMethod', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 5: val = r.enum_index('WPT_FinePositioningMethod', val, 5, r.at(p))
+    if val >= 5: val = r.enum_index('WPT_FinePositioningMethod', val, 5, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_FinePositioningMethodType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee87(w, o):  # WPT_FinePositioningMethod
@@ -15405,16 +15291,15 @@ def _ee87(w, o):  # WPT_FinePositioningMethod
 
 def _de88(r):  # WPT_PairingMethod
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('WPT_PairingMethod', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('WPT_PairingMethod', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 6: val = r.enum_index('WPT_PairingMethod', val, 6, r.at(p))
+    if val >= 6: val = r.enum_index('WPT_PairingMethod', val, 6, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_PairingMethodType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee88(w, o):  # WPT_PairingMethod
@@ -15429,25 +15314,24 @@ def _ee88(w, o):  # WPT_PairingMethod
 
 def _de89(r):  # X509CRL
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee89(w, o):  # X509CRL
@@ -15465,25 +15349,24 @@ def _ee89(w, o):  # X509CRL
 
 def _de90(r):  # X509Certificate
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee90(w, o):  # X509Certificate
@@ -15501,23 +15384,22 @@ def _ee90(w, o):  # X509Certificate
 
 def _de91(r):  # X509IssuerName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee91(w, o):  # X509IssuerName
@@ -15537,25 +15419,24 @@ def _ee91(w, o):  # X509IssuerName
 
 def _de92(r):  # X509SKI
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee92(w, o):  # X509SKI
@@ -15573,36 +15454,35 @@ def _ee92(w, o):  # X509SKI
 
 def _de93(r):  # X509SerialNumber
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('X509SerialNumber', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee93(w, o):  # X509SerialNumber
@@ -15623,23 +15503,22 @@ def _ee93(w, o):  # X509SerialNumber
 
 def _de94(r):  # X509SubjectName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee94(w, o):  # X509SubjectName
@@ -15659,23 +15538,22 @@ def _ee94(w, o):  # X509SubjectName
 
 def _de95(r):  # XPath
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:XPath')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee95(w, o):  # XPath
@@ -15695,25 +15573,24 @@ def _ee95(w, o):  # XPath
 
 def _de96(r):  # Y
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee96(w, o):  # Y

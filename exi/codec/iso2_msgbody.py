@@ -34,71 +34,70 @@ _I_iso2_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(iso2_msgdataty
 def _d_AuthorizationReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}AuthorizationReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_GenChallenge = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('iso2_msgbody:Id')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 1
         elif ec == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
             el = 'GenChallenge'
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
             s = 2
         elif ec == 2:
             pass
             s = -1
         else:
-            raise r.deviation('AuthorizationReqType', p)
+            raise r.deviation('AuthorizationReqType', r.end - q)
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
                 el = 'GenChallenge'
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                    r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
                 s = 2
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('AuthorizationReqType', p)
+                raise r.deviation('AuthorizationReqType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.AuthorizationReqType)
@@ -174,25 +173,24 @@ def _e_AuthorizationReqType(w, o):
 def _d_AuthorizationResType(r):
     # {urn:iso:15118:2:2013:MsgBody}AuthorizationResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEProcessing = None
     try:
-        p += 14
-        if p > E: V, E, p = r.slide(p, 14)
-        x = (V >> (E - p)) & 16383
-        if x & 12403: raise r.deviation('AuthorizationResType', p)
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12403: raise r.deviation('AuthorizationResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 7) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 2) & 3)
-        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[f_EVSEProcessing]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.AuthorizationResType)
@@ -231,14 +229,13 @@ def _e_AuthorizationResType(w, o):
 def _d_BodyBaseType(r):
     # {urn:iso:15118:2:2013:MsgBody}BodyBaseType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('BodyBaseType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('BodyBaseType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.BodyBaseType)
@@ -261,15 +258,14 @@ def _e_BodyBaseType(w, o):
 def _d_BodyType(r):
     # {urn:iso:15118:2:2013:MsgBody}BodyType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     _cf = None
     _cv = None
     try:
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        ec = (V >> (E - p)) & 63
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        ec = (V >> q) & 63
         if ec < 18:
             if ec < 9:
                 if ec < 4:
@@ -278,111 +274,111 @@ def _d_BodyType(r):
                         _cf = 'AuthorizationReq'
                         _c1_Id = None
                         _c1_GenChallenge = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'AuthorizationReq/@Id'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c1_Id = r.string('iso2_msgbody:Id')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c1_s = 1
                         elif ec == 1:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
                             el = 'AuthorizationReq/GenChallenge'
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c1_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c1_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c1_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                                r.pos = r.end - q; _c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
                             _c1_s = 2
                         elif ec == 2:
                             pass
                             _c1_s = -1
                         else:
-                            raise r.deviation('AuthorizationReqType', p)
+                            raise r.deviation('AuthorizationReqType', r.end - q)
                         if _c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
                                 el = 'AuthorizationReq/GenChallenge'
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c1_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c1_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c1_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                                    r.pos = r.end - q; _c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c1_GenChallenge) < 16 or len(_c1_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
                                 _c1_s = 2
                             elif ec == 1:
                                 pass
                                 _c1_s = -1
                             else:
-                                raise r.deviation('AuthorizationReqType', p)
+                                raise r.deviation('AuthorizationReqType', r.end - q)
                         if _c1_s == 2:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
                             _c1_s = -1
                         _cv = _new(iso2_msgbody.AuthorizationReqType)
                         _cv.Id = _c1_Id
                         _cv.GenChallenge = _c1_GenChallenge
                         s = 1
                     elif ec == 1:
-                        p += 14
-                        if p > E: V, E, p = r.slide(p, 14)
-                        x = (V >> (E - p)) & 16383
-                        if x & 12403: raise r.deviation('BodyType', p)
+                        q -= 14
+                        if q < 0: V, q = r.slideq(q, 14)
+                        x = (V >> q) & 16383
+                        if x & 12403: raise r.deviation('BodyType', r.end - q)
                         el = 'AuthorizationRes'
                         _cf = 'AuthorizationRes'
                         el = 'AuthorizationRes/ResponseCode'
                         _c2_ResponseCode = ((x >> 7) & 31)
-                        if _c2_ResponseCode >= 26: _c2_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', _c2_ResponseCode, 26, r.at(p))
+                        if _c2_ResponseCode >= 26: _c2_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', _c2_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_ResponseCode]
                         el = 'AuthorizationRes/EVSEProcessing'
                         _c2_EVSEProcessing = ((x >> 2) & 3)
-                        if _c2_EVSEProcessing >= 3: _c2_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', _c2_EVSEProcessing, 3, r.at(p))
+                        if _c2_EVSEProcessing >= 3: _c2_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', _c2_EVSEProcessing, 3, r.at(r.end - q))
                         else: _c2_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c2_EVSEProcessing]
                         _cv = _new(iso2_msgbody.AuthorizationResType)
                         _cv.ResponseCode = _c2_ResponseCode
                         _cv.EVSEProcessing = _c2_EVSEProcessing
                         s = 1
                     elif ec == 2:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'BodyElement'
                         _cf = 'BodyElement'
                         _cv = _new(iso2_msgbody.BodyBaseType)
                         s = 1
                     elif ec == 3:
-                        p += 24
-                        if p > E: V, E, p = r.slide(p, 24)
-                        x = (V >> (E - p)) & 16777215
-                        if x & 15604743: raise r.deviation('BodyType', p)
+                        q -= 24
+                        if q < 0: V, q = r.slideq(q, 24)
+                        x = (V >> q) & 16777215
+                        if x & 15604743: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckReq'
                         _cf = 'CableCheckReq'
                         el = 'CableCheckReq/DC_EVStatus/EVReady'
                         _c4_c1_EVReady = ((x >> 20) & 1) == 1
                         el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
                         _c4_c1_EVErrorCode = ((x >> 13) & 15)
-                        if _c4_c1_EVErrorCode >= 12: _c4_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c4_c1_EVErrorCode, 12, r.at(p))
+                        if _c4_c1_EVErrorCode >= 12: _c4_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c4_c1_EVErrorCode, 12, r.at(r.end - q))
                         else: _c4_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c4_c1_EVErrorCode]
                         el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
                         _c4_c1_EVRESSSOC = ((x >> 3) & 127)
-                        if _c4_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c4_c1_EVRESSSOC, r.at(p))
+                        if _c4_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c4_c1_EVRESSSOC, r.at(r.end - q))
                         _c4_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
                         _c4_DC_EVStatus.EVReady = _c4_c1_EVReady
                         _c4_DC_EVStatus.EVErrorCode = _c4_c1_EVErrorCode
@@ -391,103 +387,103 @@ def _d_BodyType(r):
                         _cv.DC_EVStatus = _c4_DC_EVStatus
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 4:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes'
                         _cf = 'CableCheckRes'
                         el = 'CableCheckRes/ResponseCode'
                         _c5_ResponseCode = ((x >> 2) & 31)
-                        if _c5_ResponseCode >= 26: _c5_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c5_ResponseCode, 26, r.at(p))
+                        if _c5_ResponseCode >= 26: _c5_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c5_ResponseCode, 26, r.at(r.end - q))
                         else: _c5_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c5_ResponseCode]
                         el = 'CableCheckRes/DC_EVSEStatus'
                         _c5_c1_NotificationMaxDelay = None
                         _c5_c1_EVSENotification = None
                         _c5_c1_EVSEIsolationStatus = None
                         _c5_c1_EVSEStatusCode = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c5_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c5_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c5_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = p; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-                        if _c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_c1_NotificationMaxDelay, r.at(p))
+                            r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
                         _c5_c1_EVSENotification = ((x >> 1) & 3)
-                        if _c5_c1_EVSENotification >= 3: _c5_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_c1_EVSENotification, 3, r.at(p))
+                        if _c5_c1_EVSENotification >= 3: _c5_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c5_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_c1_EVSENotification]
                         _c5_c1_s = 2
                         if _c5_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 12
-                                if p > E: V, E, p = r.slide(p, 12)
-                                x = (V >> (E - p)) & 4095
-                                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                                q -= 12
+                                if q < 0: V, q = r.slideq(q, 12)
+                                x = (V >> q) & 4095
+                                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c5_c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                                if _c5_c1_EVSEIsolationStatus >= 5: _c5_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c5_c1_EVSEIsolationStatus, 5, r.at(p))
+                                if _c5_c1_EVSEIsolationStatus >= 5: _c5_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c5_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                                 else: _c5_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c5_c1_EVSEIsolationStatus]
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c5_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(p))
+                                if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
                                 _c5_c1_s = 4
                             elif ec == 1:
-                                p += 6
-                                if p > E: V, E, p = r.slide(p, 6)
-                                x = (V >> (E - p)) & 63
-                                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                                q -= 6
+                                if q < 0: V, q = r.slideq(q, 6)
+                                x = (V >> q) & 63
+                                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c5_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(p))
+                                if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
                                 _c5_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVSEStatusType', p)
+                                raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c5_c1_s == 4:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _c5_c1_s = -1
                         _c5_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
                         _c5_DC_EVSEStatus.NotificationMaxDelay = _c5_c1_NotificationMaxDelay
                         _c5_DC_EVSEStatus.EVSENotification = _c5_c1_EVSENotification
                         _c5_DC_EVSEStatus.EVSEIsolationStatus = _c5_c1_EVSEIsolationStatus
                         _c5_DC_EVSEStatus.EVSEStatusCode = _c5_c1_EVSEStatusCode
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 51: raise r.deviation('BodyType', p)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 51: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes/EVSEProcessing'
                         _c5_EVSEProcessing = ((x >> 2) & 3)
-                        if _c5_EVSEProcessing >= 3: _c5_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c5_EVSEProcessing, 3, r.at(p))
+                        if _c5_EVSEProcessing >= 3: _c5_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c5_EVSEProcessing, 3, r.at(r.end - q))
                         else: _c5_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c5_EVSEProcessing]
                         _cv = _new(iso2_msgbody.CableCheckResType)
                         _cv.ResponseCode = _c5_ResponseCode
@@ -495,311 +491,311 @@ def _d_BodyType(r):
                         _cv.EVSEProcessing = _c5_EVSEProcessing
                         s = 1
                     elif ec == 5:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationReq'
                         _cf = 'CertificateInstallationReq'
                         el = 'CertificateInstallationReq/@Id'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c6_Id = r.string('iso2_msgbody:Id')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationReq/OEMProvisioningCert'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
                             _c6_OEMProvisioningCert = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c6_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c6_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c6_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c6_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c6_OEMProvisioningCert, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                                r.pos = r.end - q; _c6_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c6_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c6_OEMProvisioningCert, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c6_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.CertificateInstallationReqType)
                         _cv.Id = _c6_Id
                         _cv.OEMProvisioningCert = _c6_OEMProvisioningCert
                         _cv.ListOfRootCertificateIDs = _c6_ListOfRootCertificateIDs
                         s = 1
                     elif ec == 6:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes'
                         _cf = 'CertificateInstallationRes'
                         el = 'CertificateInstallationRes/ResponseCode'
                         _c7_ResponseCode = ((x >> 2) & 31)
-                        if _c7_ResponseCode >= 26: _c7_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c7_ResponseCode, 26, r.at(p))
+                        if _c7_ResponseCode >= 26: _c7_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c7_ResponseCode, 26, r.at(r.end - q))
                         else: _c7_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c7_ResponseCode]
                         el = 'CertificateInstallationRes/SAProvisioningCertificateChain'
                         _c7_c1_Id = None
                         _c7_c1_Certificate = None
                         _c7_c1_SubCertificates = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/@Id'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c7_c1_Id = r.string('iso2_msgdatatypes:Id')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                                 _c7_c1_Certificate = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c7_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c7_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c7_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                    r.pos = r.end - q; _c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                             _c7_c1_s = 2
                         elif ec == 1:
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                                 _c7_c1_Certificate = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c7_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c7_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c7_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                    r.pos = r.end - q; _c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c7_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                             _c7_c1_s = 2
                         else:
-                            raise r.deviation('CertificateChainType', p)
+                            raise r.deviation('CertificateChainType', r.end - q)
                         if _c7_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c7_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                                 _c7_c1_s = -1
                             elif ec == 1:
                                 pass
                                 _c7_c1_s = -1
                             else:
-                                raise r.deviation('CertificateChainType', p)
+                                raise r.deviation('CertificateChainType', r.end - q)
                         _c7_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
                         _c7_SAProvisioningCertificateChain.Id = _c7_c1_Id
                         _c7_SAProvisioningCertificateChain.Certificate = _c7_c1_Certificate
                         _c7_SAProvisioningCertificateChain.SubCertificates = _c7_c1_SubCertificates
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureCertChain'
                         _c7_c2_Id = None
                         _c7_c2_Certificate = None
                         _c7_c2_SubCertificates = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/@Id'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c7_c2_Id = r.string('iso2_msgdatatypes:Id')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                                 _c7_c2_Certificate = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c7_c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c7_c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c7_c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                    r.pos = r.end - q; _c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                             _c7_c2_s = 2
                         elif ec == 1:
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                                 _c7_c2_Certificate = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c7_c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c7_c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c7_c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                    r.pos = r.end - q; _c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c7_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                             _c7_c2_s = 2
                         else:
-                            raise r.deviation('CertificateChainType', p)
+                            raise r.deviation('CertificateChainType', r.end - q)
                         if _c7_c2_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c7_c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                                 _c7_c2_s = -1
                             elif ec == 1:
                                 pass
                                 _c7_c2_s = -1
                             else:
-                                raise r.deviation('CertificateChainType', p)
+                                raise r.deviation('CertificateChainType', r.end - q)
                         _c7_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
                         _c7_ContractSignatureCertChain.Id = _c7_c2_Id
                         _c7_ContractSignatureCertChain.Certificate = _c7_c2_Certificate
                         _c7_ContractSignatureCertChain.SubCertificates = _c7_c2_SubCertificates
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                         _c7_c3_Id = None
                         _c7_c3_value = None
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey/@Id'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c7_c3_Id = r.string('iso2_msgdatatypes:Id')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         _c7_c3_s = 1
                         if _c7_c3_s == 1:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            ec = (V >> (E - p)) & 1
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            ec = (V >> q) & 1
                             if ec == 0:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c7_c3_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c7_c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c7_c3_value = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c7_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c7_c3_value, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                                    r.pos = r.end - q; _c7_c3_value = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c7_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c7_c3_value, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                                 _c7_c3_s = -1
                             elif ec == 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                                 _c7_c3_value = b''
                                 _c7_c3_s = -1
                             else:
-                                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                         _c7_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
                         _c7_ContractSignatureEncryptedPrivateKey.Id = _c7_c3_Id
                         _c7_ContractSignatureEncryptedPrivateKey.value = _c7_c3_value
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/DHpublickey'
                         _c7_c4_Id = None
                         _c7_c4_value = None
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                         el = 'CertificateInstallationRes/DHpublickey/@Id'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c7_c4_Id = r.string('iso2_msgdatatypes:Id')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         _c7_c4_s = 1
                         if _c7_c4_s == 1:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            ec = (V >> (E - p)) & 1
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            ec = (V >> q) & 1
                             if ec == 0:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c7_c4_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c7_c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c7_c4_value = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c7_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c7_c4_value, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                                    r.pos = r.end - q; _c7_c4_value = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c7_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c7_c4_value, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                                 _c7_c4_s = -1
                             elif ec == 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                                 _c7_c4_value = b''
                                 _c7_c4_s = -1
                             else:
-                                raise r.deviation('DiffieHellmanPublickeyType', p)
+                                raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                         _c7_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
                         _c7_DHpublickey.Id = _c7_c4_Id
                         _c7_DHpublickey.value = _c7_c4_value
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/eMAID'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c7_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.CertificateInstallationResType)
                         _cv.ResponseCode = _c7_ResponseCode
                         _cv.SAProvisioningCertificateChain = _c7_SAProvisioningCertificateChain
@@ -809,114 +805,114 @@ def _d_BodyType(r):
                         _cv.eMAID = _c7_eMAID
                         s = 1
                     elif ec == 7:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateReq'
                         _cf = 'CertificateUpdateReq'
                         el = 'CertificateUpdateReq/@Id'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c8_Id = r.string('iso2_msgbody:Id')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateReq/ContractSignatureCertChain'
                         _c8_c1_Id = None
                         _c8_c1_Certificate = None
                         _c8_c1_SubCertificates = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/@Id'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c8_c1_Id = r.string('iso2_msgdatatypes:Id')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                                 _c8_c1_Certificate = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c8_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c8_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c8_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                    r.pos = r.end - q; _c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                             _c8_c1_s = 2
                         elif ec == 1:
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                                 _c8_c1_Certificate = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c8_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c8_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c8_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                    r.pos = r.end - q; _c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c8_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                             _c8_c1_s = 2
                         else:
-                            raise r.deviation('CertificateChainType', p)
+                            raise r.deviation('CertificateChainType', r.end - q)
                         if _c8_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c8_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                                 _c8_c1_s = -1
                             elif ec == 1:
                                 pass
                                 _c8_c1_s = -1
                             else:
-                                raise r.deviation('CertificateChainType', p)
+                                raise r.deviation('CertificateChainType', r.end - q)
                         _c8_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
                         _c8_ContractSignatureCertChain.Id = _c8_c1_Id
                         _c8_ContractSignatureCertChain.Certificate = _c8_c1_Certificate
                         _c8_ContractSignatureCertChain.SubCertificates = _c8_c1_SubCertificates
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateReq/eMAID'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c8_eMAID = r.string('iso2_msgbody:eMAID')
                         if len(_c8_eMAID) < 14 or len(_c8_eMAID) > 15: r.facet('CertificateUpdateReqType/eMAID', 'length [14, 15]', _c8_eMAID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateReq/ListOfRootCertificateIDs'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c8_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.CertificateUpdateReqType)
                         _cv.Id = _c8_Id
                         _cv.ContractSignatureCertChain = _c8_ContractSignatureCertChain
@@ -926,12 +922,12 @@ def _d_BodyType(r):
                     elif ec == 8:
                         el = 'CertificateUpdateRes'
                         _cf = 'CertificateUpdateRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = _d_CertificateUpdateResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
             else:
                 if ec < 13:
                     if ec == 9:
@@ -942,116 +938,116 @@ def _d_BodyType(r):
                         _c9_AC_EVChargeParameter = None
                         _c9_DC_EVChargeParameter = None
                         _c9_EVChargeParameter = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
-                            if p + 24 <= E:
-                                _y = (V >> (E - p - 24)) & 16777215
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
-                                    p += 8
+                                    q -= 8
                                     _c9_MaxEntriesSAScheduleTuple = _y >> 16
                                 elif not _y & 32768:
-                                    p += 16
+                                    q -= 16
                                     _c9_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                 elif not _y & 128:
-                                    p += 24
+                                    q -= 24
                                     _c9_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
-                                    r.pos = p; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                p += 8
-                                _c9_MaxEntriesSAScheduleTuple = (V >> (E - p)) & 127
+                                    r.pos = r.end - q; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c9_MaxEntriesSAScheduleTuple = (V >> q) & 127
                             else:
-                                r.pos = p; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
-                            p += 7
-                            if p > E: V, E, p = r.slide(p, 7)
-                            x = (V >> (E - p)) & 127
-                            if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                            if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(p))
+                                r.pos = r.end - q; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
                             el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
                             _c9_RequestedEnergyTransferMode = ((x >> 1) & 7)
-                            if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(p))
+                            if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
                             _c9_s = 2
                         elif ec == 1:
-                            p += 5
-                            if p > E: V, E, p = r.slide(p, 5)
-                            x = (V >> (E - p)) & 31
-                            if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
                             _c9_RequestedEnergyTransferMode = ((x >> 1) & 7)
-                            if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(p))
+                            if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
                             _c9_s = 2
                         else:
-                            raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                         if _c9_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c9_s = 3
                             elif ec == 1:
                                 el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c9_s = 3
                             elif ec == 2:
                                 el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
                                 _c9_c1_DepartureTime = None
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                ec = (V >> (E - p)) & 3
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                ec = (V >> q) & 3
                                 if ec == 0:
-                                    p += 1
-                                    if p > E: V, E, p = r.slide(p, 1)
-                                    if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
+                                    q -= 1
+                                    if q < 0: V, q = r.slideq(q, 1)
+                                    if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
                                     el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
-                                    if p + 24 <= E:
-                                        _y = (V >> (E - p - 24)) & 16777215
+                                    if q >= 24:
+                                        _y = (V >> (q - 24)) & 16777215
                                         if _y < 8388608:
-                                            p += 8
+                                            q -= 8
                                             _c9_c1_DepartureTime = _y >> 16
                                         elif not _y & 32768:
-                                            p += 16
+                                            q -= 16
                                             _c9_c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                         elif not _y & 128:
-                                            p += 24
+                                            q -= 24
                                             _c9_c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                         else:
-                                            r.pos = p; _c9_c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                        p += 8
-                                        _c9_c1_DepartureTime = (V >> (E - p)) & 127
+                                            r.pos = r.end - q; _c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                        q -= 8
+                                        _c9_c1_DepartureTime = (V >> q) & 127
                                     else:
-                                        r.pos = p; _c9_c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                                    p += 2
-                                    if p > E: V, E, p = r.slide(p, 2)
-                                    if (V >> (E - p)) & 3: raise r.deviation('EVChargeParameterType', p)
-                                    if _c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c1_DepartureTime, r.at(p))
+                                        r.pos = r.end - q; _c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                    q -= 2
+                                    if q < 0: V, q = r.slideq(q, 2)
+                                    if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
+                                    if _c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c1_DepartureTime, r.at(r.end - q))
                                 elif ec == 1:
                                     pass
                                 else:
-                                    raise r.deviation('EVChargeParameterType', p)
+                                    raise r.deviation('EVChargeParameterType', r.end - q)
                                 _c9_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
                                 _c9_EVChargeParameter.DepartureTime = _c9_c1_DepartureTime
                                 _c9_s = 3
                             else:
-                                raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                                raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                         if _c9_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             _c9_s = -1
                         _cv = _new(iso2_msgbody.ChargeParameterDiscoveryReqType)
                         _cv.MaxEntriesSAScheduleTuple = _c9_MaxEntriesSAScheduleTuple
@@ -1063,14 +1059,14 @@ def _d_BodyType(r):
                     elif ec == 10:
                         el = 'ChargeParameterDiscoveryRes'
                         _cf = 'ChargeParameterDiscoveryRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = _d_ChargeParameterDiscoveryResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 11:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'ChargingStatusReq'
                         _cf = 'ChargingStatusReq'
                         _cv = _new(iso2_msgbody.ChargingStatusReqType)
@@ -1078,26 +1074,26 @@ def _d_BodyType(r):
                     elif ec == 12:
                         el = 'ChargingStatusRes'
                         _cf = 'ChargingStatusRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = _d_ChargingStatusResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 13:
                         el = 'CurrentDemandReq'
                         _cf = 'CurrentDemandReq'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = _d_CurrentDemandReqType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 14:
                         el = 'CurrentDemandRes'
                         _cf = 'CurrentDemandRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = _d_CurrentDemandResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 15:
                         el = 'MeteringReceiptReq'
@@ -1106,87 +1102,87 @@ def _d_BodyType(r):
                         _c11_SessionID = None
                         _c11_SAScheduleTupleID = None
                         _c11_MeterInfo = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'MeteringReceiptReq/@Id'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c11_Id = r.string('iso2_msgbody:Id')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'MeteringReceiptReq/SessionID'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
                                 _c11_SessionID = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c11_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c11_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c11_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                                    r.pos = r.end - q; _c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
                             _c11_s = 2
                         elif ec == 1:
                             el = 'MeteringReceiptReq/SessionID'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
                                 _c11_SessionID = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c11_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c11_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c11_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                                    r.pos = r.end - q; _c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
                             _c11_s = 2
                         else:
-                            raise r.deviation('MeteringReceiptReqType', p)
+                            raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _c11_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 11
-                                if p > E: V, E, p = r.slide(p, 11)
-                                x = (V >> (E - p)) & 2047
-                                if x & 1027: raise r.deviation('MeteringReceiptReqType', p)
+                                q -= 11
+                                if q < 0: V, q = r.slideq(q, 11)
+                                x = (V >> q) & 2047
+                                if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
                                 el = 'MeteringReceiptReq/SAScheduleTupleID'
                                 _c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                                if _c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c11_SAScheduleTupleID, r.at(p))
+                                if _c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c11_SAScheduleTupleID, r.at(r.end - q))
                                 el = 'MeteringReceiptReq/MeterInfo'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c11_s = 4
                             elif ec == 1:
                                 el = 'MeteringReceiptReq/MeterInfo'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c11_s = 4
                             else:
-                                raise r.deviation('MeteringReceiptReqType', p)
+                                raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _c11_s == 4:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             _c11_s = -1
                         _cv = _new(iso2_msgbody.MeteringReceiptReqType)
                         _cv.Id = _c11_Id
@@ -1197,196 +1193,196 @@ def _d_BodyType(r):
                     elif ec == 16:
                         el = 'MeteringReceiptRes'
                         _cf = 'MeteringReceiptRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = _d_MeteringReceiptResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 17:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq'
                         _cf = 'PaymentDetailsReq'
                         el = 'PaymentDetailsReq/eMAID'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c12_eMAID = r.string('iso2_msgbody:eMAID')
                         if len(_c12_eMAID) < 14 or len(_c12_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', _c12_eMAID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
                         _c12_c1_Id = None
                         _c12_c1_Certificate = None
                         _c12_c1_SubCertificates = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/@Id'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c12_c1_Id = r.string('iso2_msgdatatypes:Id')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                                 _c12_c1_Certificate = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c12_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c12_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                    r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                             _c12_c1_s = 2
                         elif ec == 1:
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                                 _c12_c1_Certificate = b''
                             else:
-                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                    p += 8 + (_l << 3)
-                                    _c12_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                    q -= 8 + (_l << 3)
+                                    _c12_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c12_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(p))
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                                    r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                                if len(_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(r.end - q))
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                             _c12_c1_s = 2
                         else:
-                            raise r.deviation('CertificateChainType', p)
+                            raise r.deviation('CertificateChainType', r.end - q)
                         if _c12_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c12_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                                 _c12_c1_s = -1
                             elif ec == 1:
                                 pass
                                 _c12_c1_s = -1
                             else:
-                                raise r.deviation('CertificateChainType', p)
+                                raise r.deviation('CertificateChainType', r.end - q)
                         _c12_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
                         _c12_ContractSignatureCertChain.Id = _c12_c1_Id
                         _c12_ContractSignatureCertChain.Certificate = _c12_c1_Certificate
                         _c12_ContractSignatureCertChain.SubCertificates = _c12_c1_SubCertificates
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.PaymentDetailsReqType)
                         _cv.eMAID = _c12_eMAID
                         _cv.ContractSignatureCertChain = _c12_ContractSignatureCertChain
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
         else:
             if ec < 27:
                 if ec < 22:
                     if ec == 18:
-                        p += 10
-                        if p > E: V, E, p = r.slide(p, 10)
-                        x = (V >> (E - p)) & 1023
-                        if x & 775: raise r.deviation('BodyType', p)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsRes'
                         _cf = 'PaymentDetailsRes'
                         el = 'PaymentDetailsRes/ResponseCode'
                         _c13_ResponseCode = ((x >> 3) & 31)
-                        if _c13_ResponseCode >= 26: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 26, r.at(p))
+                        if _c13_ResponseCode >= 26: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 26, r.at(r.end - q))
                         else: _c13_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c13_ResponseCode]
                         el = 'PaymentDetailsRes/GenChallenge'
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _c13_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _c13_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _c13_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_c13_GenChallenge) < 16 or len(_c13_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c13_GenChallenge, r.at(p))
-                        p += 4
-                        if p > E: V, E, p = r.slide(p, 4)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('BodyType', p)
+                            r.pos = r.end - q; _c13_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_c13_GenChallenge) < 16 or len(_c13_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c13_GenChallenge, r.at(r.end - q))
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsRes/EVSETimeStamp'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c13_EVSETimeStamp = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c13_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c13_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c13_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c13_EVSETimeStamp = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c13_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c13_EVSETimeStamp = (V >> q) & 127
                         else:
-                            r.pos = p; _c13_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                            r.pos = r.end - q; _c13_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c13_EVSETimeStamp = -_c13_EVSETimeStamp - 1
-                        if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c13_EVSETimeStamp, r.at(p))
+                        if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c13_EVSETimeStamp, r.at(r.end - q))
                         _cv = _new(iso2_msgbody.PaymentDetailsResType)
                         _cv.ResponseCode = _c13_ResponseCode
                         _cv.GenChallenge = _c13_GenChallenge
                         _cv.EVSETimeStamp = _c13_EVSETimeStamp
                         s = 1
                     elif ec == 19:
-                        p += 5
-                        if p > E: V, E, p = r.slide(p, 5)
-                        x = (V >> (E - p)) & 31
-                        if x & 27: raise r.deviation('BodyType', p)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 27: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentServiceSelectionReq'
                         _cf = 'PaymentServiceSelectionReq'
                         el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
                         _c14_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
                         el = 'PaymentServiceSelectionReq/SelectedServiceList'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c14_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.PaymentServiceSelectionReqType)
                         _cv.SelectedPaymentOption = _c14_SelectedPaymentOption
                         _cv.SelectedServiceList = _c14_SelectedServiceList
                         s = 1
                     elif ec == 20:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentServiceSelectionRes'
                         _cf = 'PaymentServiceSelectionRes'
                         el = 'PaymentServiceSelectionRes/ResponseCode'
                         _c15_ResponseCode = ((x >> 2) & 31)
-                        if _c15_ResponseCode >= 26: _c15_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c15_ResponseCode, 26, r.at(p))
+                        if _c15_ResponseCode >= 26: _c15_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c15_ResponseCode, 26, r.at(r.end - q))
                         else: _c15_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c15_ResponseCode]
                         _cv = _new(iso2_msgbody.PaymentServiceSelectionResType)
                         _cv.ResponseCode = _c15_ResponseCode
@@ -1394,109 +1390,109 @@ def _d_BodyType(r):
                     elif ec == 21:
                         el = 'PowerDeliveryReq'
                         _cf = 'PowerDeliveryReq'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = _d_PowerDeliveryReqType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 22:
                         el = 'PowerDeliveryRes'
                         _cf = 'PowerDeliveryRes'
-                        r.pos = p
+                        r.pos = r.end - q
                         _cv = _d_PowerDeliveryResType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 23:
-                        p += 39
-                        if p > E: V, E, p = r.slide(p, 39)
-                        x = (V >> (E - p)) & 549755813887
-                        if x & 511336244110: raise r.deviation('BodyType', p)
+                        q -= 39
+                        if q < 0: V, q = r.slideq(q, 39)
+                        x = (V >> q) & 549755813887
+                        if x & 511336244110: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'PreChargeReq/DC_EVStatus/EVReady'
                         _c16_c1_EVReady = ((x >> 35) & 1) == 1
                         el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
                         _c16_c1_EVErrorCode = ((x >> 28) & 15)
-                        if _c16_c1_EVErrorCode >= 12: _c16_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c16_c1_EVErrorCode, 12, r.at(p))
+                        if _c16_c1_EVErrorCode >= 12: _c16_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c16_c1_EVErrorCode, 12, r.at(r.end - q))
                         else: _c16_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c16_c1_EVErrorCode]
                         el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
                         _c16_c1_EVRESSSOC = ((x >> 18) & 127)
-                        if _c16_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c16_c1_EVRESSSOC, r.at(p))
+                        if _c16_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c16_c1_EVRESSSOC, r.at(r.end - q))
                         _c16_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
                         _c16_DC_EVStatus.EVReady = _c16_c1_EVReady
                         _c16_DC_EVStatus.EVErrorCode = _c16_c1_EVErrorCode
                         _c16_DC_EVStatus.EVRESSSOC = _c16_c1_EVRESSSOC
                         el = 'PreChargeReq/EVTargetVoltage/Multiplier'
                         _c16_c2_Multiplier = ((x >> 10) & 7) + -3
-                        if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(p))
+                        if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(r.end - q))
                         el = 'PreChargeReq/EVTargetVoltage/Unit'
                         _c16_c2_Unit = ((x >> 4) & 7)
-                        if _c16_c2_Unit >= 7: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 7, r.at(p))
+                        if _c16_c2_Unit >= 7: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 7, r.at(r.end - q))
                         else: _c16_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c16_c2_Unit]
                         el = 'PreChargeReq/EVTargetVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c16_c2_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c16_c2_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c16_c2_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 18
-                        if p > E: V, E, p = r.slide(p, 18)
-                        x = (V >> (E - p)) & 262143
-                        if x & 254862: raise r.deviation('BodyType', p)
+                            r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 18
+                        if q < 0: V, q = r.slideq(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 254862: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c16_c2_Value = -_c16_c2_Value - 1
-                        if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(p))
+                        if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(r.end - q))
                         _c16_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c16_EVTargetVoltage.Multiplier = _c16_c2_Multiplier
                         _c16_EVTargetVoltage.Unit = _c16_c2_Unit
                         _c16_EVTargetVoltage.Value = _c16_c2_Value
                         el = 'PreChargeReq/EVTargetCurrent/Multiplier'
                         _c16_c3_Multiplier = ((x >> 10) & 7) + -3
-                        if _c16_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c3_Multiplier, r.at(p))
+                        if _c16_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c3_Multiplier, r.at(r.end - q))
                         el = 'PreChargeReq/EVTargetCurrent/Unit'
                         _c16_c3_Unit = ((x >> 4) & 7)
-                        if _c16_c3_Unit >= 7: _c16_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c3_Unit, 7, r.at(p))
+                        if _c16_c3_Unit >= 7: _c16_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c3_Unit, 7, r.at(r.end - q))
                         else: _c16_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c16_c3_Unit]
                         el = 'PreChargeReq/EVTargetCurrent/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c16_c3_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c16_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c16_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c16_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c16_c3_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c16_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c16_c3_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c16_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
+                            r.pos = r.end - q; _c16_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c16_c3_Value = -_c16_c3_Value - 1
-                        if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c3_Value, r.at(p))
+                        if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c3_Value, r.at(r.end - q))
                         _c16_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c16_EVTargetCurrent.Multiplier = _c16_c3_Multiplier
                         _c16_EVTargetCurrent.Unit = _c16_c3_Unit
@@ -1507,129 +1503,129 @@ def _d_BodyType(r):
                         _cv.EVTargetCurrent = _c16_EVTargetCurrent
                         s = 1
                     elif ec == 24:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'PreChargeRes/ResponseCode'
                         _c17_ResponseCode = ((x >> 2) & 31)
-                        if _c17_ResponseCode >= 26: _c17_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c17_ResponseCode, 26, r.at(p))
+                        if _c17_ResponseCode >= 26: _c17_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c17_ResponseCode, 26, r.at(r.end - q))
                         else: _c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c17_ResponseCode]
                         el = 'PreChargeRes/DC_EVSEStatus'
                         _c17_c1_NotificationMaxDelay = None
                         _c17_c1_EVSENotification = None
                         _c17_c1_EVSEIsolationStatus = None
                         _c17_c1_EVSEStatusCode = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c17_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c17_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c17_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c17_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c17_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = p; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-                        if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(p))
+                            r.pos = r.end - q; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
                         _c17_c1_EVSENotification = ((x >> 1) & 3)
-                        if _c17_c1_EVSENotification >= 3: _c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c17_c1_EVSENotification, 3, r.at(p))
+                        if _c17_c1_EVSENotification >= 3: _c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c17_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c17_c1_EVSENotification]
                         _c17_c1_s = 2
                         if _c17_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 12
-                                if p > E: V, E, p = r.slide(p, 12)
-                                x = (V >> (E - p)) & 4095
-                                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                                q -= 12
+                                if q < 0: V, q = r.slideq(q, 12)
+                                x = (V >> q) & 4095
+                                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c17_c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                                if _c17_c1_EVSEIsolationStatus >= 5: _c17_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c17_c1_EVSEIsolationStatus, 5, r.at(p))
+                                if _c17_c1_EVSEIsolationStatus >= 5: _c17_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c17_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                                 else: _c17_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c17_c1_EVSEIsolationStatus]
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c17_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(p))
+                                if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
                                 _c17_c1_s = 4
                             elif ec == 1:
-                                p += 6
-                                if p > E: V, E, p = r.slide(p, 6)
-                                x = (V >> (E - p)) & 63
-                                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                                q -= 6
+                                if q < 0: V, q = r.slideq(q, 6)
+                                x = (V >> q) & 63
+                                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c17_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(p))
+                                if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
                                 _c17_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVSEStatusType', p)
+                                raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c17_c1_s == 4:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _c17_c1_s = -1
                         _c17_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
                         _c17_DC_EVSEStatus.NotificationMaxDelay = _c17_c1_NotificationMaxDelay
                         _c17_DC_EVSEStatus.EVSENotification = _c17_c1_EVSENotification
                         _c17_DC_EVSEStatus.EVSEIsolationStatus = _c17_c1_EVSEIsolationStatus
                         _c17_DC_EVSEStatus.EVSEStatusCode = _c17_c1_EVSEStatusCode
-                        p += 16
-                        if p > E: V, E, p = r.slide(p, 16)
-                        x = (V >> (E - p)) & 65535
-                        if x & 58254: raise r.deviation('BodyType', p)
+                        q -= 16
+                        if q < 0: V, q = r.slideq(q, 16)
+                        x = (V >> q) & 65535
+                        if x & 58254: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
                         _c17_c2_Multiplier = ((x >> 10) & 7) + -3
-                        if _c17_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c17_c2_Multiplier, r.at(p))
+                        if _c17_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c17_c2_Multiplier, r.at(r.end - q))
                         el = 'PreChargeRes/EVSEPresentVoltage/Unit'
                         _c17_c2_Unit = ((x >> 4) & 7)
-                        if _c17_c2_Unit >= 7: _c17_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c17_c2_Unit, 7, r.at(p))
+                        if _c17_c2_Unit >= 7: _c17_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c17_c2_Unit, 7, r.at(r.end - q))
                         else: _c17_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c17_c2_Unit]
                         el = 'PreChargeRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c17_c2_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c17_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c17_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c17_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c17_c2_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c17_c2_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c17_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
+                            r.pos = r.end - q; _c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c17_c2_Value = -_c17_c2_Value - 1
-                        if _c17_c2_Value < -32768 or _c17_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_c2_Value, r.at(p))
+                        if _c17_c2_Value < -32768 or _c17_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_c2_Value, r.at(r.end - q))
                         _c17_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c17_EVSEPresentVoltage.Multiplier = _c17_c2_Multiplier
                         _c17_EVSEPresentVoltage.Unit = _c17_c2_Unit
@@ -1640,34 +1636,34 @@ def _d_BodyType(r):
                         _cv.EVSEPresentVoltage = _c17_EVSEPresentVoltage
                         s = 1
                     elif ec == 25:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'ServiceDetailReq'
                         _cf = 'ServiceDetailReq'
                         el = 'ServiceDetailReq/ServiceID'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c18_ServiceID = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c18_ServiceID = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c18_ServiceID = (V >> q) & 127
                         else:
-                            r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
-                        if _c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(p))
+                            r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        if _c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
                         _cv = _new(iso2_msgbody.ServiceDetailReqType)
                         _cv.ServiceID = _c18_ServiceID
                         s = 1
@@ -1677,63 +1673,63 @@ def _d_BodyType(r):
                         _c19_ResponseCode = None
                         _c19_ServiceID = None
                         _c19_ServiceParameterList = None
-                        p += 10
-                        if p > E: V, E, p = r.slide(p, 10)
-                        x = (V >> (E - p)) & 1023
-                        if x & 775: raise r.deviation('ServiceDetailResType', p)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
                         el = 'ServiceDetailRes/ResponseCode'
                         _c19_ResponseCode = ((x >> 3) & 31)
-                        if _c19_ResponseCode >= 26: _c19_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c19_ResponseCode, 26, r.at(p))
+                        if _c19_ResponseCode >= 26: _c19_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c19_ResponseCode, 26, r.at(r.end - q))
                         else: _c19_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c19_ResponseCode]
                         el = 'ServiceDetailRes/ServiceID'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c19_ServiceID = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c19_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c19_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c19_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c19_ServiceID = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c19_ServiceID = (V >> q) & 127
                         else:
-                            r.pos = p; _c19_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                        if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(p))
+                            r.pos = r.end - q; _c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                        if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(r.end - q))
                         _c19_s = 2
                         if _c19_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ServiceDetailRes/ServiceParameterList'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
                                 _c19_s = -1
                             elif ec == 1:
                                 pass
                                 _c19_s = -1
                             else:
-                                raise r.deviation('ServiceDetailResType', p)
+                                raise r.deviation('ServiceDetailResType', r.end - q)
                         _cv = _new(iso2_msgbody.ServiceDetailResType)
                         _cv.ResponseCode = _c19_ResponseCode
                         _cv.ServiceID = _c19_ServiceID
                         _cv.ServiceParameterList = _c19_ServiceParameterList
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
             else:
                 if ec < 31:
                     if ec == 27:
@@ -1741,32 +1737,32 @@ def _d_BodyType(r):
                         _cf = 'ServiceDiscoveryReq'
                         _c20_ServiceScope = None
                         _c20_ServiceCategory = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'ServiceDiscoveryReq/ServiceScope'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                                 _c20_ServiceScope = ''
                             else:
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c20_ServiceScope = r.string('iso2_msgbody:ServiceScope')
                                 if len(_c20_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', _c20_ServiceScope, r.at(r.pos))
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
                             _c20_s = 1
                         elif ec == 1:
-                            p += 4
-                            if p > E: V, E, p = r.slide(p, 4)
-                            x = (V >> (E - p)) & 15
-                            if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
                             _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                             _c20_s = 2
@@ -1774,16 +1770,16 @@ def _d_BodyType(r):
                             pass
                             _c20_s = -1
                         else:
-                            raise r.deviation('ServiceDiscoveryReqType', p)
+                            raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c20_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 4
-                                if p > E: V, E, p = r.slide(p, 4)
-                                x = (V >> (E - p)) & 15
-                                if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                                q -= 4
+                                if q < 0: V, q = r.slideq(q, 4)
+                                x = (V >> q) & 15
+                                if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
                                 _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                                 _c20_s = 2
@@ -1791,11 +1787,11 @@ def _d_BodyType(r):
                                 pass
                                 _c20_s = -1
                             else:
-                                raise r.deviation('ServiceDiscoveryReqType', p)
+                                raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c20_s == 2:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             _c20_s = -1
                         _cv = _new(iso2_msgbody.ServiceDiscoveryReqType)
                         _cv.ServiceScope = _c20_ServiceScope
@@ -1808,44 +1804,44 @@ def _d_BodyType(r):
                         _c21_PaymentOptionList = None
                         _c21_ChargeService = None
                         _c21_ServiceList = None
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('ServiceDiscoveryResType', r.end - q)
                         el = 'ServiceDiscoveryRes/ResponseCode'
                         _c21_ResponseCode = ((x >> 2) & 31)
-                        if _c21_ResponseCode >= 26: _c21_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c21_ResponseCode, 26, r.at(p))
+                        if _c21_ResponseCode >= 26: _c21_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c21_ResponseCode, 26, r.at(r.end - q))
                         else: _c21_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c21_ResponseCode]
                         el = 'ServiceDiscoveryRes/PaymentOptionList'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c21_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
                         el = 'ServiceDiscoveryRes/ChargeService'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c21_ChargeService = c_iso2_msgdatatypes._d_ChargeServiceType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         _c21_s = 3
                         if _c21_s == 3:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ServiceDiscoveryRes/ServiceList'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c21_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
                                 _c21_s = -1
                             elif ec == 1:
                                 pass
                                 _c21_s = -1
                             else:
-                                raise r.deviation('ServiceDiscoveryResType', p)
+                                raise r.deviation('ServiceDiscoveryResType', r.end - q)
                         _cv = _new(iso2_msgbody.ServiceDiscoveryResType)
                         _cv.ResponseCode = _c21_ResponseCode
                         _cv.PaymentOptionList = _c21_PaymentOptionList
@@ -1853,32 +1849,32 @@ def _d_BodyType(r):
                         _cv.ServiceList = _c21_ServiceList
                         s = 1
                     elif ec == 29:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionSetupReq'
                         _cf = 'SessionSetupReq'
                         el = 'SessionSetupReq/EVCCID'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
                             _c22_EVCCID = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c22_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c22_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c22_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c22_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c22_EVCCID, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                                r.pos = r.end - q; _c22_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c22_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c22_EVCCID, r.at(r.end - q))
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.SessionSetupReqType)
                         _cv.EVCCID = _c22_EVCCID
                         s = 1
@@ -1888,76 +1884,76 @@ def _d_BodyType(r):
                         _c23_ResponseCode = None
                         _c23_EVSEID = None
                         _c23_EVSETimeStamp = None
-                        p += 10
-                        if p > E: V, E, p = r.slide(p, 10)
-                        x = (V >> (E - p)) & 1023
-                        if x & 775: raise r.deviation('SessionSetupResType', p)
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
                         _c23_ResponseCode = ((x >> 3) & 31)
-                        if _c23_ResponseCode >= 26: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 26, r.at(p))
+                        if _c23_ResponseCode >= 26: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 26, r.at(r.end - q))
                         else: _c23_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c23_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c23_EVSEID = r.string('iso2_msgbody:EVSEID')
                         if len(_c23_EVSEID) < 7 or len(_c23_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c23_EVSEID, r.at(r.pos))
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupResType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('SessionSetupResType', r.end - q)
                         _c23_s = 2
                         if _c23_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('SessionSetupResType', p)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                                 el = 'SessionSetupRes/EVSETimeStamp'
                                 _neg = (x & 1)
-                                if p + 24 <= E:
-                                    _y = (V >> (E - p - 24)) & 16777215
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
-                                        p += 8
+                                        q -= 8
                                         _c23_EVSETimeStamp = _y >> 16
                                     elif not _y & 32768:
-                                        p += 16
+                                        q -= 16
                                         _c23_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
-                                        p += 24
+                                        q -= 24
                                         _c23_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c23_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                    p += 8
-                                    _c23_EVSETimeStamp = (V >> (E - p)) & 127
+                                        r.pos = r.end - q; _c23_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c23_EVSETimeStamp = (V >> q) & 127
                                 else:
-                                    r.pos = p; _c23_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
+                                    r.pos = r.end - q; _c23_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
                                 if _neg: _c23_EVSETimeStamp = -_c23_EVSETimeStamp - 1
-                                if _c23_EVSETimeStamp < -9223372036854775808 or _c23_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c23_EVSETimeStamp, r.at(p))
+                                if _c23_EVSETimeStamp < -9223372036854775808 or _c23_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c23_EVSETimeStamp, r.at(r.end - q))
                                 _c23_s = -1
                             elif ec == 1:
                                 pass
                                 _c23_s = -1
                             else:
-                                raise r.deviation('SessionSetupResType', p)
+                                raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(iso2_msgbody.SessionSetupResType)
                         _cv.ResponseCode = _c23_ResponseCode
                         _cv.EVSEID = _c23_EVSEID
                         _cv.EVSETimeStamp = _c23_EVSETimeStamp
                         s = 1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 31:
-                        p += 5
-                        if p > E: V, E, p = r.slide(p, 5)
-                        x = (V >> (E - p)) & 31
-                        if x & 27: raise r.deviation('BodyType', p)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 27: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionStopReq'
                         _cf = 'SessionStopReq'
                         el = 'SessionStopReq/ChargingSession'
@@ -1966,35 +1962,35 @@ def _d_BodyType(r):
                         _cv.ChargingSession = _c24_ChargingSession
                         s = 1
                     elif ec == 32:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
                         _c25_ResponseCode = ((x >> 2) & 31)
-                        if _c25_ResponseCode >= 26: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 26, r.at(p))
+                        if _c25_ResponseCode >= 26: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 26, r.at(r.end - q))
                         else: _c25_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c25_ResponseCode]
                         _cv = _new(iso2_msgbody.SessionStopResType)
                         _cv.ResponseCode = _c25_ResponseCode
                         s = 1
                     elif ec == 33:
-                        p += 24
-                        if p > E: V, E, p = r.slide(p, 24)
-                        x = (V >> (E - p)) & 16777215
-                        if x & 15604743: raise r.deviation('BodyType', p)
+                        q -= 24
+                        if q < 0: V, q = r.slideq(q, 24)
+                        x = (V >> q) & 16777215
+                        if x & 15604743: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
                         _c26_c1_EVReady = ((x >> 20) & 1) == 1
                         el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
                         _c26_c1_EVErrorCode = ((x >> 13) & 15)
-                        if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                        if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
                         else: _c26_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
                         el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
                         _c26_c1_EVRESSSOC = ((x >> 3) & 127)
-                        if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(p))
+                        if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(r.end - q))
                         _c26_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
                         _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
                         _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
@@ -2003,129 +1999,129 @@ def _d_BodyType(r):
                         _cv.DC_EVStatus = _c26_DC_EVStatus
                         s = 1
                     elif ec == 34:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
                         _c27_ResponseCode = ((x >> 2) & 31)
-                        if _c27_ResponseCode >= 26: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 26, r.at(p))
+                        if _c27_ResponseCode >= 26: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 26, r.at(r.end - q))
                         else: _c27_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c27_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
                         _c27_c1_NotificationMaxDelay = None
                         _c27_c1_EVSENotification = None
                         _c27_c1_EVSEIsolationStatus = None
                         _c27_c1_EVSEStatusCode = None
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c27_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c27_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c27_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-                        if _c27_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c27_c1_NotificationMaxDelay, r.at(p))
+                            r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c27_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c27_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
                         _c27_c1_EVSENotification = ((x >> 1) & 3)
-                        if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(p))
+                        if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c27_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
                         _c27_c1_s = 2
                         if _c27_c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                p += 12
-                                if p > E: V, E, p = r.slide(p, 12)
-                                x = (V >> (E - p)) & 4095
-                                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                                q -= 12
+                                if q < 0: V, q = r.slideq(q, 12)
+                                x = (V >> q) & 4095
+                                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c27_c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                                if _c27_c1_EVSEIsolationStatus >= 5: _c27_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c27_c1_EVSEIsolationStatus, 5, r.at(p))
+                                if _c27_c1_EVSEIsolationStatus >= 5: _c27_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c27_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                                 else: _c27_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c27_c1_EVSEIsolationStatus]
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
                                 _c27_c1_s = 4
                             elif ec == 1:
-                                p += 6
-                                if p > E: V, E, p = r.slide(p, 6)
-                                x = (V >> (E - p)) & 63
-                                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                                q -= 6
+                                if q < 0: V, q = r.slideq(q, 6)
+                                x = (V >> q) & 63
+                                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
                                 _c27_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVSEStatusType', p)
+                                raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c27_c1_s == 4:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _c27_c1_s = -1
                         _c27_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
                         _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
                         _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
                         _c27_DC_EVSEStatus.EVSEIsolationStatus = _c27_c1_EVSEIsolationStatus
                         _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
-                        p += 16
-                        if p > E: V, E, p = r.slide(p, 16)
-                        x = (V >> (E - p)) & 65535
-                        if x & 58254: raise r.deviation('BodyType', p)
+                        q -= 16
+                        if q < 0: V, q = r.slideq(q, 16)
+                        x = (V >> q) & 65535
+                        if x & 58254: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
                         _c27_c2_Multiplier = ((x >> 10) & 7) + -3
-                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(p))
+                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(r.end - q))
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
                         _c27_c2_Unit = ((x >> 4) & 7)
-                        if _c27_c2_Unit >= 7: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 7, r.at(p))
+                        if _c27_c2_Unit >= 7: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 7, r.at(r.end - q))
                         else: _c27_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c27_c2_Unit]
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c27_c2_Value = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c27_c2_Value = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c27_c2_Value = (V >> q) & 127
                         else:
-                            r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
+                            r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c27_c2_Value = -_c27_c2_Value - 1
-                        if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(p))
+                        if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
                         _c27_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
                         _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
@@ -2139,13 +2135,13 @@ def _d_BodyType(r):
                         pass
                         s = -1
                     else:
-                        raise r.deviation('BodyType', p)
+                        raise r.deviation('BodyType', r.end - q)
         if s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.BodyType)
@@ -3715,29 +3711,28 @@ def _e_BodyType(w, o):
 def _d_CableCheckReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}CableCheckReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     try:
-        p += 24
-        if p > E: V, E, p = r.slide(p, 24)
-        x = (V >> (E - p)) & 16777215
-        if x & 15604743: raise r.deviation('CableCheckReqType', p)
+        q -= 24
+        if q < 0: V, q = r.slideq(q, 24)
+        x = (V >> q) & 16777215
+        if x & 15604743: raise r.deviation('CableCheckReqType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 20) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
         _c1_EVErrorCode = ((x >> 13) & 15)
-        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
         else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 3) & 127)
-        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
         f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.CableCheckReqType)
@@ -3781,107 +3776,106 @@ def _e_CableCheckReqType(w, o):
 def _d_CableCheckResType(r):
     # {urn:iso:15118:2:2013:MsgBody}CableCheckResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
     f_EVSEProcessing = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('CableCheckResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('CableCheckResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 1) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(p))
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                 else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 1) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 1) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', p)
+                raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _c1_s = -1
         f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 51: raise r.deviation('CableCheckResType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 51: raise r.deviation('CableCheckResType', r.end - q)
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 2) & 3)
-        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[f_EVSEProcessing]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.CableCheckResType)
@@ -3983,52 +3977,51 @@ def _e_CableCheckResType(w, o):
 def _d_CertificateInstallationReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}CertificateInstallationReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_OEMProvisioningCert = None
     f_ListOfRootCertificateIDs = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = '@Id'
-        r.pos = p
+        r.pos = r.end - q
         f_Id = r.string('iso2_msgbody:Id')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'OEMProvisioningCert'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
             f_OEMProvisioningCert = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_OEMProvisioningCert = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', f_OEMProvisioningCert, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', f_OEMProvisioningCert, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'ListOfRootCertificateIDs'
-        r.pos = p
+        r.pos = r.end - q
         f_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.CertificateInstallationReqType)
@@ -4086,8 +4079,7 @@ def _e_CertificateInstallationReqType(w, o):
 def _d_CertificateInstallationResType(r):
     # {urn:iso:15118:2:2013:MsgBody}CertificateInstallationResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_SAProvisioningCertificateChain = None
@@ -4096,264 +4088,264 @@ def _d_CertificateInstallationResType(r):
     f_DHpublickey = None
     f_eMAID = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('CertificateInstallationResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'SAProvisioningCertificateChain'
         _c1_Id = None
         _c1_Certificate = None
         _c1_SubCertificates = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'SAProvisioningCertificateChain/@Id'
-            r.pos = p
+            r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
             el = 'SAProvisioningCertificateChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c1_s = 2
         elif ec == 1:
             el = 'SAProvisioningCertificateChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c1_s = 2
         else:
-            raise r.deviation('CertificateChainType', p)
+            raise r.deviation('CertificateChainType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAProvisioningCertificateChain/SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
+                raise r.deviation('CertificateChainType', r.end - q)
         f_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
         f_SAProvisioningCertificateChain.Id = _c1_Id
         f_SAProvisioningCertificateChain.Certificate = _c1_Certificate
         f_SAProvisioningCertificateChain.SubCertificates = _c1_SubCertificates
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractSignatureCertChain'
         _c2_Id = None
         _c2_Certificate = None
         _c2_SubCertificates = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'ContractSignatureCertChain/@Id'
-            r.pos = p
+            r.pos = r.end - q
             _c2_Id = r.string('iso2_msgdatatypes:Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c2_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c2_s = 2
         elif ec == 1:
             el = 'ContractSignatureCertChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c2_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c2_s = 2
         else:
-            raise r.deviation('CertificateChainType', p)
+            raise r.deviation('CertificateChainType', r.end - q)
         if _c2_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 _c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 _c2_s = -1
             elif ec == 1:
                 pass
                 _c2_s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
+                raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
         f_ContractSignatureCertChain.Id = _c2_Id
         f_ContractSignatureCertChain.Certificate = _c2_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
         _c3_Id = None
         _c3_value = None
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey/@Id'
-        r.pos = p
+        r.pos = r.end - q
         _c3_Id = r.string('iso2_msgdatatypes:Id')
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         _c3_s = 1
         if _c3_s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            ec = (V >> (E - p)) & 1
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            ec = (V >> q) & 1
             if ec == 0:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c3_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c3_value = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                    r.pos = r.end - q; _c3_value = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                 _c3_s = -1
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                 _c3_value = b''
                 _c3_s = -1
             else:
-                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         f_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
         f_ContractSignatureEncryptedPrivateKey.Id = _c3_Id
         f_ContractSignatureEncryptedPrivateKey.value = _c3_value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'DHpublickey'
         _c4_Id = None
         _c4_value = None
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         el = 'DHpublickey/@Id'
-        r.pos = p
+        r.pos = r.end - q
         _c4_Id = r.string('iso2_msgdatatypes:Id')
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         _c4_s = 1
         if _c4_s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            ec = (V >> (E - p)) & 1
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            ec = (V >> q) & 1
             if ec == 0:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c4_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c4_value = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                    r.pos = r.end - q; _c4_value = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                 _c4_s = -1
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                 _c4_value = b''
                 _c4_s = -1
             else:
-                raise r.deviation('DiffieHellmanPublickeyType', p)
+                raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         f_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
         f_DHpublickey.Id = _c4_Id
         f_DHpublickey.value = _c4_value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'eMAID'
-        r.pos = p
+        r.pos = r.end - q
         f_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.CertificateInstallationResType)
@@ -4605,121 +4597,120 @@ def _e_CertificateInstallationResType(w, o):
 def _d_CertificateUpdateReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}CertificateUpdateReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_ContractSignatureCertChain = None
     f_eMAID = None
     f_ListOfRootCertificateIDs = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
         el = '@Id'
-        r.pos = p
+        r.pos = r.end - q
         f_Id = r.string('iso2_msgbody:Id')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
         el = 'ContractSignatureCertChain'
         _c1_Id = None
         _c1_Certificate = None
         _c1_SubCertificates = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'ContractSignatureCertChain/@Id'
-            r.pos = p
+            r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c1_s = 2
         elif ec == 1:
             el = 'ContractSignatureCertChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c1_s = 2
         else:
-            raise r.deviation('CertificateChainType', p)
+            raise r.deviation('CertificateChainType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
+                raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
         f_ContractSignatureCertChain.Id = _c1_Id
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateReqType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
         el = 'eMAID'
-        r.pos = p
+        r.pos = r.end - q
         f_eMAID = r.string('iso2_msgbody:eMAID')
         if len(f_eMAID) < 14 or len(f_eMAID) > 15: r.facet('CertificateUpdateReqType/eMAID', 'length [14, 15]', f_eMAID, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateReqType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
         el = 'ListOfRootCertificateIDs'
-        r.pos = p
+        r.pos = r.end - q
         f_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.CertificateUpdateReqType)
@@ -4845,8 +4836,7 @@ def _e_CertificateUpdateReqType(w, o):
 def _d_CertificateUpdateResType(r):
     # {urn:iso:15118:2:2013:MsgBody}CertificateUpdateResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_SAProvisioningCertificateChain = None
@@ -4856,302 +4846,302 @@ def _d_CertificateUpdateResType(r):
     f_eMAID = None
     f_RetryCounter = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('CertificateUpdateResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'SAProvisioningCertificateChain'
         _c1_Id = None
         _c1_Certificate = None
         _c1_SubCertificates = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'SAProvisioningCertificateChain/@Id'
-            r.pos = p
+            r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
             el = 'SAProvisioningCertificateChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c1_s = 2
         elif ec == 1:
             el = 'SAProvisioningCertificateChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c1_s = 2
         else:
-            raise r.deviation('CertificateChainType', p)
+            raise r.deviation('CertificateChainType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAProvisioningCertificateChain/SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
+                raise r.deviation('CertificateChainType', r.end - q)
         f_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
         f_SAProvisioningCertificateChain.Id = _c1_Id
         f_SAProvisioningCertificateChain.Certificate = _c1_Certificate
         f_SAProvisioningCertificateChain.SubCertificates = _c1_SubCertificates
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractSignatureCertChain'
         _c2_Id = None
         _c2_Certificate = None
         _c2_SubCertificates = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'ContractSignatureCertChain/@Id'
-            r.pos = p
+            r.pos = r.end - q
             _c2_Id = r.string('iso2_msgdatatypes:Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c2_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c2_s = 2
         elif ec == 1:
             el = 'ContractSignatureCertChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c2_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c2_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c2_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c2_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c2_s = 2
         else:
-            raise r.deviation('CertificateChainType', p)
+            raise r.deviation('CertificateChainType', r.end - q)
         if _c2_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 _c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 _c2_s = -1
             elif ec == 1:
                 pass
                 _c2_s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
+                raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
         f_ContractSignatureCertChain.Id = _c2_Id
         f_ContractSignatureCertChain.Certificate = _c2_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
         _c3_Id = None
         _c3_value = None
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey/@Id'
-        r.pos = p
+        r.pos = r.end - q
         _c3_Id = r.string('iso2_msgdatatypes:Id')
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         _c3_s = 1
         if _c3_s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            ec = (V >> (E - p)) & 1
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            ec = (V >> q) & 1
             if ec == 0:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c3_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c3_value = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                    r.pos = r.end - q; _c3_value = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c3_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                 _c3_s = -1
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                 _c3_value = b''
                 _c3_s = -1
             else:
-                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         f_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
         f_ContractSignatureEncryptedPrivateKey.Id = _c3_Id
         f_ContractSignatureEncryptedPrivateKey.value = _c3_value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'DHpublickey'
         _c4_Id = None
         _c4_value = None
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         el = 'DHpublickey/@Id'
-        r.pos = p
+        r.pos = r.end - q
         _c4_Id = r.string('iso2_msgdatatypes:Id')
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         _c4_s = 1
         if _c4_s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            ec = (V >> (E - p)) & 1
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            ec = (V >> q) & 1
             if ec == 0:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c4_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c4_value = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                    r.pos = r.end - q; _c4_value = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c4_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                 _c4_s = -1
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                 _c4_value = b''
                 _c4_s = -1
             else:
-                raise r.deviation('DiffieHellmanPublickeyType', p)
+                raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         f_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
         f_DHpublickey.Id = _c4_Id
         f_DHpublickey.value = _c4_value
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'eMAID'
-        r.pos = p
+        r.pos = r.end - q
         f_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         s = 6
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('CertificateUpdateResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
                 el = 'RetryCounter'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_RetryCounter = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_RetryCounter = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_RetryCounter = (V >> q) & 127
                 else:
-                    r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateResType', p)
+                    r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
                 if _neg: f_RetryCounter = -f_RetryCounter - 1
-                if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(p))
+                if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('CertificateUpdateResType', p)
-        r.pos = p
+                raise r.deviation('CertificateUpdateResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.CertificateUpdateResType)
@@ -5424,8 +5414,7 @@ def _e_CertificateUpdateResType(w, o):
 def _d_ChargeParameterDiscoveryReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}ChargeParameterDiscoveryReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_MaxEntriesSAScheduleTuple = None
     f_RequestedEnergyTransferMode = None
@@ -5433,118 +5422,118 @@ def _d_ChargeParameterDiscoveryReqType(r):
     f_DC_EVChargeParameter = None
     f_EVChargeParameter = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'MaxEntriesSAScheduleTuple'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_MaxEntriesSAScheduleTuple = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_MaxEntriesSAScheduleTuple = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_MaxEntriesSAScheduleTuple = (V >> q) & 127
             else:
-                r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 7
-            if p > E: V, E, p = r.slide(p, 7)
-            x = (V >> (E - p)) & 127
-            if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-            if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(p))
+                r.pos = r.end - q; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(r.end - q))
             el = 'RequestedEnergyTransferMode'
             f_RequestedEnergyTransferMode = ((x >> 1) & 7)
-            if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(p))
+            if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(r.end - q))
             else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
             s = 2
         elif ec == 1:
-            p += 5
-            if p > E: V, E, p = r.slide(p, 5)
-            x = (V >> (E - p)) & 31
-            if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'RequestedEnergyTransferMode'
             f_RequestedEnergyTransferMode = ((x >> 1) & 7)
-            if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(p))
+            if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(r.end - q))
             else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
             s = 2
         else:
-            raise r.deviation('ChargeParameterDiscoveryReqType', p)
+            raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'AC_EVChargeParameter'
-                r.pos = p
+                r.pos = r.end - q
                 f_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
                 el = 'DC_EVChargeParameter'
-                r.pos = p
+                r.pos = r.end - q
                 f_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 2:
                 el = 'EVChargeParameter'
                 _c1_DepartureTime = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
                     el = 'EVChargeParameter/DepartureTime'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c1_DepartureTime = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c1_DepartureTime = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c1_DepartureTime = (V >> q) & 127
                     else:
-                        r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('EVChargeParameterType', p)
-                    if _c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(p))
+                        r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
+                    if _c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
                 elif ec == 1:
                     pass
                 else:
-                    raise r.deviation('EVChargeParameterType', p)
+                    raise r.deviation('EVChargeParameterType', r.end - q)
                 f_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
                 f_EVChargeParameter.DepartureTime = _c1_DepartureTime
                 s = 3
             else:
-                raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         if s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.ChargeParameterDiscoveryReqType)
@@ -5655,8 +5644,7 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
 def _d_ChargeParameterDiscoveryResType(r):
     # {urn:iso:15118:2:2013:MsgBody}ChargeParameterDiscoveryResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEProcessing = None
@@ -5666,67 +5654,67 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_DC_EVSEChargeParameter = None
     f_EVSEChargeParameter = None
     try:
-        p += 13
-        if p > E: V, E, p = r.slide(p, 13)
-        x = (V >> (E - p)) & 8191
-        if x & 6201: raise r.deviation('ChargeParameterDiscoveryResType', p)
+        q -= 13
+        if q < 0: V, q = r.slideq(q, 13)
+        x = (V >> q) & 8191
+        if x & 6201: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 6) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 1) & 3)
-        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ChargeParameterDiscoveryResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ChargeParameterDiscoveryResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[f_EVSEProcessing]
         s = 2
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'SAScheduleList'
-                r.pos = p
+                r.pos = r.end - q
                 f_SAScheduleList = c_iso2_msgdatatypes._d_SAScheduleListType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'SASchedules'
                 f_SASchedules = _new(iso2_msgdatatypes.SASchedulesType)
                 s = 3
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 27
-                if p > E: V, E, p = r.slide(p, 27)
-                x = (V >> (E - p)) & 134217727
-                if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 27
+                if q < 0: V, q = r.slideq(q, 27)
+                x = (V >> q) & 134217727
+                if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                 _c2_c1_EVSENotification = ((x >> 22) & 3)
-                if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(p))
+                if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(r.end - q))
                 else: _c2_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                 _c2_c1_RCD = ((x >> 18) & 1) == 1
@@ -5736,73 +5724,73 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c2_AC_EVSEStatus.RCD = _c2_c1_RCD
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
                 _c2_c2_Multiplier = ((x >> 10) & 7) + -3
-                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(p))
+                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(r.end - q))
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
                 _c2_c2_Unit = ((x >> 4) & 7)
-                if _c2_c2_Unit >= 7: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 7, r.at(p))
+                if _c2_c2_Unit >= 7: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 7, r.at(r.end - q))
                 else: _c2_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c2_Unit]
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slideq(q, 18)
+                x = (V >> q) & 262143
+                if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                 _c2_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                 _c2_EVSENominalVoltage.Multiplier = _c2_c2_Multiplier
                 _c2_EVSENominalVoltage.Unit = _c2_c2_Unit
                 _c2_EVSENominalVoltage.Value = _c2_c2_Value
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                 _c2_c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(p))
+                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
                 _c2_c3_Unit = ((x >> 4) & 7)
-                if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(p))
+                if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(r.end - q))
                 else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
+                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
                 _c2_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
                 _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
                 _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
@@ -5814,54 +5802,54 @@ def _d_ChargeParameterDiscoveryResType(r):
                 s = 4
             elif ec == 3:
                 el = 'DC_EVSEChargeParameter'
-                r.pos = p
+                r.pos = r.end - q
                 f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 4:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'EVSEChargeParameter'
                 f_EVSEChargeParameter = _new(iso2_msgdatatypes.EVSEChargeParameterType)
                 s = 4
             else:
-                raise r.deviation('ChargeParameterDiscoveryResType', p)
+                raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_c1_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 27
-                if p > E: V, E, p = r.slide(p, 27)
-                x = (V >> (E - p)) & 134217727
-                if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                if _c4_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_c1_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 27
+                if q < 0: V, q = r.slideq(q, 27)
+                x = (V >> q) & 134217727
+                if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                if _c4_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_c1_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                 _c4_c1_EVSENotification = ((x >> 22) & 3)
-                if _c4_c1_EVSENotification >= 3: _c4_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_c1_EVSENotification, 3, r.at(p))
+                if _c4_c1_EVSENotification >= 3: _c4_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_c1_EVSENotification, 3, r.at(r.end - q))
                 else: _c4_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_c1_EVSENotification]
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                 _c4_c1_RCD = ((x >> 18) & 1) == 1
@@ -5871,73 +5859,73 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c4_AC_EVSEStatus.RCD = _c4_c1_RCD
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
                 _c4_c2_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_c2_Multiplier, r.at(p))
+                if _c4_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_c2_Multiplier, r.at(r.end - q))
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
                 _c4_c2_Unit = ((x >> 4) & 7)
-                if _c4_c2_Unit >= 7: _c4_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c4_c2_Unit, 7, r.at(p))
+                if _c4_c2_Unit >= 7: _c4_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c4_c2_Unit, 7, r.at(r.end - q))
                 else: _c4_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c2_Unit]
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_c2_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_c2_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slideq(q, 18)
+                x = (V >> q) & 262143
+                if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c4_c2_Value = -_c4_c2_Value - 1
-                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(p))
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(r.end - q))
                 _c4_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                 _c4_EVSENominalVoltage.Multiplier = _c4_c2_Multiplier
                 _c4_EVSENominalVoltage.Unit = _c4_c2_Unit
                 _c4_EVSENominalVoltage.Value = _c4_c2_Value
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                 _c4_c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_c3_Multiplier, r.at(p))
+                if _c4_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_c3_Multiplier, r.at(r.end - q))
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
                 _c4_c3_Unit = ((x >> 4) & 7)
-                if _c4_c3_Unit >= 7: _c4_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c4_c3_Unit, 7, r.at(p))
+                if _c4_c3_Unit >= 7: _c4_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c4_c3_Unit, 7, r.at(r.end - q))
                 else: _c4_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c3_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    r.pos = r.end - q; _c4_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c4_c3_Value = -_c4_c3_Value - 1
-                if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c3_Value, r.at(p))
+                if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c3_Value, r.at(r.end - q))
                 _c4_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
                 _c4_EVSEMaxCurrent.Multiplier = _c4_c3_Multiplier
                 _c4_EVSEMaxCurrent.Unit = _c4_c3_Unit
@@ -5949,25 +5937,25 @@ def _d_ChargeParameterDiscoveryResType(r):
                 s = 4
             elif ec == 1:
                 el = 'DC_EVSEChargeParameter'
-                r.pos = p
+                r.pos = r.end - q
                 f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'EVSEChargeParameter'
                 f_EVSEChargeParameter = _new(iso2_msgdatatypes.EVSEChargeParameterType)
                 s = 4
             else:
-                raise r.deviation('ChargeParameterDiscoveryResType', p)
+                raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.ChargeParameterDiscoveryResType)
@@ -6232,14 +6220,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
 def _d_ChargingStatusReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}ChargingStatusReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusReqType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargingStatusReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.ChargingStatusReqType)
@@ -6262,8 +6249,7 @@ def _e_ChargingStatusReqType(w, o):
 def _d_ChargingStatusResType(r):
     # {urn:iso:15118:2:2013:MsgBody}ChargingStatusResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEID = None
@@ -6273,68 +6259,68 @@ def _d_ChargingStatusResType(r):
     f_ReceiptRequired = None
     f_AC_EVSEStatus = None
     try:
-        p += 10
-        if p > E: V, E, p = r.slide(p, 10)
-        x = (V >> (E - p)) & 1023
-        if x & 775: raise r.deviation('ChargingStatusResType', p)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 775: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 3) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
-        r.pos = p
+        r.pos = r.end - q
         f_EVSEID = r.string('iso2_msgbody:EVSEID')
         if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('ChargingStatusResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 12
-        if p > E: V, E, p = r.slide(p, 12)
-        x = (V >> (E - p)) & 4095
-        if x & 3585: raise r.deviation('ChargingStatusResType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3585: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'SAScheduleTupleID'
         f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-        if f_SAScheduleTupleID > 255: r.facet('ChargingStatusResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
+        if f_SAScheduleTupleID > 255: r.facet('ChargingStatusResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
         s = 3
         if s == 3:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('ChargingStatusResType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'EVSEMaxCurrent/Multiplier'
                 _c1_Multiplier = ((x >> 10) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaxCurrent/Unit'
                 _c1_Unit = ((x >> 4) & 7)
-                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
                 else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
                 el = 'EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
                 f_EVSEMaxCurrent.Unit = _c1_Unit
@@ -6342,49 +6328,49 @@ def _d_ChargingStatusResType(r):
                 s = 4
             elif ec == 1:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('ChargingStatusResType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 6) & 3)
-                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
                 _c2_RCD = ((x >> 2) & 1) == 1
@@ -6394,56 +6380,56 @@ def _d_ChargingStatusResType(r):
                 f_AC_EVSEStatus.RCD = _c2_RCD
                 s = 7
             else:
-                raise r.deviation('ChargingStatusResType', p)
+                raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('ChargingStatusResType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                if _c3_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+                if _c3_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c3_EVSENotification = ((x >> 6) & 3)
-                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(p))
+                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
                 else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
                 _c3_RCD = ((x >> 2) & 1) == 1
@@ -6453,50 +6439,50 @@ def _d_ChargingStatusResType(r):
                 f_AC_EVSEStatus.RCD = _c3_RCD
                 s = 7
             else:
-                raise r.deviation('ChargingStatusResType', p)
+                raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 5:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('ChargingStatusResType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+                if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c4_EVSENotification = ((x >> 6) & 3)
-                if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(p))
+                if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
                 else: _c4_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
                 _c4_RCD = ((x >> 2) & 1) == 1
@@ -6506,38 +6492,38 @@ def _d_ChargingStatusResType(r):
                 f_AC_EVSEStatus.RCD = _c4_RCD
                 s = 7
             else:
-                raise r.deviation('ChargingStatusResType', p)
+                raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 6:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('ChargingStatusResType', p)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c5_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c5_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c5_NotificationMaxDelay = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = p; _c5_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1851: raise r.deviation('ChargingStatusResType', p)
-            if _c5_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(p))
+                r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1851: raise r.deviation('ChargingStatusResType', r.end - q)
+            if _c5_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEStatus/EVSENotification'
             _c5_EVSENotification = ((x >> 6) & 3)
-            if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(p))
+            if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
             else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
             el = 'AC_EVSEStatus/RCD'
             _c5_RCD = ((x >> 2) & 1) == 1
@@ -6547,11 +6533,11 @@ def _d_ChargingStatusResType(r):
             f_AC_EVSEStatus.RCD = _c5_RCD
             s = 7
         if s == 7:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.ChargingStatusResType)
@@ -6798,8 +6784,7 @@ def _e_ChargingStatusResType(w, o):
 def _d_CurrentDemandReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}CurrentDemandReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     f_EVTargetCurrent = None
@@ -6812,678 +6797,678 @@ def _d_CurrentDemandReqType(r):
     f_RemainingTimeToBulkSoC = None
     f_EVTargetVoltage = None
     try:
-        p += 39
-        if p > E: V, E, p = r.slide(p, 39)
-        x = (V >> (E - p)) & 549755813887
-        if x & 511336244110: raise r.deviation('CurrentDemandReqType', p)
+        q -= 39
+        if q < 0: V, q = r.slideq(q, 39)
+        x = (V >> q) & 549755813887
+        if x & 511336244110: raise r.deviation('CurrentDemandReqType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 35) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
         _c1_EVErrorCode = ((x >> 28) & 15)
-        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
         else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 18) & 127)
-        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
         f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         el = 'EVTargetCurrent/Multiplier'
         _c2_Multiplier = ((x >> 10) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         el = 'EVTargetCurrent/Unit'
         _c2_Unit = ((x >> 4) & 7)
-        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c2_Multiplier
         f_EVTargetCurrent.Unit = _c2_Unit
         f_EVTargetCurrent.Value = _c2_Value
         s = 2
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Multiplier'
                 _c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumVoltageLimit/Unit'
                 _c3_Unit = ((x >> 4) & 7)
-                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
                 else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c3_Unit
                 f_EVMaximumVoltageLimit.Value = _c3_Value
                 s = 3
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Multiplier'
                 _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumCurrentLimit/Unit'
                 _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
                 else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c4_Unit
                 f_EVMaximumCurrentLimit.Value = _c4_Value
                 s = 4
             elif ec == 2:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
                 _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumPowerLimit/Unit'
                 _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
                 else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c5_Unit
                 f_EVMaximumPowerLimit.Value = _c5_Value
                 s = 5
             elif ec == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 4:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 3:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Multiplier'
                 _c6_Multiplier = ((x >> 10) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumCurrentLimit/Unit'
                 _c6_Unit = ((x >> 4) & 7)
-                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
+                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
                 else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c6_Unit
                 f_EVMaximumCurrentLimit.Value = _c6_Value
                 s = 4
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
                 _c7_Multiplier = ((x >> 10) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumPowerLimit/Unit'
                 _c7_Unit = ((x >> 4) & 7)
-                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c7_Unit
                 f_EVMaximumPowerLimit.Value = _c7_Value
                 s = 5
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
                 _c8_Multiplier = ((x >> 10) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumPowerLimit/Unit'
                 _c8_Unit = ((x >> 4) & 7)
-                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
+                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c8_Unit
                 f_EVMaximumPowerLimit.Value = _c8_Value
                 s = 5
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 5:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 1) & 1) == 1
                 s = 6
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandReqType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 6:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            x = (V >> (E - p)) & 15
-            if x & 13: raise r.deviation('CurrentDemandReqType', p)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 13: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
             f_ChargingComplete = ((x >> 1) & 1) == 1
             s = 7
         if s == 7:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToFullSoC/Multiplier'
                 _c9_Multiplier = ((x >> 10) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
                 el = 'RemainingTimeToFullSoC/Unit'
                 _c9_Unit = ((x >> 4) & 7)
-                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
+                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'RemainingTimeToFullSoC/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_RemainingTimeToFullSoC = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
                 f_RemainingTimeToFullSoC.Unit = _c9_Unit
                 f_RemainingTimeToFullSoC.Value = _c9_Value
                 s = 8
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
                 _c10_Multiplier = ((x >> 10) & 7) + -3
-                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
                 el = 'RemainingTimeToBulkSoC/Unit'
                 _c10_Unit = ((x >> 4) & 7)
-                if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(p))
+                if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(r.end - q))
                 else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
                 el = 'RemainingTimeToBulkSoC/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c10_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c10_Unit
                 f_RemainingTimeToBulkSoC.Value = _c10_Value
                 s = 9
             elif ec == 2:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
                 _c11_Multiplier = ((x >> 10) & 7) + -3
-                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(p))
+                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
                 el = 'EVTargetVoltage/Unit'
                 _c11_Unit = ((x >> 4) & 7)
-                if _c11_Unit >= 7: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 7, r.at(p))
+                if _c11_Unit >= 7: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 7, r.at(r.end - q))
                 else: _c11_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c11_Unit]
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c11_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c11_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
-                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c11_Multiplier
                 f_EVTargetVoltage.Unit = _c11_Unit
                 f_EVTargetVoltage.Value = _c11_Value
                 s = 10
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 8:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
                 _c12_Multiplier = ((x >> 10) & 7) + -3
-                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(p))
+                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
                 el = 'RemainingTimeToBulkSoC/Unit'
                 _c12_Unit = ((x >> 4) & 7)
-                if _c12_Unit >= 7: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 7, r.at(p))
+                if _c12_Unit >= 7: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 7, r.at(r.end - q))
                 else: _c12_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c12_Unit]
                 el = 'RemainingTimeToBulkSoC/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c12_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c12_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
-                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c12_Unit
                 f_RemainingTimeToBulkSoC.Value = _c12_Value
                 s = 9
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
                 _c13_Multiplier = ((x >> 10) & 7) + -3
-                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(p))
+                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
                 el = 'EVTargetVoltage/Unit'
                 _c13_Unit = ((x >> 4) & 7)
-                if _c13_Unit >= 7: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 7, r.at(p))
+                if _c13_Unit >= 7: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 7, r.at(r.end - q))
                 else: _c13_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_Unit]
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c13_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c13_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c13_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c13_Multiplier
                 f_EVTargetVoltage.Unit = _c13_Unit
                 f_EVTargetVoltage.Value = _c13_Value
                 s = 10
             else:
-                raise r.deviation('CurrentDemandReqType', p)
+                raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 9:
-            p += 16
-            if p > E: V, E, p = r.slide(p, 16)
-            x = (V >> (E - p)) & 65535
-            if x & 58254: raise r.deviation('CurrentDemandReqType', p)
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 58254: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVTargetVoltage/Multiplier'
             _c14_Multiplier = ((x >> 10) & 7) + -3
-            if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(p))
+            if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
             el = 'EVTargetVoltage/Unit'
             _c14_Unit = ((x >> 4) & 7)
-            if _c14_Unit >= 7: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 7, r.at(p))
+            if _c14_Unit >= 7: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 7, r.at(r.end - q))
             else: _c14_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_Unit]
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c14_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c14_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c14_Value = (V >> q) & 127
             else:
-                r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
             if _neg: _c14_Value = -_c14_Value - 1
-            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVTargetVoltage.Multiplier = _c14_Multiplier
             f_EVTargetVoltage.Unit = _c14_Unit
             f_EVTargetVoltage.Value = _c14_Value
             s = 10
         if s == 10:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.CurrentDemandReqType)
@@ -7986,8 +7971,7 @@ def _e_CurrentDemandReqType(w, o):
 def _d_CurrentDemandResType(r):
     # {urn:iso:15118:2:2013:MsgBody}CurrentDemandResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
@@ -8004,165 +7988,165 @@ def _d_CurrentDemandResType(r):
     f_MeterInfo = None
     f_ReceiptRequired = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('CurrentDemandResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 1) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(p))
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                 else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 1) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 1) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', p)
+                raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _c1_s = -1
         f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 58254: raise r.deviation('CurrentDemandResType', p)
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 58254: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
         _c2_Multiplier = ((x >> 10) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         el = 'EVSEPresentVoltage/Unit'
         _c2_Unit = ((x >> 4) & 7)
-        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 18
-        if p > E: V, E, p = r.slide(p, 18)
-        x = (V >> (E - p)) & 262143
-        if x & 254862: raise r.deviation('CurrentDemandResType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('CurrentDemandResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
         el = 'EVSEPresentCurrent/Multiplier'
         _c3_Multiplier = ((x >> 10) & 7) + -3
-        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         el = 'EVSEPresentCurrent/Unit'
         _c3_Unit = ((x >> 4) & 7)
-        if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+        if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVSEPresentCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 14
-        if p > E: V, E, p = r.slide(p, 14)
-        x = (V >> (E - p)) & 16383
-        if x & 15837: raise r.deviation('CurrentDemandResType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 15837: raise r.deviation('CurrentDemandResType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEPresentCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
         f_EVSEPresentCurrent.Unit = _c3_Unit
@@ -8175,351 +8159,351 @@ def _d_CurrentDemandResType(r):
         f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
         s = 7
         if s == 7:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Multiplier'
                 _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaximumVoltageLimit/Unit'
                 _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
                 else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
                 f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
                 f_EVSEMaximumVoltageLimit.Value = _c4_Value
                 s = 8
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
                 _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaximumCurrentLimit/Unit'
                 _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
                 else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
                 f_EVSEMaximumCurrentLimit.Value = _c5_Value
                 s = 9
             elif ec == 2:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
                 _c6_Multiplier = ((x >> 10) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaximumPowerLimit/Unit'
                 _c6_Unit = ((x >> 4) & 7)
-                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
+                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
                 else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c6_Unit
                 f_EVSEMaximumPowerLimit.Value = _c6_Value
                 s = 10
             elif ec == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEID'
-                r.pos = p
+                r.pos = r.end - q
                 f_EVSEID = r.string('iso2_msgbody:EVSEID')
                 if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
                 s = 11
             else:
-                raise r.deviation('CurrentDemandResType', p)
+                raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 8:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
                 _c7_Multiplier = ((x >> 10) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaximumCurrentLimit/Unit'
                 _c7_Unit = ((x >> 4) & 7)
-                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
                 f_EVSEMaximumCurrentLimit.Value = _c7_Value
                 s = 9
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
                 _c8_Multiplier = ((x >> 10) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaximumPowerLimit/Unit'
                 _c8_Unit = ((x >> 4) & 7)
-                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
+                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c8_Unit
                 f_EVSEMaximumPowerLimit.Value = _c8_Value
                 s = 10
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEID'
-                r.pos = p
+                r.pos = r.end - q
                 f_EVSEID = r.string('iso2_msgbody:EVSEID')
                 if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
                 s = 11
             else:
-                raise r.deviation('CurrentDemandResType', p)
+                raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 9:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandResType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
                 _c9_Multiplier = ((x >> 10) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaximumPowerLimit/Unit'
                 _c9_Unit = ((x >> 4) & 7)
-                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
+                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c9_Unit
                 f_EVSEMaximumPowerLimit.Value = _c9_Value
                 s = 10
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEID'
-                r.pos = p
+                r.pos = r.end - q
                 f_EVSEID = r.string('iso2_msgbody:EVSEID')
                 if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
                 s = 11
             else:
-                raise r.deviation('CurrentDemandResType', p)
+                raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 10:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEID'
-            r.pos = p
+            r.pos = r.end - q
             f_EVSEID = r.string('iso2_msgbody:EVSEID')
             if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
             s = 11
         if s == 11:
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1537: raise r.deviation('CurrentDemandResType', p)
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1537: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'SAScheduleTupleID'
             f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-            if f_SAScheduleTupleID > 255: r.facet('CurrentDemandResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
+            if f_SAScheduleTupleID > 255: r.facet('CurrentDemandResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
             s = 12
         if s == 12:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 13
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandResType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 1) & 1) == 1
                 s = 14
@@ -8527,16 +8511,16 @@ def _d_CurrentDemandResType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('CurrentDemandResType', p)
+                raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 13:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('CurrentDemandResType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 1) & 1) == 1
                 s = 14
@@ -8544,13 +8528,13 @@ def _d_CurrentDemandResType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('CurrentDemandResType', p)
+                raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 14:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.CurrentDemandResType)
@@ -9010,97 +8994,96 @@ def _e_CurrentDemandResType(w, o):
 def _d_MeteringReceiptReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}MeteringReceiptReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SessionID = None
     f_SAScheduleTupleID = None
     f_MeterInfo = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('iso2_msgbody:Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
             el = 'SessionID'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
                 f_SessionID = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
             s = 2
         elif ec == 1:
             el = 'SessionID'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
                 f_SessionID = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                    r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
             s = 2
         else:
-            raise r.deviation('MeteringReceiptReqType', p)
+            raise r.deviation('MeteringReceiptReqType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1027: raise r.deviation('MeteringReceiptReqType', p)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
                 el = 'SAScheduleTupleID'
                 f_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                if f_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
+                if f_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 1:
                 el = 'MeterInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             else:
-                raise r.deviation('MeteringReceiptReqType', p)
+                raise r.deviation('MeteringReceiptReqType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.MeteringReceiptReqType)
@@ -9195,58 +9178,57 @@ def _e_MeteringReceiptReqType(w, o):
 def _d_MeteringReceiptResType(r):
     # {urn:iso:15118:2:2013:MsgBody}MeteringReceiptResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_AC_EVSEStatus = None
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        p += 8
-        if p > E: V, E, p = r.slide(p, 8)
-        x = (V >> (E - p)) & 255
-        if x & 193: raise r.deviation('MeteringReceiptResType', p)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 193: raise r.deviation('MeteringReceiptResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 1) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeteringReceiptResType', r.end - q)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1851: raise r.deviation('MeteringReceiptResType', p)
-                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1851: raise r.deviation('MeteringReceiptResType', r.end - q)
+                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c1_EVSENotification = ((x >> 6) & 3)
-                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
                 else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
                 _c1_RCD = ((x >> 2) & 1) == 1
@@ -9261,72 +9243,72 @@ def _d_MeteringReceiptResType(r):
                 _c2_EVSENotification = None
                 _c2_EVSEIsolationStatus = None
                 _c2_EVSEStatusCode = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-                if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'DC_EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 1) & 3)
-                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
                 _c2_s = 2
                 if _c2_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 12
-                        if p > E: V, E, p = r.slide(p, 12)
-                        x = (V >> (E - p)) & 4095
-                        if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                        q -= 12
+                        if q < 0: V, q = r.slideq(q, 12)
+                        x = (V >> q) & 4095
+                        if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'DC_EVSEStatus/EVSEIsolationStatus'
                         _c2_EVSEIsolationStatus = ((x >> 8) & 7)
-                        if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(p))
+                        if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(r.end - q))
                         else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
                         el = 'DC_EVSEStatus/EVSEStatusCode'
                         _c2_EVSEStatusCode = ((x >> 1) & 15)
-                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                         else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                         _c2_s = 4
                     elif ec == 1:
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'DC_EVSEStatus/EVSEStatusCode'
                         _c2_EVSEStatusCode = ((x >> 1) & 15)
-                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                         else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                         _c2_s = 4
                     else:
-                        raise r.deviation('DC_EVSEStatusType', p)
+                        raise r.deviation('DC_EVSEStatusType', r.end - q)
                 if _c2_s == 4:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                     _c2_s = -1
                 f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
                 f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
@@ -9335,49 +9317,49 @@ def _d_MeteringReceiptResType(r):
                 f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
                 s = 2
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('MeteringReceiptResType', r.end - q)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 115: raise r.deviation('MeteringReceiptResType', p)
-                if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 115: raise r.deviation('MeteringReceiptResType', r.end - q)
+                if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c3_EVSENotification = ((x >> 2) & 3)
-                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(p))
+                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
                 else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
                 f_EVSEStatus = _new(iso2_msgdatatypes.EVSEStatusType)
                 f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
                 f_EVSEStatus.EVSENotification = _c3_EVSENotification
                 s = 2
             else:
-                raise r.deviation('MeteringReceiptResType', p)
+                raise r.deviation('MeteringReceiptResType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeteringReceiptResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.MeteringReceiptResType)
@@ -9534,105 +9516,104 @@ def _e_MeteringReceiptResType(w, o):
 def _d_PaymentDetailsReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}PaymentDetailsReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_eMAID = None
     f_ContractSignatureCertChain = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsReqType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'eMAID'
-        r.pos = p
+        r.pos = r.end - q
         f_eMAID = r.string('iso2_msgbody:eMAID')
         if len(f_eMAID) < 14 or len(f_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', f_eMAID, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsReqType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractSignatureCertChain'
         _c1_Id = None
         _c1_Certificate = None
         _c1_SubCertificates = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'ContractSignatureCertChain/@Id'
-            r.pos = p
+            r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c1_s = 2
         elif ec == 1:
             el = 'ContractSignatureCertChain/Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             _c1_s = 2
         else:
-            raise r.deviation('CertificateChainType', p)
+            raise r.deviation('CertificateChainType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
+                raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
         f_ContractSignatureCertChain.Id = _c1_Id
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PaymentDetailsReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.PaymentDetailsReqType)
@@ -9736,58 +9717,57 @@ def _e_PaymentDetailsReqType(w, o):
 def _d_PaymentDetailsResType(r):
     # {urn:iso:15118:2:2013:MsgBody}PaymentDetailsResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_GenChallenge = None
     f_EVSETimeStamp = None
     try:
-        p += 10
-        if p > E: V, E, p = r.slide(p, 10)
-        x = (V >> (E - p)) & 1023
-        if x & 775: raise r.deviation('PaymentDetailsResType', p)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 775: raise r.deviation('PaymentDetailsResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 3) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'GenChallenge'
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            f_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            f_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; f_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(p))
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('PaymentDetailsResType', p)
+            r.pos = r.end - q; f_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos
+        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.end - q))
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('PaymentDetailsResType', r.end - q)
         el = 'EVSETimeStamp'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_EVSETimeStamp = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_EVSETimeStamp = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_EVSETimeStamp = (V >> q) & 127
         else:
-            r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsResType', p)
+            r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PaymentDetailsResType', r.end - q)
         if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
-        if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(p))
-        r.pos = p
+        if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.PaymentDetailsResType)
@@ -9843,26 +9823,25 @@ def _e_PaymentDetailsResType(w, o):
 def _d_PaymentServiceSelectionReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}PaymentServiceSelectionReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SelectedPaymentOption = None
     f_SelectedServiceList = None
     try:
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 27: raise r.deviation('PaymentServiceSelectionReqType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 27: raise r.deviation('PaymentServiceSelectionReqType', r.end - q)
         el = 'SelectedPaymentOption'
         f_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
         el = 'SelectedServiceList'
-        r.pos = p
+        r.pos = r.end - q
         f_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PaymentServiceSelectionReqType', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PaymentServiceSelectionReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.PaymentServiceSelectionReqType)
@@ -9904,20 +9883,19 @@ def _e_PaymentServiceSelectionReqType(w, o):
 def _d_PaymentServiceSelectionResType(r):
     # {urn:iso:15118:2:2013:MsgBody}PaymentServiceSelectionResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('PaymentServiceSelectionResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('PaymentServiceSelectionResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.PaymentServiceSelectionResType)
@@ -9949,8 +9927,7 @@ def _e_PaymentServiceSelectionResType(w, o):
 def _d_PowerDeliveryReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}PowerDeliveryReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ChargeProgress = None
     f_SAScheduleTupleID = None
@@ -9958,79 +9935,79 @@ def _d_PowerDeliveryReqType(r):
     f_DC_EVPowerDeliveryParameter = None
     f_EVPowerDeliveryParameter = None
     try:
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 52737: raise r.deviation('PowerDeliveryReqType', p)
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 52737: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'ChargeProgress'
         f_ChargeProgress = ((x >> 12) & 3)
-        if f_ChargeProgress >= 3: f_ChargeProgress = r.enum_index('PowerDeliveryReqType/ChargeProgress', f_ChargeProgress, 3, r.at(p))
+        if f_ChargeProgress >= 3: f_ChargeProgress = r.enum_index('PowerDeliveryReqType/ChargeProgress', f_ChargeProgress, 3, r.at(r.end - q))
         else: f_ChargeProgress = _E_iso2_msgdatatypes_chargeProgressType[f_ChargeProgress]
         el = 'SAScheduleTupleID'
         f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-        if f_SAScheduleTupleID > 255: r.facet('PowerDeliveryReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
+        if f_SAScheduleTupleID > 255: r.facet('PowerDeliveryReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
         s = 2
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'ChargingProfile'
-                r.pos = p
+                r.pos = r.end - q
                 f_ChargingProfile = c_iso2_msgdatatypes._d_ChargingProfileType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
                 el = 'DC_EVPowerDeliveryParameter'
                 _c1_DC_EVStatus = None
                 _c1_BulkChargingComplete = None
                 _c1_ChargingComplete = None
-                p += 23
-                if p > E: V, E, p = r.slide(p, 23)
-                x = (V >> (E - p)) & 8388607
-                if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                q -= 23
+                if q < 0: V, q = r.slideq(q, 23)
+                x = (V >> q) & 8388607
+                if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
                 _c1_c1_EVReady = ((x >> 19) & 1) == 1
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
                 _c1_c1_EVErrorCode = ((x >> 12) & 15)
-                if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(p))
+                if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
                 _c1_c1_EVRESSSOC = ((x >> 2) & 127)
-                if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(p))
+                if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(r.end - q))
                 _c1_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
                 _c1_DC_EVStatus.EVReady = _c1_c1_EVReady
                 _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
                 _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
                 _c1_s = 1
                 if _c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 7
-                        if p > E: V, E, p = r.slide(p, 7)
-                        x = (V >> (E - p)) & 127
-                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
                         _c1_BulkChargingComplete = ((x >> 5) & 1) == 1
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                         _c1_ChargingComplete = ((x >> 1) & 1) == 1
                         _c1_s = 3
                     elif ec == 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                         _c1_ChargingComplete = ((x >> 1) & 1) == 1
                         _c1_s = 3
                     else:
-                        raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                        raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 if _c1_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                     _c1_s = -1
                 f_DC_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
                 f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
@@ -10038,9 +10015,9 @@ def _d_PowerDeliveryReqType(r):
                 f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
                 s = 4
             elif ec == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
                 f_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
                 s = 4
@@ -10048,62 +10025,62 @@ def _d_PowerDeliveryReqType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('PowerDeliveryReqType', p)
+                raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'DC_EVPowerDeliveryParameter'
                 _c3_DC_EVStatus = None
                 _c3_BulkChargingComplete = None
                 _c3_ChargingComplete = None
-                p += 23
-                if p > E: V, E, p = r.slide(p, 23)
-                x = (V >> (E - p)) & 8388607
-                if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                q -= 23
+                if q < 0: V, q = r.slideq(q, 23)
+                x = (V >> q) & 8388607
+                if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
                 _c3_c1_EVReady = ((x >> 19) & 1) == 1
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
                 _c3_c1_EVErrorCode = ((x >> 12) & 15)
-                if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(p))
+                if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c3_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
                 _c3_c1_EVRESSSOC = ((x >> 2) & 127)
-                if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(p))
+                if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(r.end - q))
                 _c3_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
                 _c3_DC_EVStatus.EVReady = _c3_c1_EVReady
                 _c3_DC_EVStatus.EVErrorCode = _c3_c1_EVErrorCode
                 _c3_DC_EVStatus.EVRESSSOC = _c3_c1_EVRESSSOC
                 _c3_s = 1
                 if _c3_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 7
-                        if p > E: V, E, p = r.slide(p, 7)
-                        x = (V >> (E - p)) & 127
-                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
                         _c3_BulkChargingComplete = ((x >> 5) & 1) == 1
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                         _c3_ChargingComplete = ((x >> 1) & 1) == 1
                         _c3_s = 3
                     elif ec == 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                         _c3_ChargingComplete = ((x >> 1) & 1) == 1
                         _c3_s = 3
                     else:
-                        raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                        raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 if _c3_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                     _c3_s = -1
                 f_DC_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
                 f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c3_DC_EVStatus
@@ -10111,9 +10088,9 @@ def _d_PowerDeliveryReqType(r):
                 f_DC_EVPowerDeliveryParameter.ChargingComplete = _c3_ChargingComplete
                 s = 4
             elif ec == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
                 f_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
                 s = 4
@@ -10121,13 +10098,13 @@ def _d_PowerDeliveryReqType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('PowerDeliveryReqType', p)
+                raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.PowerDeliveryReqType)
@@ -10332,58 +10309,57 @@ def _e_PowerDeliveryReqType(w, o):
 def _d_PowerDeliveryResType(r):
     # {urn:iso:15118:2:2013:MsgBody}PowerDeliveryResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_AC_EVSEStatus = None
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        p += 8
-        if p > E: V, E, p = r.slide(p, 8)
-        x = (V >> (E - p)) & 255
-        if x & 193: raise r.deviation('PowerDeliveryResType', p)
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 193: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 1) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('PowerDeliveryResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1851: raise r.deviation('PowerDeliveryResType', p)
-                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1851: raise r.deviation('PowerDeliveryResType', r.end - q)
+                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c1_EVSENotification = ((x >> 6) & 3)
-                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
                 else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
                 _c1_RCD = ((x >> 2) & 1) == 1
@@ -10398,72 +10374,72 @@ def _d_PowerDeliveryResType(r):
                 _c2_EVSENotification = None
                 _c2_EVSEIsolationStatus = None
                 _c2_EVSEStatusCode = None
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c2_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-                if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'DC_EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 1) & 3)
-                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
                 else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
                 _c2_s = 2
                 if _c2_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 12
-                        if p > E: V, E, p = r.slide(p, 12)
-                        x = (V >> (E - p)) & 4095
-                        if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                        q -= 12
+                        if q < 0: V, q = r.slideq(q, 12)
+                        x = (V >> q) & 4095
+                        if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'DC_EVSEStatus/EVSEIsolationStatus'
                         _c2_EVSEIsolationStatus = ((x >> 8) & 7)
-                        if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(p))
+                        if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(r.end - q))
                         else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
                         el = 'DC_EVSEStatus/EVSEStatusCode'
                         _c2_EVSEStatusCode = ((x >> 1) & 15)
-                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                         else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                         _c2_s = 4
                     elif ec == 1:
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'DC_EVSEStatus/EVSEStatusCode'
                         _c2_EVSEStatusCode = ((x >> 1) & 15)
-                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(p))
+                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                         else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
                         _c2_s = 4
                     else:
-                        raise r.deviation('DC_EVSEStatusType', p)
+                        raise r.deviation('DC_EVSEStatusType', r.end - q)
                 if _c2_s == 4:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
                     _c2_s = -1
                 f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
                 f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
@@ -10472,49 +10448,49 @@ def _d_PowerDeliveryResType(r):
                 f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
                 s = 2
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('PowerDeliveryResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_NotificationMaxDelay = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 115: raise r.deviation('PowerDeliveryResType', p)
-                if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(p))
+                    r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 115: raise r.deviation('PowerDeliveryResType', r.end - q)
+                if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c3_EVSENotification = ((x >> 2) & 3)
-                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(p))
+                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
                 else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
                 f_EVSEStatus = _new(iso2_msgdatatypes.EVSEStatusType)
                 f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
                 f_EVSEStatus.EVSENotification = _c3_EVSENotification
                 s = 2
             else:
-                raise r.deviation('PowerDeliveryResType', p)
+                raise r.deviation('PowerDeliveryResType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.PowerDeliveryResType)
@@ -10671,104 +10647,103 @@ def _e_PowerDeliveryResType(w, o):
 def _d_PreChargeReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}PreChargeReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     f_EVTargetVoltage = None
     f_EVTargetCurrent = None
     try:
-        p += 39
-        if p > E: V, E, p = r.slide(p, 39)
-        x = (V >> (E - p)) & 549755813887
-        if x & 511336244110: raise r.deviation('PreChargeReqType', p)
+        q -= 39
+        if q < 0: V, q = r.slideq(q, 39)
+        x = (V >> q) & 549755813887
+        if x & 511336244110: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 35) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
         _c1_EVErrorCode = ((x >> 28) & 15)
-        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
         else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 18) & 127)
-        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
         f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         el = 'EVTargetVoltage/Multiplier'
         _c2_Multiplier = ((x >> 10) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         el = 'EVTargetVoltage/Unit'
         _c2_Unit = ((x >> 4) & 7)
-        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 18
-        if p > E: V, E, p = r.slide(p, 18)
-        x = (V >> (E - p)) & 262143
-        if x & 254862: raise r.deviation('PreChargeReqType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('PreChargeReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVTargetVoltage.Multiplier = _c2_Multiplier
         f_EVTargetVoltage.Unit = _c2_Unit
         f_EVTargetVoltage.Value = _c2_Value
         el = 'EVTargetCurrent/Multiplier'
         _c3_Multiplier = ((x >> 10) & 7) + -3
-        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         el = 'EVTargetCurrent/Unit'
         _c3_Unit = ((x >> 4) & 7)
-        if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+        if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PreChargeReqType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PreChargeReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c3_Multiplier
         f_EVTargetCurrent.Unit = _c3_Unit
         f_EVTargetCurrent.Value = _c3_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.PreChargeReqType)
@@ -10864,139 +10839,138 @@ def _e_PreChargeReqType(w, o):
 def _d_PreChargeResType(r):
     # {urn:iso:15118:2:2013:MsgBody}PreChargeResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('PreChargeResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('PreChargeResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 1) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(p))
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                 else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 1) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 1) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', p)
+                raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _c1_s = -1
         f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 58254: raise r.deviation('PreChargeResType', p)
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 58254: raise r.deviation('PreChargeResType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
         _c2_Multiplier = ((x >> 10) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         el = 'EVSEPresentVoltage/Unit'
         _c2_Unit = ((x >> 4) & 7)
-        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PreChargeResType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PreChargeResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.PreChargeResType)
@@ -11117,38 +11091,37 @@ def _e_PreChargeResType(w, o):
 def _d_ServiceDetailReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDetailReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceID = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
         el = 'ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
-        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
-        r.pos = p
+            r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.ServiceDetailReqType)
@@ -11185,64 +11158,63 @@ def _e_ServiceDetailReqType(w, o):
 def _d_ServiceDetailResType(r):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDetailResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_ServiceID = None
     f_ServiceParameterList = None
     try:
-        p += 10
-        if p > E: V, E, p = r.slide(p, 10)
-        x = (V >> (E - p)) & 1023
-        if x & 775: raise r.deviation('ServiceDetailResType', p)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 3) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+            r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceParameterList'
-                r.pos = p
+                r.pos = r.end - q
                 f_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ServiceDetailResType', p)
-        r.pos = p
+                raise r.deviation('ServiceDetailResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.ServiceDetailResType)
@@ -11306,38 +11278,37 @@ def _e_ServiceDetailResType(w, o):
 def _d_ServiceDiscoveryReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDiscoveryReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceScope = None
     f_ServiceCategory = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'ServiceScope'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                 f_ServiceScope = ''
             else:
-                r.pos = p
+                r.pos = r.end - q
                 f_ServiceScope = r.string('iso2_msgbody:ServiceScope')
                 if len(f_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
             s = 1
         elif ec == 1:
-            p += 4
-            if p > E: V, E, p = r.slide(p, 4)
-            x = (V >> (E - p)) & 15
-            if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             el = 'ServiceCategory'
             f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
             s = 2
@@ -11345,16 +11316,16 @@ def _d_ServiceDiscoveryReqType(r):
             pass
             s = -1
         else:
-            raise r.deviation('ServiceDiscoveryReqType', p)
+            raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 s = 2
@@ -11362,13 +11333,13 @@ def _d_ServiceDiscoveryReqType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ServiceDiscoveryReqType', p)
+                raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.ServiceDiscoveryReqType)
@@ -11439,53 +11410,52 @@ def _e_ServiceDiscoveryReqType(w, o):
 def _d_ServiceDiscoveryResType(r):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDiscoveryResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_PaymentOptionList = None
     f_ChargeService = None
     f_ServiceList = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'PaymentOptionList'
-        r.pos = p
+        r.pos = r.end - q
         f_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ChargeService'
-        r.pos = p
+        r.pos = r.end - q
         f_ChargeService = c_iso2_msgdatatypes._d_ChargeServiceType(r)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         s = 3
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceList'
-                r.pos = p
+                r.pos = r.end - q
                 f_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ServiceDiscoveryResType', p)
-        r.pos = p
+                raise r.deviation('ServiceDiscoveryResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.ServiceDiscoveryResType)
@@ -11555,36 +11525,35 @@ def _e_ServiceDiscoveryResType(w, o):
 def _d_SessionSetupReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}SessionSetupReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVCCID = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'EVCCID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
             f_EVCCID = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(f_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', f_EVCCID, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
-        r.pos = p
+                r.pos = r.end - q; f_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
+            if len(f_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', f_EVCCID, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.SessionSetupReqType)
@@ -11620,71 +11589,70 @@ def _e_SessionSetupReqType(w, o):
 def _d_SessionSetupResType(r):
     # {urn:iso:15118:2:2013:MsgBody}SessionSetupResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEID = None
     f_EVSETimeStamp = None
     try:
-        p += 10
-        if p > E: V, E, p = r.slide(p, 10)
-        x = (V >> (E - p)) & 1023
-        if x & 775: raise r.deviation('SessionSetupResType', p)
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 775: raise r.deviation('SessionSetupResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 3) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
-        r.pos = p
+        r.pos = r.end - q
         f_EVSEID = r.string('iso2_msgbody:EVSEID')
         if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupResType', p)
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SessionSetupResType', r.end - q)
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('SessionSetupResType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                 el = 'EVSETimeStamp'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_EVSETimeStamp = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_EVSETimeStamp = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_EVSETimeStamp = (V >> q) & 127
                 else:
-                    r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
+                    r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
                 if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
-                if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(p))
+                if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SessionSetupResType', p)
-        r.pos = p
+                raise r.deviation('SessionSetupResType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.SessionSetupResType)
@@ -11752,18 +11720,17 @@ def _e_SessionSetupResType(w, o):
 def _d_SessionStopReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}SessionStopReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ChargingSession = None
     try:
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 27: raise r.deviation('SessionStopReqType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 27: raise r.deviation('SessionStopReqType', r.end - q)
         el = 'ChargingSession'
         f_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 2) & 1)]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.SessionStopReqType)
@@ -11795,20 +11762,19 @@ def _e_SessionStopReqType(w, o):
 def _d_SessionStopResType(r):
     # {urn:iso:15118:2:2013:MsgBody}SessionStopResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('SessionStopResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('SessionStopResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.SessionStopResType)
@@ -11840,29 +11806,28 @@ def _e_SessionStopResType(w, o):
 def _d_WeldingDetectionReqType(r):
     # {urn:iso:15118:2:2013:MsgBody}WeldingDetectionReqType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     try:
-        p += 24
-        if p > E: V, E, p = r.slide(p, 24)
-        x = (V >> (E - p)) & 16777215
-        if x & 15604743: raise r.deviation('WeldingDetectionReqType', p)
+        q -= 24
+        if q < 0: V, q = r.slideq(q, 24)
+        x = (V >> q) & 16777215
+        if x & 15604743: raise r.deviation('WeldingDetectionReqType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 20) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
         _c1_EVErrorCode = ((x >> 13) & 15)
-        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
         else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 3) & 127)
-        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
         f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.WeldingDetectionReqType)
@@ -11906,139 +11871,138 @@ def _e_WeldingDetectionReqType(w, o):
 def _d_WeldingDetectionResType(r):
     # {urn:iso:15118:2:2013:MsgBody}WeldingDetectionResType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        p += 9
-        if p > E: V, E, p = r.slide(p, 9)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('WeldingDetectionResType', p)
+        q -= 9
+        if q < 0: V, q = r.slideq(q, 9)
+        x = (V >> q) & 511
+        if x & 387: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 1) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(p))
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                 else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 1) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 1) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', p)
+                raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _c1_s = -1
         f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 58254: raise r.deviation('WeldingDetectionResType', p)
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 58254: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
         _c2_Multiplier = ((x >> 10) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         el = 'EVSEPresentVoltage/Unit'
         _c2_Unit = ((x >> 4) & 7)
-        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('WeldingDetectionResType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('WeldingDetectionResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.WeldingDetectionResType)

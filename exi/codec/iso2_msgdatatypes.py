@@ -29,8 +29,7 @@ _I_iso2_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(iso2_msgdataty
 def _d_AC_EVChargeParameterType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_EAmount = None
@@ -38,235 +37,235 @@ def _d_AC_EVChargeParameterType(r):
     f_EVMaxCurrent = None
     f_EVMinCurrent = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             el = 'DepartureTime'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_DepartureTime = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DepartureTime = (V >> q) & 127
             else:
-                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 17
-            if p > E: V, E, p = r.slide(p, 17)
-            x = (V >> (E - p)) & 131071
-            if x & 123790: raise r.deviation('AC_EVChargeParameterType', p)
-            if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+                r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 123790: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EAmount/Multiplier'
             _c1_Multiplier = ((x >> 10) & 7) + -3
-            if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+            if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
             el = 'EAmount/Unit'
             _c1_Unit = ((x >> 4) & 7)
-            if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+            if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
             else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
             el = 'EAmount/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EAmount.Multiplier = _c1_Multiplier
             f_EAmount.Unit = _c1_Unit
             f_EAmount.Value = _c1_Value
             s = 2
         elif ec == 1:
-            p += 15
-            if p > E: V, E, p = r.slide(p, 15)
-            x = (V >> (E - p)) & 32767
-            if x & 25486: raise r.deviation('AC_EVChargeParameterType', p)
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             el = 'EAmount/Multiplier'
             _c2_Multiplier = ((x >> 10) & 7) + -3
-            if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+            if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
             el = 'EAmount/Unit'
             _c2_Unit = ((x >> 4) & 7)
-            if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+            if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
             else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
             el = 'EAmount/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c2_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c2_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EAmount.Multiplier = _c2_Multiplier
             f_EAmount.Unit = _c2_Unit
             f_EAmount.Value = _c2_Value
             s = 2
         else:
-            raise r.deviation('AC_EVChargeParameterType', p)
+            raise r.deviation('AC_EVChargeParameterType', r.end - q)
         if s == 2:
-            p += 16
-            if p > E: V, E, p = r.slide(p, 16)
-            x = (V >> (E - p)) & 65535
-            if x & 58254: raise r.deviation('AC_EVChargeParameterType', p)
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 58254: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             el = 'EVMaxVoltage/Multiplier'
             _c3_Multiplier = ((x >> 10) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
             el = 'EVMaxVoltage/Unit'
             _c3_Unit = ((x >> 4) & 7)
-            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
             else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'EVMaxVoltage/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 18
-            if p > E: V, E, p = r.slide(p, 18)
-            x = (V >> (E - p)) & 262143
-            if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slideq(q, 18)
+            x = (V >> q) & 262143
+            if x & 254862: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaxVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVMaxVoltage.Multiplier = _c3_Multiplier
             f_EVMaxVoltage.Unit = _c3_Unit
             f_EVMaxVoltage.Value = _c3_Value
             el = 'EVMaxCurrent/Multiplier'
             _c4_Multiplier = ((x >> 10) & 7) + -3
-            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
             el = 'EVMaxCurrent/Unit'
             _c4_Unit = ((x >> 4) & 7)
-            if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+            if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
             else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
             el = 'EVMaxCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c4_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c4_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 18
-            if p > E: V, E, p = r.slide(p, 18)
-            x = (V >> (E - p)) & 262143
-            if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slideq(q, 18)
+            x = (V >> q) & 262143
+            if x & 254862: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVMaxCurrent.Multiplier = _c4_Multiplier
             f_EVMaxCurrent.Unit = _c4_Unit
             f_EVMaxCurrent.Value = _c4_Value
             el = 'EVMinCurrent/Multiplier'
             _c5_Multiplier = ((x >> 10) & 7) + -3
-            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
             el = 'EVMinCurrent/Unit'
             _c5_Unit = ((x >> 4) & 7)
-            if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+            if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
             else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
             el = 'EVMinCurrent/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c5_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c5_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_Value = (V >> q) & 127
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('AC_EVChargeParameterType', p)
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMinCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVMinCurrent.Multiplier = _c5_Multiplier
             f_EVMinCurrent.Unit = _c5_Unit
             f_EVMinCurrent.Value = _c5_Value
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.AC_EVChargeParameterType)
@@ -441,43 +440,42 @@ def _e_AC_EVChargeParameterType(w, o):
 def _d_AC_EVSEChargeParameterType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVSEChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_AC_EVSEStatus = None
     f_EVSENominalVoltage = None
     f_EVSEMaxCurrent = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 27
-        if p > E: V, E, p = r.slide(p, 27)
-        x = (V >> (E - p)) & 134217727
-        if x & 121365390: raise r.deviation('AC_EVSEChargeParameterType', p)
-        if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 27
+        if q < 0: V, q = r.slideq(q, 27)
+        x = (V >> q) & 134217727
+        if x & 121365390: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'AC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 22) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         el = 'AC_EVSEStatus/RCD'
         _c1_RCD = ((x >> 18) & 1) == 1
@@ -487,78 +485,78 @@ def _d_AC_EVSEChargeParameterType(r):
         f_AC_EVSEStatus.RCD = _c1_RCD
         el = 'EVSENominalVoltage/Multiplier'
         _c2_Multiplier = ((x >> 10) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         el = 'EVSENominalVoltage/Unit'
         _c2_Unit = ((x >> 4) & 7)
-        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSENominalVoltage/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 18
-        if p > E: V, E, p = r.slide(p, 18)
-        x = (V >> (E - p)) & 262143
-        if x & 254862: raise r.deviation('AC_EVSEChargeParameterType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSENominalVoltage.Multiplier = _c2_Multiplier
         f_EVSENominalVoltage.Unit = _c2_Unit
         f_EVSENominalVoltage.Value = _c2_Value
         el = 'EVSEMaxCurrent/Multiplier'
         _c3_Multiplier = ((x >> 10) & 7) + -3
-        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         el = 'EVSEMaxCurrent/Unit'
         _c3_Unit = ((x >> 4) & 7)
-        if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+        if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVSEMaxCurrent/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
         f_EVSEMaxCurrent.Unit = _c3_Unit
         f_EVSEMaxCurrent.Value = _c3_Value
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.AC_EVSEChargeParameterType)
@@ -660,47 +658,46 @@ def _e_AC_EVSEChargeParameterType(w, o):
 def _d_AC_EVSEStatusType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVSEStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     f_RCD = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('AC_EVSEStatusType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('AC_EVSEStatusType', r.end - q)
         el = 'NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 11
-        if p > E: V, E, p = r.slide(p, 11)
-        x = (V >> (E - p)) & 2047
-        if x & 1851: raise r.deviation('AC_EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 11
+        if q < 0: V, q = r.slideq(q, 11)
+        x = (V >> q) & 2047
+        if x & 1851: raise r.deviation('AC_EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 6) & 3)
-        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
         el = 'RCD'
         f_RCD = ((x >> 2) & 1) == 1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.AC_EVSEStatusType)
@@ -750,84 +747,83 @@ def _e_AC_EVSEStatusType(w, o):
 def _d_CertificateChainType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}CertificateChainType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_Certificate = None
     f_SubCertificates = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('iso2_msgdatatypes:Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
             el = 'Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 f_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             s = 2
         elif ec == 1:
             el = 'Certificate'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                 f_Certificate = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                    r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
             s = 2
         else:
-            raise r.deviation('CertificateChainType', p)
+            raise r.deviation('CertificateChainType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SubCertificates'
-                r.pos = p
+                r.pos = r.end - q
                 f_SubCertificates = _d_SubCertificatesType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('CertificateChainType', p)
-        r.pos = p
+                raise r.deviation('CertificateChainType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.CertificateChainType)
@@ -907,8 +903,7 @@ def _e_CertificateChainType(w, o):
 def _d_ChargeServiceType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ChargeServiceType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceID = None
     f_ServiceName = None
@@ -917,122 +912,122 @@ def _d_ChargeServiceType(r):
     f_FreeService = None
     f_SupportedEnergyTransferMode = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ChargeServiceType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ChargeServiceType', r.end - q)
         el = 'ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
-        if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+            r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceName'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                     f_ServiceName = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                     if len(f_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('ChargeServiceType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 s = 3
             elif ec == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('ChargeServiceType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 s = 3
             else:
-                raise r.deviation('ChargeServiceType', p)
+                raise r.deviation('ChargeServiceType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceScope'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                     f_ServiceScope = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
                     if len(f_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('ChargeServiceType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 13: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'FreeService'
                 f_FreeService = ((x >> 1) & 1) == 1
                 s = 5
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('ChargeServiceType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'FreeService'
                 f_FreeService = ((x >> 1) & 1) == 1
                 s = 5
             else:
-                raise r.deviation('ChargeServiceType', p)
+                raise r.deviation('ChargeServiceType', r.end - q)
         if s == 5:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'SupportedEnergyTransferMode'
-            r.pos = p
+            r.pos = r.end - q
             f_SupportedEnergyTransferMode = _d_SupportedEnergyTransferModeType(r)
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ChargeServiceType)
@@ -1152,100 +1147,99 @@ def _e_ChargeServiceType(w, o):
 def _d_ChargingProfileType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ChargingProfileType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ProfileEntry = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargingProfileType', r.end - q)
         el = 'ProfileEntry'
         _c1_ChargingProfileEntryStart = None
         _c1_ChargingProfileEntryMaxPower = None
         _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         el = 'ProfileEntry/ChargingProfileEntryStart'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_ChargingProfileEntryStart = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_ChargingProfileEntryStart = (V >> q) & 127
         else:
-            r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 123790: raise r.deviation('ProfileEntryType', p)
-        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(p))
+            r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
+        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
         _c1_c1_Multiplier = ((x >> 10) & 7) + -3
-        if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(p))
+        if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
         _c1_c1_Unit = ((x >> 4) & 7)
-        if _c1_c1_Unit >= 7: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 7, r.at(p))
+        if _c1_c1_Unit >= 7: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 7, r.at(r.end - q))
         else: _c1_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c1_Unit]
         el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+            r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
         _c1_ChargingProfileEntryMaxPower.Multiplier = _c1_c1_Multiplier
         _c1_ChargingProfileEntryMaxPower.Unit = _c1_c1_Unit
         _c1_ChargingProfileEntryMaxPower.Value = _c1_c1_Value
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 19: raise r.deviation('ProfileEntryType', p)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
                 el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
                 _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c1_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
+                if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c1_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('ProfileEntryType', p)
+                raise r.deviation('ProfileEntryType', r.end - q)
         _v = _new(iso2_msgdatatypes.ProfileEntryType)
         _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
         _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
@@ -1255,96 +1249,96 @@ def _d_ChargingProfileType(r):
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ProfileEntry'
                     _c2_ChargingProfileEntryStart = None
                     _c2_ChargingProfileEntryMaxPower = None
                     _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
                     el = 'ProfileEntry/ChargingProfileEntryStart'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_ChargingProfileEntryStart = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_ChargingProfileEntryStart = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 123790: raise r.deviation('ProfileEntryType', p)
-                    if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(p))
+                        r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 17
+                    if q < 0: V, q = r.slideq(q, 17)
+                    x = (V >> q) & 131071
+                    if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
+                    if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
                     _c2_c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c1_Multiplier, r.at(p))
+                    if _c2_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c1_Multiplier, r.at(r.end - q))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
                     _c2_c1_Unit = ((x >> 4) & 7)
-                    if _c2_c1_Unit >= 7: _c2_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c1_Unit, 7, r.at(p))
+                    if _c2_c1_Unit >= 7: _c2_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c1_Unit, 7, r.at(r.end - q))
                     else: _c2_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c1_Unit]
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_c1_Value = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_c1_Value = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_c1_Value = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(p))
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                     _c2_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
                     _c2_ChargingProfileEntryMaxPower.Multiplier = _c2_c1_Multiplier
                     _c2_ChargingProfileEntryMaxPower.Unit = _c2_c1_Unit
                     _c2_ChargingProfileEntryMaxPower.Value = _c2_c1_Value
                     _c2_s = 2
                     if _c2_s == 2:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
-                            p += 5
-                            if p > E: V, E, p = r.slide(p, 5)
-                            x = (V >> (E - p)) & 31
-                            if x & 19: raise r.deviation('ProfileEntryType', p)
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
                             el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
                             _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                            if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c2_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
+                            if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c2_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
                             _c2_s = -1
                         elif ec == 1:
                             pass
                             _c2_s = -1
                         else:
-                            raise r.deviation('ProfileEntryType', p)
+                            raise r.deviation('ProfileEntryType', r.end - q)
                     _v = _new(iso2_msgdatatypes.ProfileEntryType)
                     _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
                     _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
@@ -1359,13 +1353,13 @@ def _d_ChargingProfileType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('ChargingProfileType', p)
+                    raise r.deviation('ChargingProfileType', r.end - q)
         if s == 24:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingProfileType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ChargingProfileType)
@@ -1537,48 +1531,47 @@ def _e_ChargingProfileType(w, o):
 def _d_ConsumptionCostType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ConsumptionCostType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_startValue = None
     f_Cost = []
     try:
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 58254: raise r.deviation('ConsumptionCostType', p)
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 58254: raise r.deviation('ConsumptionCostType', r.end - q)
         el = 'startValue/Multiplier'
         _c1_Multiplier = ((x >> 10) & 7) + -3
-        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
         el = 'startValue/Unit'
         _c1_Unit = ((x >> 4) & 7)
-        if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+        if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
         else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
         el = 'startValue/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ConsumptionCostType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ConsumptionCostType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_startValue = _new(iso2_msgdatatypes.PhysicalValueType)
         f_startValue.Multiplier = _c1_Multiplier
         f_startValue.Unit = _c1_Unit
@@ -1587,56 +1580,56 @@ def _d_ConsumptionCostType(r):
         _c2_costKind = None
         _c2_amount = None
         _c2_amountMultiplier = None
-        p += 7
-        if p > E: V, E, p = r.slide(p, 7)
-        x = (V >> (E - p)) & 127
-        if x & 103: raise r.deviation('CostType', p)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 103: raise r.deviation('CostType', r.end - q)
         el = 'Cost/costKind'
         _c2_costKind = ((x >> 3) & 3)
-        if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(p))
+        if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(r.end - q))
         else: _c2_costKind = _E_iso2_msgdatatypes_costKindType[_c2_costKind]
         el = 'Cost/amount'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_amount = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_amount = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_amount = (V >> q) & 127
         else:
-            r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-        if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(p))
+            r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+        if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
         _c2_s = 2
         if _c2_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 35: raise r.deviation('CostType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 35: raise r.deviation('CostType', r.end - q)
                 el = 'Cost/amountMultiplier'
                 _c2_amountMultiplier = ((x >> 2) & 7) + -3
-                if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(p))
+                if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(r.end - q))
                 _c2_s = -1
             elif ec == 1:
                 pass
                 _c2_s = -1
             else:
-                raise r.deviation('CostType', p)
+                raise r.deviation('CostType', r.end - q)
         _v = _new(iso2_msgdatatypes.CostType)
         _v.costKind = _c2_costKind
         _v.amount = _c2_amount
@@ -1644,64 +1637,64 @@ def _d_ConsumptionCostType(r):
         f_Cost.append(_v)
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Cost'
                 _c3_costKind = None
                 _c3_amount = None
                 _c3_amountMultiplier = None
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 103: raise r.deviation('CostType', p)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 103: raise r.deviation('CostType', r.end - q)
                 el = 'Cost/costKind'
                 _c3_costKind = ((x >> 3) & 3)
-                if _c3_costKind >= 3: _c3_costKind = r.enum_index('CostType/costKind', _c3_costKind, 3, r.at(p))
+                if _c3_costKind >= 3: _c3_costKind = r.enum_index('CostType/costKind', _c3_costKind, 3, r.at(r.end - q))
                 else: _c3_costKind = _E_iso2_msgdatatypes_costKindType[_c3_costKind]
                 el = 'Cost/amount'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c3_amount = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c3_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c3_amount = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_amount = (V >> q) & 127
                 else:
-                    r.pos = p; _c3_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-                if _c3_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c3_amount, r.at(p))
+                    r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                if _c3_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c3_amount, r.at(r.end - q))
                 _c3_s = 2
                 if _c3_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 35: raise r.deviation('CostType', p)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 35: raise r.deviation('CostType', r.end - q)
                         el = 'Cost/amountMultiplier'
                         _c3_amountMultiplier = ((x >> 2) & 7) + -3
-                        if _c3_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c3_amountMultiplier, r.at(p))
+                        if _c3_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c3_amountMultiplier, r.at(r.end - q))
                         _c3_s = -1
                     elif ec == 1:
                         pass
                         _c3_s = -1
                     else:
-                        raise r.deviation('CostType', p)
+                        raise r.deviation('CostType', r.end - q)
                 _v = _new(iso2_msgdatatypes.CostType)
                 _v.costKind = _c3_costKind
                 _v.amount = _c3_amount
@@ -1712,81 +1705,81 @@ def _d_ConsumptionCostType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('ConsumptionCostType', p)
+                raise r.deviation('ConsumptionCostType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Cost'
                 _c4_costKind = None
                 _c4_amount = None
                 _c4_amountMultiplier = None
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 103: raise r.deviation('CostType', p)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 103: raise r.deviation('CostType', r.end - q)
                 el = 'Cost/costKind'
                 _c4_costKind = ((x >> 3) & 3)
-                if _c4_costKind >= 3: _c4_costKind = r.enum_index('CostType/costKind', _c4_costKind, 3, r.at(p))
+                if _c4_costKind >= 3: _c4_costKind = r.enum_index('CostType/costKind', _c4_costKind, 3, r.at(r.end - q))
                 else: _c4_costKind = _E_iso2_msgdatatypes_costKindType[_c4_costKind]
                 el = 'Cost/amount'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_amount = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_amount = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_amount = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-                if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(p))
+                    r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+                if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
                 _c4_s = 2
                 if _c4_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 35: raise r.deviation('CostType', p)
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 35: raise r.deviation('CostType', r.end - q)
                         el = 'Cost/amountMultiplier'
                         _c4_amountMultiplier = ((x >> 2) & 7) + -3
-                        if _c4_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c4_amountMultiplier, r.at(p))
+                        if _c4_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c4_amountMultiplier, r.at(r.end - q))
                         _c4_s = -1
                     elif ec == 1:
                         pass
                         _c4_s = -1
                     else:
-                        raise r.deviation('CostType', p)
+                        raise r.deviation('CostType', r.end - q)
                 _v = _new(iso2_msgdatatypes.CostType)
                 _v.costKind = _c4_costKind
                 _v.amount = _c4_amount
                 _v.amountMultiplier = _c4_amountMultiplier
                 f_Cost.append(_v)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ConsumptionCostType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ConsumptionCostType', p)
-        r.pos = p
+                raise r.deviation('ConsumptionCostType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ConsumptionCostType)
@@ -1988,44 +1981,43 @@ def _e_ConsumptionCostType(w, o):
 def _d_ContractSignatureEncryptedPrivateKeyType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ContractSignatureEncryptedPrivateKeyType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_value = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         el = '@Id'
-        r.pos = p
+        r.pos = r.end - q
         f_Id = r.string('iso2_msgdatatypes:Id')
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         s = 1
         if s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            ec = (V >> (E - p)) & 1
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            ec = (V >> q) & 1
             if ec == 0:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_value = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', f_value, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', f_value, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                 s = -1
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                 f_value = b''
                 s = -1
             else:
-                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
-        r.pos = p
+                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
@@ -2077,64 +2069,63 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
 def _d_CostType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}CostType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_costKind = None
     f_amount = None
     f_amountMultiplier = None
     try:
-        p += 7
-        if p > E: V, E, p = r.slide(p, 7)
-        x = (V >> (E - p)) & 127
-        if x & 103: raise r.deviation('CostType', p)
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 103: raise r.deviation('CostType', r.end - q)
         el = 'costKind'
         f_costKind = ((x >> 3) & 3)
-        if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
+        if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(r.end - q))
         else: f_costKind = _E_iso2_msgdatatypes_costKindType[f_costKind]
         el = 'amount'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_amount = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_amount = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_amount = (V >> q) & 127
         else:
-            r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-        if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(p))
+            r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('CostType', r.end - q)
+        if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 35: raise r.deviation('CostType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 35: raise r.deviation('CostType', r.end - q)
                 el = 'amountMultiplier'
                 f_amountMultiplier = ((x >> 2) & 7) + -3
-                if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(p))
+                if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('CostType', p)
-        r.pos = p
+                raise r.deviation('CostType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.CostType)
@@ -2194,8 +2185,7 @@ def _e_CostType(w, o):
 def _d_DC_EVChargeParameterType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_DC_EVStatus = None
@@ -2207,472 +2197,472 @@ def _d_DC_EVChargeParameterType(r):
     f_FullSOC = None
     f_BulkSOC = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'DepartureTime'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_DepartureTime = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DepartureTime = (V >> q) & 127
             else:
-                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 24
-            if p > E: V, E, p = r.slide(p, 24)
-            x = (V >> (E - p)) & 16777215
-            if x & 16190979: raise r.deviation('DC_EVChargeParameterType', p)
-            if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+                r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 24
+            if q < 0: V, q = r.slideq(q, 24)
+            x = (V >> q) & 16777215
+            if x & 16190979: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'DC_EVStatus/EVReady'
             _c1_EVReady = ((x >> 19) & 1) == 1
             el = 'DC_EVStatus/EVErrorCode'
             _c1_EVErrorCode = ((x >> 12) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
-            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
             f_DC_EVStatus.EVReady = _c1_EVReady
             f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
             f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
             s = 2
         elif ec == 1:
-            p += 22
-            if p > E: V, E, p = r.slide(p, 22)
-            x = (V >> (E - p)) & 4194303
-            if x & 3608067: raise r.deviation('DC_EVChargeParameterType', p)
+            q -= 22
+            if q < 0: V, q = r.slideq(q, 22)
+            x = (V >> q) & 4194303
+            if x & 3608067: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'DC_EVStatus/EVReady'
             _c2_EVReady = ((x >> 19) & 1) == 1
             el = 'DC_EVStatus/EVErrorCode'
             _c2_EVErrorCode = ((x >> 12) & 15)
-            if _c2_EVErrorCode >= 12: _c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_EVErrorCode, 12, r.at(p))
+            if _c2_EVErrorCode >= 12: _c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_EVErrorCode, 12, r.at(r.end - q))
             else: _c2_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c2_EVErrorCode]
             el = 'DC_EVStatus/EVRESSSOC'
             _c2_EVRESSSOC = ((x >> 2) & 127)
-            if _c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_EVRESSSOC, r.at(p))
+            if _c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_EVRESSSOC, r.at(r.end - q))
             f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
             f_DC_EVStatus.EVReady = _c2_EVReady
             f_DC_EVStatus.EVErrorCode = _c2_EVErrorCode
             f_DC_EVStatus.EVRESSSOC = _c2_EVRESSSOC
             s = 2
         else:
-            raise r.deviation('DC_EVChargeParameterType', p)
+            raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 2:
-            p += 16
-            if p > E: V, E, p = r.slide(p, 16)
-            x = (V >> (E - p)) & 65535
-            if x & 58254: raise r.deviation('DC_EVChargeParameterType', p)
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 58254: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumCurrentLimit/Multiplier'
             _c3_Multiplier = ((x >> 10) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
             el = 'EVMaximumCurrentLimit/Unit'
             _c3_Unit = ((x >> 4) & 7)
-            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
             else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'EVMaximumCurrentLimit/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
             f_EVMaximumCurrentLimit.Multiplier = _c3_Multiplier
             f_EVMaximumCurrentLimit.Unit = _c3_Unit
             f_EVMaximumCurrentLimit.Value = _c3_Value
             s = 3
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
                 _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumPowerLimit/Unit'
                 _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
                 else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c4_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c4_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('DC_EVChargeParameterType', p)
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slideq(q, 18)
+                x = (V >> q) & 262143
+                if x & 254862: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c4_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c4_Unit
                 f_EVMaximumPowerLimit.Value = _c4_Value
                 el = 'EVMaximumVoltageLimit/Multiplier'
                 _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumVoltageLimit/Unit'
                 _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
                 else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c5_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c5_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c5_Unit
                 f_EVMaximumVoltageLimit.Value = _c5_Value
                 s = 5
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Multiplier'
                 _c6_Multiplier = ((x >> 10) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumVoltageLimit/Unit'
                 _c6_Unit = ((x >> 4) & 7)
-                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
+                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
                 else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c6_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c6_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVMaximumVoltageLimit.Multiplier = _c6_Multiplier
                 f_EVMaximumVoltageLimit.Unit = _c6_Unit
                 f_EVMaximumVoltageLimit.Value = _c6_Value
                 s = 5
             else:
-                raise r.deviation('DC_EVChargeParameterType', p)
+                raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 5:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVEnergyCapacity/Multiplier'
                 _c7_Multiplier = ((x >> 10) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
                 el = 'EVEnergyCapacity/Unit'
                 _c7_Unit = ((x >> 4) & 7)
-                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVEnergyCapacity = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVEnergyCapacity.Multiplier = _c7_Multiplier
                 f_EVEnergyCapacity.Unit = _c7_Unit
                 f_EVEnergyCapacity.Value = _c7_Value
                 s = 6
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVEnergyRequest/Multiplier'
                 _c8_Multiplier = ((x >> 10) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 el = 'EVEnergyRequest/Unit'
                 _c8_Unit = ((x >> 4) & 7)
-                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
+                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c8_Multiplier
                 f_EVEnergyRequest.Unit = _c8_Unit
                 f_EVEnergyRequest.Value = _c8_Value
                 s = 7
             elif ec == 2:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
                 f_FullSOC = ((x >> 1) & 127)
-                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
                 s = 8
             elif ec == 3:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 1) & 127)
-                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 4:
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_EVChargeParameterType', p)
+                raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 6:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVEnergyRequest/Multiplier'
                 _c9_Multiplier = ((x >> 10) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
                 el = 'EVEnergyRequest/Unit'
                 _c9_Unit = ((x >> 4) & 7)
-                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
+                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c9_Multiplier
                 f_EVEnergyRequest.Unit = _c9_Unit
                 f_EVEnergyRequest.Value = _c9_Value
                 s = 7
             elif ec == 1:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
                 f_FullSOC = ((x >> 1) & 127)
-                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
                 s = 8
             elif ec == 2:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 1) & 127)
-                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_EVChargeParameterType', p)
+                raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 7:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
                 f_FullSOC = ((x >> 1) & 127)
-                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
+                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
                 s = 8
             elif ec == 1:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 1) & 127)
-                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_EVChargeParameterType', p)
+                raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 8:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 257: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 1) & 127)
-                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
+                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_EVChargeParameterType', p)
+                raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 9:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.DC_EVChargeParameterType)
@@ -3033,61 +3023,60 @@ def _e_DC_EVChargeParameterType(w, o):
 def _d_DC_EVPowerDeliveryParameterType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVPowerDeliveryParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVStatus = None
     f_BulkChargingComplete = None
     f_ChargingComplete = None
     try:
-        p += 23
-        if p > E: V, E, p = r.slide(p, 23)
-        x = (V >> (E - p)) & 8388607
-        if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+        q -= 23
+        if q < 0: V, q = r.slideq(q, 23)
+        x = (V >> q) & 8388607
+        if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         el = 'DC_EVStatus/EVReady'
         _c1_EVReady = ((x >> 19) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
         _c1_EVErrorCode = ((x >> 12) & 15)
-        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+        if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
         else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 2) & 127)
-        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
         f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 7
-                if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 5) & 1) == 1
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 3
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 3
             else:
-                raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         if s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
@@ -3162,8 +3151,7 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
 def _d_DC_EVSEChargeParameterType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVSEChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DC_EVSEStatus = None
     f_EVSEMaximumCurrentLimit = None
@@ -3175,443 +3163,443 @@ def _d_DC_EVSEChargeParameterType(r):
     f_EVSEPeakCurrentRipple = None
     f_EVSEEnergyToBeDelivered = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'DC_EVSEStatus'
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = ((x >> 1) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(p))
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
                 else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 1) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 1) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(p))
+                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
                 _c1_s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', p)
+                raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _c1_s = -1
         f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
-        p += 16
-        if p > E: V, E, p = r.slide(p, 16)
-        x = (V >> (E - p)) & 65535
-        if x & 58254: raise r.deviation('DC_EVSEChargeParameterType', p)
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 58254: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMaximumCurrentLimit/Multiplier'
         _c2_Multiplier = ((x >> 10) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         el = 'EVSEMaximumCurrentLimit/Unit'
         _c2_Unit = ((x >> 4) & 7)
-        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+        if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEMaximumCurrentLimit/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c2_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c2_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
         else:
-            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 18
-        if p > E: V, E, p = r.slide(p, 18)
-        x = (V >> (E - p)) & 262143
-        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
         f_EVSEMaximumCurrentLimit.Unit = _c2_Unit
         f_EVSEMaximumCurrentLimit.Value = _c2_Value
         el = 'EVSEMaximumPowerLimit/Multiplier'
         _c3_Multiplier = ((x >> 10) & 7) + -3
-        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         el = 'EVSEMaximumPowerLimit/Unit'
         _c3_Unit = ((x >> 4) & 7)
-        if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+        if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVSEMaximumPowerLimit/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c3_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c3_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 18
-        if p > E: V, E, p = r.slide(p, 18)
-        x = (V >> (E - p)) & 262143
-        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
         f_EVSEMaximumPowerLimit.Unit = _c3_Unit
         f_EVSEMaximumPowerLimit.Value = _c3_Value
         el = 'EVSEMaximumVoltageLimit/Multiplier'
         _c4_Multiplier = ((x >> 10) & 7) + -3
-        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
         el = 'EVSEMaximumVoltageLimit/Unit'
         _c4_Unit = ((x >> 4) & 7)
-        if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+        if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
         else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
         el = 'EVSEMaximumVoltageLimit/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c4_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c4_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
         else:
-            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 18
-        if p > E: V, E, p = r.slide(p, 18)
-        x = (V >> (E - p)) & 262143
-        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVSEMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
         f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
         f_EVSEMaximumVoltageLimit.Value = _c4_Value
         el = 'EVSEMinimumCurrentLimit/Multiplier'
         _c5_Multiplier = ((x >> 10) & 7) + -3
-        if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+        if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
         el = 'EVSEMinimumCurrentLimit/Unit'
         _c5_Unit = ((x >> 4) & 7)
-        if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+        if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
         else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
         el = 'EVSEMinimumCurrentLimit/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c5_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c5_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
         else:
-            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 18
-        if p > E: V, E, p = r.slide(p, 18)
-        x = (V >> (E - p)) & 262143
-        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVSEMinimumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMinimumCurrentLimit.Multiplier = _c5_Multiplier
         f_EVSEMinimumCurrentLimit.Unit = _c5_Unit
         f_EVSEMinimumCurrentLimit.Value = _c5_Value
         el = 'EVSEMinimumVoltageLimit/Multiplier'
         _c6_Multiplier = ((x >> 10) & 7) + -3
-        if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+        if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
         el = 'EVSEMinimumVoltageLimit/Unit'
         _c6_Unit = ((x >> 4) & 7)
-        if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(p))
+        if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
         else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
         el = 'EVSEMinimumVoltageLimit/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c6_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c6_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c6_Value = (V >> q) & 127
         else:
-            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
         f_EVSEMinimumVoltageLimit.Multiplier = _c6_Multiplier
         f_EVSEMinimumVoltageLimit.Unit = _c6_Unit
         f_EVSEMinimumVoltageLimit.Value = _c6_Value
         s = 6
         if s == 6:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 el = 'EVSECurrentRegulationTolerance/Multiplier'
                 _c7_Multiplier = ((x >> 10) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
                 el = 'EVSECurrentRegulationTolerance/Unit'
                 _c7_Unit = ((x >> 4) & 7)
-                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(p))
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVSECurrentRegulationTolerance/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c7_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c7_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 18
-                if p > E: V, E, p = r.slide(p, 18)
-                x = (V >> (E - p)) & 262143
-                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slideq(q, 18)
+                x = (V >> q) & 262143
+                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSECurrentRegulationTolerance = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSECurrentRegulationTolerance.Multiplier = _c7_Multiplier
                 f_EVSECurrentRegulationTolerance.Unit = _c7_Unit
                 f_EVSECurrentRegulationTolerance.Value = _c7_Value
                 el = 'EVSEPeakCurrentRipple/Multiplier'
                 _c8_Multiplier = ((x >> 10) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 el = 'EVSEPeakCurrentRipple/Unit'
                 _c8_Unit = ((x >> 4) & 7)
-                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(p))
+                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c8_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c8_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEPeakCurrentRipple.Multiplier = _c8_Multiplier
                 f_EVSEPeakCurrentRipple.Unit = _c8_Unit
                 f_EVSEPeakCurrentRipple.Value = _c8_Value
                 s = 8
             elif ec == 1:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Multiplier'
                 _c9_Multiplier = ((x >> 10) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
                 el = 'EVSEPeakCurrentRipple/Unit'
                 _c9_Unit = ((x >> 4) & 7)
-                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(p))
+                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c9_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c9_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
                 f_EVSEPeakCurrentRipple.Unit = _c9_Unit
                 f_EVSEPeakCurrentRipple.Value = _c9_Value
                 s = 8
             else:
-                raise r.deviation('DC_EVSEChargeParameterType', p)
+                raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if s == 8:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 el = 'EVSEEnergyToBeDelivered/Multiplier'
                 _c10_Multiplier = ((x >> 10) & 7) + -3
-                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
                 el = 'EVSEEnergyToBeDelivered/Unit'
                 _c10_Unit = ((x >> 4) & 7)
-                if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(p))
+                if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(r.end - q))
                 else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
                 el = 'EVSEEnergyToBeDelivered/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c10_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c10_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEEnergyToBeDelivered = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_EVSEEnergyToBeDelivered.Multiplier = _c10_Multiplier
                 f_EVSEEnergyToBeDelivered.Unit = _c10_Unit
@@ -3621,8 +3609,8 @@ def _d_DC_EVSEChargeParameterType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('DC_EVSEChargeParameterType', p)
-        r.pos = p
+                raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.DC_EVSEChargeParameterType)
@@ -3961,82 +3949,81 @@ def _e_DC_EVSEChargeParameterType(w, o):
 def _d_DC_EVSEStatusType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVSEStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     f_EVSEIsolationStatus = None
     f_EVSEStatusCode = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 1) & 3)
-        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'EVSEIsolationStatus'
                 f_EVSEIsolationStatus = ((x >> 8) & 7)
-                if f_EVSEIsolationStatus >= 5: f_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', f_EVSEIsolationStatus, 5, r.at(p))
+                if f_EVSEIsolationStatus >= 5: f_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', f_EVSEIsolationStatus, 5, r.at(r.end - q))
                 else: f_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[f_EVSEIsolationStatus]
                 el = 'EVSEStatusCode'
                 f_EVSEStatusCode = ((x >> 1) & 15)
-                if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+                if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
                 else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
                 s = 4
             elif ec == 1:
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 33: raise r.deviation('DC_EVSEStatusType', p)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'EVSEStatusCode'
                 f_EVSEStatusCode = ((x >> 1) & 15)
-                if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+                if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
                 else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
                 s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', p)
+                raise r.deviation('DC_EVSEStatusType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.DC_EVSEStatusType)
@@ -4114,27 +4101,26 @@ def _e_DC_EVSEStatusType(w, o):
 def _d_DC_EVStatusType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EVReady = None
     f_EVErrorCode = None
     f_EVRESSSOC = None
     try:
-        p += 22
-        if p > E: V, E, p = r.slide(p, 22)
-        x = (V >> (E - p)) & 4194303
-        if x & 3608067: raise r.deviation('DC_EVStatusType', p)
+        q -= 22
+        if q < 0: V, q = r.slideq(q, 22)
+        x = (V >> q) & 4194303
+        if x & 3608067: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'EVReady'
         f_EVReady = ((x >> 19) & 1) == 1
         el = 'EVErrorCode'
         f_EVErrorCode = ((x >> 12) & 15)
-        if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
+        if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
         else: f_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
         el = 'EVRESSSOC'
         f_EVRESSSOC = ((x >> 2) & 127)
-        if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(p))
-        r.pos = p
+        if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.DC_EVStatusType)
@@ -4178,44 +4164,43 @@ def _e_DC_EVStatusType(w, o):
 def _d_DiffieHellmanPublickeyType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}DiffieHellmanPublickeyType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_value = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         el = '@Id'
-        r.pos = p
+        r.pos = r.end - q
         f_Id = r.string('iso2_msgdatatypes:Id')
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         s = 1
         if s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            ec = (V >> (E - p)) & 1
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            ec = (V >> q) & 1
             if ec == 0:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_value = r.binary(); V = r.v; E = r.end; p = r.pos
-                if len(f_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', f_value, r.at(p))
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos
+                if len(f_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', f_value, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                 s = -1
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                 f_value = b''
                 s = -1
             else:
-                raise r.deviation('DiffieHellmanPublickeyType', p)
-        r.pos = p
+                raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
@@ -4267,30 +4252,29 @@ def _e_DiffieHellmanPublickeyType(w, o):
 def _d_EMAIDType(r, key):
     # {urn:iso:15118:2:2013:MsgDataTypes}EMAIDType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_value = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EMAIDType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EMAIDType', r.end - q)
         el = '@Id'
-        r.pos = p
+        r.pos = r.end - q
         f_Id = r.string('iso2_msgdatatypes:Id')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EMAIDType', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EMAIDType', r.end - q)
+        r.pos = r.end - q
         f_value = r.string(key)
         if len(f_value) < 14 or len(f_value) > 15: r.facet('EMAIDType/value', 'length [14, 15]', f_value, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EMAIDType', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EMAIDType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.EMAIDType)
@@ -4339,46 +4323,45 @@ def _e_EMAIDType(w, o):
 def _d_EVChargeParameterType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
             el = 'DepartureTime'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     f_DepartureTime = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                f_DepartureTime = (V >> (E - p)) & 127
+                    r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DepartureTime = (V >> q) & 127
             else:
-                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('EVChargeParameterType', p)
-            if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
+                r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
+            if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         elif ec == 1:
             pass
         else:
-            raise r.deviation('EVChargeParameterType', p)
-        r.pos = p
+            raise r.deviation('EVChargeParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.EVChargeParameterType)
@@ -4417,14 +4400,13 @@ def _e_EVChargeParameterType(w, o):
 def _d_EVPowerDeliveryParameterType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVPowerDeliveryParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVPowerDeliveryParameterType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVPowerDeliveryParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
@@ -4447,14 +4429,13 @@ def _e_EVPowerDeliveryParameterType(w, o):
 def _d_EVSEChargeParameterType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVSEChargeParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVSEChargeParameterType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVSEChargeParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.EVSEChargeParameterType)
@@ -4477,44 +4458,43 @@ def _e_EVSEChargeParameterType(w, o):
 def _d_EVSEStatusType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVSEStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('EVSEStatusType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVSEStatusType', r.end - q)
         el = 'NotificationMaxDelay'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_NotificationMaxDelay = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 7
-        if p > E: V, E, p = r.slide(p, 7)
-        x = (V >> (E - p)) & 127
-        if x & 115: raise r.deviation('EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
+            r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 115: raise r.deviation('EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 3)
-        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.EVSEStatusType)
@@ -4558,14 +4538,13 @@ def _e_EVSEStatusType(w, o):
 def _d_EVStatusType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVStatusType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVStatusType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVStatusType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.EVStatusType)
@@ -4588,102 +4567,101 @@ def _e_EVStatusType(w, o):
 def _d_EntryType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}EntryType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'RelativeTimeInterval'
             _c1_start = None
             _c1_duration = None
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_start = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_start = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_start = (V >> q) & 127
             else:
-                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(p))
+                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c1_duration = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c1_duration = (V >> q) & 127
                     else:
-                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(p))
+                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
                     _c1_s = -1
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', p)
+                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             s = 1
         elif ec == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
             s = 1
         else:
-            raise r.deviation('EntryType', p)
+            raise r.deviation('EntryType', r.end - q)
         if s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EntryType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.EntryType)
@@ -4767,14 +4745,13 @@ def _e_EntryType(w, o):
 def _d_IntervalType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}IntervalType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('IntervalType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('IntervalType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.IntervalType)
@@ -4797,56 +4774,55 @@ def _e_IntervalType(w, o):
 def _d_ListOfRootCertificateIDsType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ListOfRootCertificateIDsType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RootCertificateID = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509IssuerName'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
             _c1_X509IssuerName = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509SerialNumber'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_X509SerialNumber = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_X509SerialNumber = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_X509SerialNumber = (V >> q) & 127
         else:
-            r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+            r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
         _v = _new(xmldsig.X509IssuerSerialType)
         _v.X509IssuerName = _c1_X509IssuerName
@@ -4856,55 +4832,55 @@ def _d_ListOfRootCertificateIDsType(r):
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     el = 'RootCertificateID/X509IssuerName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                         _c2_X509IssuerName = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     el = 'RootCertificateID/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_X509SerialNumber = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c2_X509IssuerName
@@ -4919,13 +4895,13 @@ def _d_ListOfRootCertificateIDsType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('ListOfRootCertificateIDsType', p)
+                    raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if s == 20:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ListOfRootCertificateIDsType)
@@ -5025,8 +5001,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
 def _d_MeterInfoType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}MeterInfoType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_MeterID = None
     f_MeterReading = None
@@ -5034,353 +5009,353 @@ def _d_MeterInfoType(r):
     f_MeterStatus = None
     f_TMeter = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
         el = 'MeterID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
             f_MeterID = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             f_MeterID = r.string('iso2_msgdatatypes:MeterID')
             if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
         s = 1
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterReading'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterReading = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterReading = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterReading = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterReading = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterReading = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(p))
+                    r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
                 s = 2
             elif ec == 1:
                 el = 'SigMeterReading'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
                     f_SigMeterReading = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        f_SigMeterReading = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_SigMeterReading = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
                 s = 3
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_TMeter = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_TMeter = (V >> q) & 127
                 else:
-                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
-                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 4:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = 'SigMeterReading'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
                     f_SigMeterReading = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        f_SigMeterReading = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_SigMeterReading = r.binary(); V = r.v; E = r.end; p = r.pos
-                    if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(p))
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos
+                    if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
                 s = 3
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_TMeter = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_TMeter = (V >> q) & 127
                 else:
-                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
-                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 3:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_MeterStatus = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_MeterStatus = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_MeterStatus = (V >> q) & 127
                 else:
-                    r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
+                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
                 s = 4
             elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_TMeter = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_TMeter = (V >> q) & 127
                 else:
-                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
-                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('MeterInfoType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_TMeter = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_TMeter = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_TMeter = (V >> q) & 127
                 else:
-                    r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_TMeter = -f_TMeter - 1
-                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
+                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('MeterInfoType', p)
+                raise r.deviation('MeterInfoType', r.end - q)
         if s == 5:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.MeterInfoType)
@@ -5591,52 +5566,51 @@ def _e_MeterInfoType(w, o):
 def _d_NotificationType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}NotificationType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_FaultCode = None
     f_FaultMsg = None
     try:
-        p += 5
-        if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 25: raise r.deviation('NotificationType', p)
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 25: raise r.deviation('NotificationType', r.end - q)
         el = 'FaultCode'
         f_FaultCode = ((x >> 1) & 3)
-        if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(p))
+        if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(r.end - q))
         else: f_FaultCode = _E_iso2_msgdatatypes_faultCodeType[f_FaultCode]
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'FaultMsg'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
                     f_FaultMsg = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
                     if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('NotificationType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('NotificationType', p)
-        r.pos = p
+                raise r.deviation('NotificationType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.NotificationType)
@@ -5691,140 +5665,139 @@ def _e_NotificationType(w, o):
 def _d_PMaxScheduleEntryType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}PMaxScheduleEntryType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
     f_PMax = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'RelativeTimeInterval'
             _c1_start = None
             _c1_duration = None
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_start = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_start = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_start = (V >> q) & 127
             else:
-                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(p))
+                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c1_duration = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c1_duration = (V >> q) & 127
                     else:
-                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(p))
+                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
                     _c1_s = -1
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', p)
+                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             s = 1
         elif ec == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
             s = 1
         else:
-            raise r.deviation('PMaxScheduleEntryType', p)
+            raise r.deviation('PMaxScheduleEntryType', r.end - q)
         if s == 1:
-            p += 16
-            if p > E: V, E, p = r.slide(p, 16)
-            x = (V >> (E - p)) & 65535
-            if x & 58254: raise r.deviation('PMaxScheduleEntryType', p)
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 58254: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMax/Multiplier'
             _c3_Multiplier = ((x >> 10) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
             el = 'PMax/Unit'
             _c3_Unit = ((x >> 4) & 7)
-            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
             else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'PMax/Value'
             _neg = (x & 1)
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c3_Value = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c3_Value = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('PMaxScheduleEntryType', p)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
             f_PMax.Multiplier = _c3_Multiplier
             f_PMax.Unit = _c3_Unit
             f_PMax.Value = _c3_Value
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.PMaxScheduleEntryType)
@@ -5935,31 +5908,30 @@ def _e_PMaxScheduleEntryType(w, o):
 def _d_PMaxScheduleType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}PMaxScheduleType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_PMaxScheduleEntry = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PMaxScheduleType', r.end - q)
         el = 'PMaxScheduleEntry'
-        r.pos = p
+        r.pos = r.end - q
         _v = _d_PMaxScheduleEntryType(r)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         f_PMaxScheduleEntry.append(_v)
         s = 1
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'PMaxScheduleEntry'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_PMaxScheduleEntryType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_PMaxScheduleEntry.append(_v)
                     _k += 1
                     if _k == 1023:
@@ -5970,13 +5942,13 @@ def _d_PMaxScheduleType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('PMaxScheduleType', p)
+                    raise r.deviation('PMaxScheduleType', r.end - q)
         if s == 1024:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PMaxScheduleType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.PMaxScheduleType)
@@ -6038,63 +6010,62 @@ def _e_PMaxScheduleType(w, o):
 def _d_ParameterSetType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ParameterSetType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ParameterSetID = None
     f_Parameter = []
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('ParameterSetType', p)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ParameterSetType', r.end - q)
         el = 'ParameterSetID'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ParameterSetID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ParameterSetID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ParameterSetID = (V >> q) & 127
         else:
-            r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ParameterSetType', p)
+            r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ParameterSetType', r.end - q)
         if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-        if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
+        if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
         el = 'Parameter'
-        r.pos = p
+        r.pos = r.end - q
         _v = _d_ParameterType(r)
-        V = r.v; E = r.end; p = r.pos
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        r.pos = r.end - q
         f_Parameter.append(_v)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         s = 2
         if s == 2:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Parameter'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_ParameterType(r)
-                    V = r.v; E = r.end; p = r.pos
-                    r.pos = p
+                    V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q
                     f_Parameter.append(_v)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     _k += 1
                     if _k == 15:
                         s = 17
@@ -6104,13 +6075,13 @@ def _d_ParameterSetType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('ParameterSetType', p)
+                    raise r.deviation('ParameterSetType', r.end - q)
         if s == 17:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ParameterSetType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ParameterSetType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ParameterSetType)
@@ -6185,8 +6156,7 @@ def _e_ParameterSetType(w, o):
 def _d_ParameterType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ParameterType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Name = None
     f_boolValue = None
@@ -6196,133 +6166,133 @@ def _d_ParameterType(r):
     f_physicalValue = None
     f_stringValue = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
         el = '@Name'
-        r.pos = p
+        r.pos = r.end - q
         f_Name = r.string('iso2_msgdatatypes:Name')
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         s = 1
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 11: raise r.deviation('ParameterType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('ParameterType', r.end - q)
                 el = 'boolValue'
                 f_boolValue = ((x >> 2) & 1) == 1
                 s = -1
             elif ec == 1:
-                p += 11
-                if p > E: V, E, p = r.slide(p, 11)
-                x = (V >> (E - p)) & 2047
-                if x & 1027: raise r.deviation('ParameterType', p)
+                q -= 11
+                if q < 0: V, q = r.slideq(q, 11)
+                x = (V >> q) & 2047
+                if x & 1027: raise r.deviation('ParameterType', r.end - q)
                 el = 'byteValue'
                 f_byteValue = ((x >> 2) & 255) + -128
                 s = -1
             elif ec == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('ParameterType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('ParameterType', r.end - q)
                 el = 'shortValue'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_shortValue = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_shortValue = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_shortValue = (V >> q) & 127
                 else:
-                    r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
+                    r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_shortValue = -f_shortValue - 1
-                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
+                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
                 s = -1
             elif ec == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('ParameterType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('ParameterType', r.end - q)
                 el = 'intValue'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_intValue = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_intValue = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_intValue = (V >> q) & 127
                 else:
-                    r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
+                    r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_intValue = -f_intValue - 1
-                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
+                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
                 s = -1
             elif ec == 4:
-                p += 15
-                if p > E: V, E, p = r.slide(p, 15)
-                x = (V >> (E - p)) & 32767
-                if x & 25486: raise r.deviation('ParameterType', p)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('ParameterType', r.end - q)
                 el = 'physicalValue/Multiplier'
                 _c1_Multiplier = ((x >> 10) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
                 el = 'physicalValue/Unit'
                 _c1_Unit = ((x >> 4) & 7)
-                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
                 else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
                 el = 'physicalValue/Value'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_Value = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('ParameterType', p)
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('ParameterType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_physicalValue = _new(iso2_msgdatatypes.PhysicalValueType)
                 f_physicalValue.Multiplier = _c1_Multiplier
                 f_physicalValue.Unit = _c1_Unit
@@ -6330,27 +6300,27 @@ def _d_ParameterType(r):
                 s = -1
             elif ec == 5:
                 el = 'stringValue'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)
                     f_stringValue = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_stringValue = r.string('iso2_msgdatatypes:stringValue')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
                 s = -1
             else:
-                raise r.deviation('ParameterType', p)
-        r.pos = p
+                raise r.deviation('ParameterType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ParameterType)
@@ -6488,41 +6458,40 @@ def _e_ParameterType(w, o):
 def _d_PaymentOptionListType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}PaymentOptionListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_PaymentOption = []
     try:
-        p += 4
-        if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 13: raise r.deviation('PaymentOptionListType', p)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 13: raise r.deviation('PaymentOptionListType', r.end - q)
         el = 'PaymentOption'
         _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
         f_PaymentOption.append(_v)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('PaymentOptionListType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('PaymentOptionListType', r.end - q)
                 el = 'PaymentOption'
                 _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
                 f_PaymentOption.append(_v)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PaymentOptionListType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PaymentOptionListType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('PaymentOptionListType', p)
-        r.pos = p
+                raise r.deviation('PaymentOptionListType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.PaymentOptionListType)
@@ -6573,50 +6542,49 @@ def _e_PaymentOptionListType(w, o):
 def _d_PhysicalValueType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}PhysicalValueType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Multiplier = None
     f_Unit = None
     f_Value = None
     try:
-        p += 15
-        if p > E: V, E, p = r.slide(p, 15)
-        x = (V >> (E - p)) & 32767
-        if x & 25486: raise r.deviation('PhysicalValueType', p)
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 25486: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'Multiplier'
         f_Multiplier = ((x >> 10) & 7) + -3
-        if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(p))
+        if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(r.end - q))
         el = 'Unit'
         f_Unit = ((x >> 4) & 7)
-        if f_Unit >= 7: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 7, r.at(p))
+        if f_Unit >= 7: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 7, r.at(r.end - q))
         else: f_Unit = _E_iso2_msgdatatypes_unitSymbolType[f_Unit]
         el = 'Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_Value = (V >> q) & 127
         else:
-            r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('PhysicalValueType', p)
+            r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
-        r.pos = p
+        if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6667,96 +6635,95 @@ def _e_PhysicalValueType(w, o):
 def _d_ProfileEntryType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ProfileEntryType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ChargingProfileEntryStart = None
     f_ChargingProfileEntryMaxPower = None
     f_ChargingProfileEntryMaxNumberOfPhasesInUse = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         el = 'ChargingProfileEntryStart'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ChargingProfileEntryStart = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ChargingProfileEntryStart = (V >> q) & 127
         else:
-            r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 123790: raise r.deviation('ProfileEntryType', p)
-        if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(p))
+            r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
+        if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ChargingProfileEntryMaxPower/Multiplier'
         _c1_Multiplier = ((x >> 10) & 7) + -3
-        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
         el = 'ChargingProfileEntryMaxPower/Unit'
         _c1_Unit = ((x >> 4) & 7)
-        if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+        if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
         else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
         el = 'ChargingProfileEntryMaxPower/Value'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_Value = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_Value = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
         else:
-            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
         f_ChargingProfileEntryMaxPower.Multiplier = _c1_Multiplier
         f_ChargingProfileEntryMaxPower.Unit = _c1_Unit
         f_ChargingProfileEntryMaxPower.Value = _c1_Value
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 19: raise r.deviation('ProfileEntryType', p)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
                 el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
                 f_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', f_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
+                if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', f_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ProfileEntryType', p)
-        r.pos = p
+                raise r.deviation('ProfileEntryType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ProfileEntryType)
@@ -6835,77 +6802,76 @@ def _e_ProfileEntryType(w, o):
 def _d_RelativeTimeIntervalType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}RelativeTimeIntervalType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_start = None
     f_duration = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
         el = 'start'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_start = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_start = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_start = (V >> q) & 127
         else:
-            r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-        if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(p))
+            r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+        if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'duration'
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_duration = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_duration = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_duration = (V >> q) & 127
                 else:
-                    r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(p))
+                    r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('RelativeTimeIntervalType', p)
-        r.pos = p
+                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
@@ -6964,48 +6930,47 @@ def _e_RelativeTimeIntervalType(w, o):
 def _d_SAScheduleListType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}SAScheduleListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SAScheduleTuple = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SAScheduleListType', r.end - q)
         el = 'SAScheduleTuple'
         _c1_SAScheduleTupleID = None
         _c1_PMaxSchedule = None
         _c1_SalesTariff = None
-        p += 12
-        if p > E: V, E, p = r.slide(p, 12)
-        x = (V >> (E - p)) & 4095
-        if x & 3075: raise r.deviation('SAScheduleTupleType', p)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3075: raise r.deviation('SAScheduleTupleType', r.end - q)
         el = 'SAScheduleTuple/SAScheduleTupleID'
         _c1_SAScheduleTupleID = ((x >> 2) & 255) + 1
-        if _c1_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c1_SAScheduleTupleID, r.at(p))
+        if _c1_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c1_SAScheduleTupleID, r.at(r.end - q))
         el = 'SAScheduleTuple/PMaxSchedule'
-        r.pos = p
+        r.pos = r.end - q
         _c1_PMaxSchedule = _d_PMaxScheduleType(r)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         _c1_s = 2
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleTuple/SalesTariff'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_SalesTariff = _d_SalesTariffType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('SAScheduleTupleType', p)
+                raise r.deviation('SAScheduleTupleType', r.end - q)
         _v = _new(iso2_msgdatatypes.SAScheduleTupleType)
         _v.SAScheduleTupleID = _c1_SAScheduleTupleID
         _v.PMaxSchedule = _c1_PMaxSchedule
@@ -7013,44 +6978,44 @@ def _d_SAScheduleListType(r):
         f_SAScheduleTuple.append(_v)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleTuple'
                 _c2_SAScheduleTupleID = None
                 _c2_PMaxSchedule = None
                 _c2_SalesTariff = None
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 3075: raise r.deviation('SAScheduleTupleType', p)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 3075: raise r.deviation('SAScheduleTupleType', r.end - q)
                 el = 'SAScheduleTuple/SAScheduleTupleID'
                 _c2_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                if _c2_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c2_SAScheduleTupleID, r.at(p))
+                if _c2_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c2_SAScheduleTupleID, r.at(r.end - q))
                 el = 'SAScheduleTuple/PMaxSchedule'
-                r.pos = p
+                r.pos = r.end - q
                 _c2_PMaxSchedule = _d_PMaxScheduleType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 _c2_s = 2
                 if _c2_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'SAScheduleTuple/SalesTariff'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c2_SalesTariff = _d_SalesTariffType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
                         _c2_s = -1
                     elif ec == 1:
                         pass
                         _c2_s = -1
                     else:
-                        raise r.deviation('SAScheduleTupleType', p)
+                        raise r.deviation('SAScheduleTupleType', r.end - q)
                 _v = _new(iso2_msgdatatypes.SAScheduleTupleType)
                 _v.SAScheduleTupleID = _c2_SAScheduleTupleID
                 _v.PMaxSchedule = _c2_PMaxSchedule
@@ -7061,61 +7026,61 @@ def _d_SAScheduleListType(r):
                 pass
                 s = -1
             else:
-                raise r.deviation('SAScheduleListType', p)
+                raise r.deviation('SAScheduleListType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SAScheduleTuple'
                 _c3_SAScheduleTupleID = None
                 _c3_PMaxSchedule = None
                 _c3_SalesTariff = None
-                p += 12
-                if p > E: V, E, p = r.slide(p, 12)
-                x = (V >> (E - p)) & 4095
-                if x & 3075: raise r.deviation('SAScheduleTupleType', p)
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 3075: raise r.deviation('SAScheduleTupleType', r.end - q)
                 el = 'SAScheduleTuple/SAScheduleTupleID'
                 _c3_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                if _c3_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c3_SAScheduleTupleID, r.at(p))
+                if _c3_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c3_SAScheduleTupleID, r.at(r.end - q))
                 el = 'SAScheduleTuple/PMaxSchedule'
-                r.pos = p
+                r.pos = r.end - q
                 _c3_PMaxSchedule = _d_PMaxScheduleType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 _c3_s = 2
                 if _c3_s == 2:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'SAScheduleTuple/SalesTariff'
-                        r.pos = p
+                        r.pos = r.end - q
                         _c3_SalesTariff = _d_SalesTariffType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
                         _c3_s = -1
                     elif ec == 1:
                         pass
                         _c3_s = -1
                     else:
-                        raise r.deviation('SAScheduleTupleType', p)
+                        raise r.deviation('SAScheduleTupleType', r.end - q)
                 _v = _new(iso2_msgdatatypes.SAScheduleTupleType)
                 _v.SAScheduleTupleID = _c3_SAScheduleTupleID
                 _v.PMaxSchedule = _c3_PMaxSchedule
                 _v.SalesTariff = _c3_SalesTariff
                 f_SAScheduleTuple.append(_v)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SAScheduleListType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SAScheduleListType', p)
-        r.pos = p
+                raise r.deviation('SAScheduleListType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.SAScheduleListType)
@@ -7288,44 +7253,43 @@ def _e_SAScheduleListType(w, o):
 def _d_SAScheduleTupleType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}SAScheduleTupleType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SAScheduleTupleID = None
     f_PMaxSchedule = None
     f_SalesTariff = None
     try:
-        p += 12
-        if p > E: V, E, p = r.slide(p, 12)
-        x = (V >> (E - p)) & 4095
-        if x & 3075: raise r.deviation('SAScheduleTupleType', p)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3075: raise r.deviation('SAScheduleTupleType', r.end - q)
         el = 'SAScheduleTupleID'
         f_SAScheduleTupleID = ((x >> 2) & 255) + 1
-        if f_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
+        if f_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
         el = 'PMaxSchedule'
-        r.pos = p
+        r.pos = r.end - q
         f_PMaxSchedule = _d_PMaxScheduleType(r)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         s = 2
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SalesTariff'
-                r.pos = p
+                r.pos = r.end - q
                 f_SalesTariff = _d_SalesTariffType(r)
-                V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SAScheduleTupleType', p)
-        r.pos = p
+                raise r.deviation('SAScheduleTupleType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.SAScheduleTupleType)
@@ -7384,14 +7348,13 @@ def _e_SAScheduleTupleType(w, o):
 def _d_SASchedulesType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}SASchedulesType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SASchedulesType', p)
-        r.pos = p
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SASchedulesType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.SASchedulesType)
@@ -7414,174 +7377,173 @@ def _e_SASchedulesType(w, o):
 def _d_SalesTariffEntryType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}SalesTariffEntryType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
     f_EPriceLevel = None
     f_ConsumptionCost = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = 'RelativeTimeInterval'
             _c1_start = None
             _c1_duration = None
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
-            if p + 24 <= E:
-                _y = (V >> (E - p - 24)) & 16777215
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
-                    p += 8
+                    q -= 8
                     _c1_start = _y >> 16
                 elif not _y & 32768:
-                    p += 16
+                    q -= 16
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                 elif not _y & 128:
-                    p += 24
+                    q -= 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                p += 8
-                _c1_start = (V >> (E - p)) & 127
+                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_start = (V >> q) & 127
             else:
-                r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(p))
+                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             _c1_s = 1
             if _c1_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c1_duration = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c1_duration = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c1_duration = (V >> q) & 127
                     else:
-                        r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(p))
+                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
                     _c1_s = -1
                 elif ec == 1:
                     pass
                     _c1_s = -1
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', p)
+                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             s = 1
         elif ec == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
             s = 1
         else:
-            raise r.deviation('SalesTariffEntryType', p)
+            raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 513: raise r.deviation('SalesTariffEntryType', p)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 513: raise r.deviation('SalesTariffEntryType', r.end - q)
                 el = 'EPriceLevel'
                 f_EPriceLevel = ((x >> 1) & 255)
                 s = 2
             elif ec == 1:
                 el = 'ConsumptionCost'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ConsumptionCostType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_ConsumptionCost.append(_v)
                 s = 3
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('SalesTariffEntryType', p)
+                raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ConsumptionCost'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ConsumptionCostType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_ConsumptionCost.append(_v)
                 s = 3
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SalesTariffEntryType', p)
+                raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ConsumptionCost'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ConsumptionCostType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_ConsumptionCost.append(_v)
                 s = 4
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SalesTariffEntryType', p)
+                raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ConsumptionCost'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ConsumptionCostType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_ConsumptionCost.append(_v)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SalesTariffEntryType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SalesTariffEntryType', p)
-        r.pos = p
+                raise r.deviation('SalesTariffEntryType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.SalesTariffEntryType)
@@ -7735,8 +7697,7 @@ def _e_SalesTariffEntryType(w, o):
 def _d_SalesTariffType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}SalesTariffType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SalesTariffID = None
@@ -7744,114 +7705,114 @@ def _d_SalesTariffType(r):
     f_NumEPriceLevels = None
     f_SalesTariffEntry = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('iso2_msgdatatypes:Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 11
-            if p > E: V, E, p = r.slide(p, 11)
-            x = (V >> (E - p)) & 2047
-            if x & 1537: raise r.deviation('SalesTariffType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1537: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffID'
             f_SalesTariffID = ((x >> 1) & 255) + 1
-            if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(p))
+            if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(r.end - q))
             s = 2
         elif ec == 1:
-            p += 10
-            if p > E: V, E, p = r.slide(p, 10)
-            x = (V >> (E - p)) & 1023
-            if x & 513: raise r.deviation('SalesTariffType', p)
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 513: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffID'
             f_SalesTariffID = ((x >> 1) & 255) + 1
-            if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(p))
+            if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(r.end - q))
             s = 2
         else:
-            raise r.deviation('SalesTariffType', p)
+            raise r.deviation('SalesTariffType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SalesTariffDescription'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
                     f_SalesTariffDescription = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_SalesTariffDescription = r.string('iso2_msgdatatypes:SalesTariffDescription')
                     if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
                 s = 3
             elif ec == 1:
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 513: raise r.deviation('SalesTariffType', p)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 513: raise r.deviation('SalesTariffType', r.end - q)
                 el = 'NumEPriceLevels'
                 f_NumEPriceLevels = ((x >> 1) & 255)
                 s = 4
             elif ec == 2:
                 el = 'SalesTariffEntry'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_SalesTariffEntryType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_SalesTariffEntry.append(_v)
                 s = 5
             else:
-                raise r.deviation('SalesTariffType', p)
+                raise r.deviation('SalesTariffType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 10
-                if p > E: V, E, p = r.slide(p, 10)
-                x = (V >> (E - p)) & 1023
-                if x & 513: raise r.deviation('SalesTariffType', p)
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 513: raise r.deviation('SalesTariffType', r.end - q)
                 el = 'NumEPriceLevels'
                 f_NumEPriceLevels = ((x >> 1) & 255)
                 s = 4
             elif ec == 1:
                 el = 'SalesTariffEntry'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_SalesTariffEntryType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_SalesTariffEntry.append(_v)
                 s = 5
             else:
-                raise r.deviation('SalesTariffType', p)
+                raise r.deviation('SalesTariffType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffEntry'
-            r.pos = p
+            r.pos = r.end - q
             _v = _d_SalesTariffEntryType(r)
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             f_SalesTariffEntry.append(_v)
             s = 5
         if s == 5:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SalesTariffEntry'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_SalesTariffEntryType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_SalesTariffEntry.append(_v)
                     _k += 1
                     if _k == 1023:
@@ -7862,13 +7823,13 @@ def _d_SalesTariffType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('SalesTariffType', p)
+                    raise r.deviation('SalesTariffType', r.end - q)
         if s == 1028:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SalesTariffType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.SalesTariffType)
@@ -8017,84 +7978,83 @@ def _e_SalesTariffType(w, o):
 def _d_SelectedServiceListType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}SelectedServiceListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SelectedService = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SelectedServiceListType', r.end - q)
         el = 'SelectedService'
         _c1_ServiceID = None
         _c1_ParameterSetID = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'SelectedService/ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+            r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('SelectedServiceType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                 el = 'SelectedService/ParameterSetID'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         _c1_ParameterSetID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    _c1_ParameterSetID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_ParameterSetID = (V >> q) & 127
                 else:
-                    r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                    r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                 if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
-                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(p))
+                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(r.end - q))
                 _c1_s = -1
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('SelectedServiceType', p)
+                raise r.deviation('SelectedServiceType', r.end - q)
         _v = _new(iso2_msgdatatypes.SelectedServiceType)
         _v.ServiceID = _c1_ServiceID
         _v.ParameterSetID = _c1_ParameterSetID
@@ -8103,80 +8063,80 @@ def _d_SelectedServiceListType(r):
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SelectedService'
                     _c2_ServiceID = None
                     _c2_ParameterSetID = None
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                     el = 'SelectedService/ServiceID'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_ServiceID = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_ServiceID = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_ServiceID = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-                    if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(p))
+                        r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+                    if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     _c2_s = 1
                     if _c2_s == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            x = (V >> (E - p)) & 3
-                            if x & 2: raise r.deviation('SelectedServiceType', p)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                             el = 'SelectedService/ParameterSetID'
                             _neg = (x & 1)
-                            if p + 24 <= E:
-                                _y = (V >> (E - p - 24)) & 16777215
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
-                                    p += 8
+                                    q -= 8
                                     _c2_ParameterSetID = _y >> 16
                                 elif not _y & 32768:
-                                    p += 16
+                                    q -= 16
                                     _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                 elif not _y & 128:
-                                    p += 24
+                                    q -= 24
                                     _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
-                                    r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                                p += 8
-                                _c2_ParameterSetID = (V >> (E - p)) & 127
+                                    r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_ParameterSetID = (V >> q) & 127
                             else:
-                                r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                                r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                             if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
-                            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(p))
+                            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
                             _c2_s = -1
                         elif ec == 1:
                             pass
                             _c2_s = -1
                         else:
-                            raise r.deviation('SelectedServiceType', p)
+                            raise r.deviation('SelectedServiceType', r.end - q)
                     _v = _new(iso2_msgdatatypes.SelectedServiceType)
                     _v.ServiceID = _c2_ServiceID
                     _v.ParameterSetID = _c2_ParameterSetID
@@ -8190,13 +8150,13 @@ def _d_SelectedServiceListType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('SelectedServiceListType', p)
+                    raise r.deviation('SelectedServiceListType', r.end - q)
         if s == 16:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SelectedServiceListType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.SelectedServiceListType)
@@ -8332,80 +8292,79 @@ def _e_SelectedServiceListType(w, o):
 def _d_SelectedServiceType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}SelectedServiceType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceID = None
     f_ParameterSetID = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+            r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SelectedServiceType', r.end - q)
+        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('SelectedServiceType', p)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                 el = 'ParameterSetID'
                 _neg = (x & 1)
-                if p + 24 <= E:
-                    _y = (V >> (E - p - 24)) & 16777215
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
-                        p += 8
+                        q -= 8
                         f_ParameterSetID = _y >> 16
                     elif not _y & 32768:
-                        p += 16
+                        q -= 16
                         f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
-                        p += 24
+                        q -= 24
                         f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                    p += 8
-                    f_ParameterSetID = (V >> (E - p)) & 127
+                        r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    f_ParameterSetID = (V >> q) & 127
                 else:
-                    r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
+                    r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
                 if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
                 s = -1
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SelectedServiceType', p)
-        r.pos = p
+                raise r.deviation('SelectedServiceType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.SelectedServiceType)
@@ -8465,127 +8424,126 @@ def _e_SelectedServiceType(w, o):
 def _d_ServiceListType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Service = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceListType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceListType', r.end - q)
         el = 'Service'
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
         _c1_ServiceScope = None
         _c1_FreeService = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceType', r.end - q)
         el = 'Service/ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 _c1_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            _c1_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
-        if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+            r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Service/ServiceName'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                     _c1_ServiceName = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                     if len(_c1_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('ServiceType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/ServiceCategory'
                 _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 _c1_s = 3
             elif ec == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('ServiceType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/ServiceCategory'
                 _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 _c1_s = 3
             else:
-                raise r.deviation('ServiceType', p)
+                raise r.deviation('ServiceType', r.end - q)
         if _c1_s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Service/ServiceScope'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                     _c1_ServiceScope = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     _c1_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
                     if len(_c1_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c1_ServiceScope, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('ServiceType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 13: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/FreeService'
                 _c1_FreeService = ((x >> 1) & 1) == 1
                 _c1_s = 5
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('ServiceType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/FreeService'
                 _c1_FreeService = ((x >> 1) & 1) == 1
                 _c1_s = 5
             else:
-                raise r.deviation('ServiceType', p)
+                raise r.deviation('ServiceType', r.end - q)
         if _c1_s == 5:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
             _c1_s = -1
         _v = _new(iso2_msgdatatypes.ServiceType)
         _v.ServiceID = _c1_ServiceID
@@ -8598,9 +8556,9 @@ def _d_ServiceListType(r):
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Service'
                     _c2_ServiceID = None
@@ -8608,113 +8566,113 @@ def _d_ServiceListType(r):
                     _c2_ServiceCategory = None
                     _c2_ServiceScope = None
                     _c2_FreeService = None
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceType', r.end - q)
                     el = 'Service/ServiceID'
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_ServiceID = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_ServiceID = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_ServiceID = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
-                    if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(p))
+                        r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
+                    if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     _c2_s = 1
                     if _c2_s == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'Service/ServiceName'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                                 _c2_ServiceName = ''
                             else:
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c2_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                                 if len(_c2_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c2_ServiceName, r.at(r.pos))
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                            p += 5
-                            if p > E: V, E, p = r.slide(p, 5)
-                            x = (V >> (E - p)) & 31
-                            if x & 25: raise r.deviation('ServiceType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 25: raise r.deviation('ServiceType', r.end - q)
                             el = 'Service/ServiceCategory'
                             _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                             _c2_s = 3
                         elif ec == 1:
-                            p += 4
-                            if p > E: V, E, p = r.slide(p, 4)
-                            x = (V >> (E - p)) & 15
-                            if x & 9: raise r.deviation('ServiceType', p)
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 9: raise r.deviation('ServiceType', r.end - q)
                             el = 'Service/ServiceCategory'
                             _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                             _c2_s = 3
                         else:
-                            raise r.deviation('ServiceType', p)
+                            raise r.deviation('ServiceType', r.end - q)
                     if _c2_s == 3:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
                         if ec == 0:
                             el = 'Service/ServiceScope'
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1:
-                                p += 3
-                                if p > E: V, E, p = r.slide(p, 3)
-                                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1:
+                                q -= 3
+                                if q < 0: V, q = r.slideq(q, 3)
+                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                                 _c2_ServiceScope = ''
                             else:
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c2_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
                                 if len(_c2_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c2_ServiceScope, r.at(r.pos))
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                            p += 4
-                            if p > E: V, E, p = r.slide(p, 4)
-                            x = (V >> (E - p)) & 15
-                            if x & 13: raise r.deviation('ServiceType', p)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 13: raise r.deviation('ServiceType', r.end - q)
                             el = 'Service/FreeService'
                             _c2_FreeService = ((x >> 1) & 1) == 1
                             _c2_s = 5
                         elif ec == 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            x = (V >> (E - p)) & 7
-                            if x & 5: raise r.deviation('ServiceType', p)
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 5: raise r.deviation('ServiceType', r.end - q)
                             el = 'Service/FreeService'
                             _c2_FreeService = ((x >> 1) & 1) == 1
                             _c2_s = 5
                         else:
-                            raise r.deviation('ServiceType', p)
+                            raise r.deviation('ServiceType', r.end - q)
                     if _c2_s == 5:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
                         _c2_s = -1
                     _v = _new(iso2_msgdatatypes.ServiceType)
                     _v.ServiceID = _c2_ServiceID
@@ -8732,13 +8690,13 @@ def _d_ServiceListType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('ServiceListType', p)
+                    raise r.deviation('ServiceListType', r.end - q)
         if s == 8:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ServiceListType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceListType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ServiceListType)
@@ -8966,31 +8924,30 @@ def _e_ServiceListType(w, o):
 def _d_ServiceParameterListType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceParameterListType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ParameterSet = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceParameterListType', r.end - q)
         el = 'ParameterSet'
-        r.pos = p
+        r.pos = r.end - q
         _v = _d_ParameterSetType(r)
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         f_ParameterSet.append(_v)
         s = 1
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ParameterSet'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_ParameterSetType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_ParameterSet.append(_v)
                     _k += 1
                     if _k == 254:
@@ -9001,13 +8958,13 @@ def _d_ServiceParameterListType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('ServiceParameterListType', p)
+                    raise r.deviation('ServiceParameterListType', r.end - q)
         if s == 255:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceParameterListType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ServiceParameterListType)
@@ -9069,8 +9026,7 @@ def _e_ServiceParameterListType(w, o):
 def _d_ServiceType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_ServiceID = None
     f_ServiceName = None
@@ -9078,115 +9034,115 @@ def _d_ServiceType(r):
     f_ServiceScope = None
     f_FreeService = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceType', r.end - q)
         el = 'ServiceID'
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_ServiceID = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_ServiceID = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_ServiceID = (V >> q) & 127
         else:
-            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
-        if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
+            r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
+        if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceName'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
                     f_ServiceName = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                     if len(f_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('ServiceType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('ServiceType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 s = 3
             elif ec == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 9: raise r.deviation('ServiceType', p)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ServiceType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
                 s = 3
             else:
-                raise r.deviation('ServiceType', p)
+                raise r.deviation('ServiceType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ServiceScope'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
                     f_ServiceScope = ''
                 else:
-                    r.pos = p
+                    r.pos = r.end - q
                     f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
                     if len(f_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('ServiceType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 13: raise r.deviation('ServiceType', r.end - q)
                 el = 'FreeService'
                 f_FreeService = ((x >> 1) & 1) == 1
                 s = 5
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 5: raise r.deviation('ServiceType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('ServiceType', r.end - q)
                 el = 'FreeService'
                 f_FreeService = ((x >> 1) & 1) == 1
                 s = 5
             else:
-                raise r.deviation('ServiceType', p)
+                raise r.deviation('ServiceType', r.end - q)
         if s == 5:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.ServiceType)
@@ -9295,59 +9251,58 @@ def _e_ServiceType(w, o):
 def _d_SubCertificatesType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}SubCertificatesType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Certificate = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
         el = 'Certificate'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
             _v = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+            if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
         f_Certificate.append(_v)
         s = 1
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(p))
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
                     f_Certificate.append(_v)
                     _k += 1
                     if _k == 3:
@@ -9358,13 +9313,13 @@ def _d_SubCertificatesType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('SubCertificatesType', p)
+                    raise r.deviation('SubCertificatesType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.SubCertificatesType)
@@ -9432,35 +9387,34 @@ def _e_SubCertificatesType(w, o):
 def _d_SupportedEnergyTransferModeType(r):
     # {urn:iso:15118:2:2013:MsgDataTypes}SupportedEnergyTransferModeType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_EnergyTransferMode = []
     try:
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('SupportedEnergyTransferModeType', p)
+        q -= 6
+        if q < 0: V, q = r.slideq(q, 6)
+        x = (V >> q) & 63
+        if x & 49: raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
         el = 'EnergyTransferMode'
         _v = ((x >> 1) & 7)
-        if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(p))
+        if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(r.end - q))
         else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
         f_EnergyTransferMode.append(_v)
         s = 1
         if s == 1:
             _k = 0
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    p += 5
-                    if p > E: V, E, p = r.slide(p, 5)
-                    x = (V >> (E - p)) & 31
-                    if x & 17: raise r.deviation('SupportedEnergyTransferModeType', p)
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 17: raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
                     el = 'EnergyTransferMode'
                     _v = ((x >> 1) & 7)
-                    if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(p))
+                    if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(r.end - q))
                     else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
                     f_EnergyTransferMode.append(_v)
                     _k += 1
@@ -9472,13 +9426,13 @@ def _d_SupportedEnergyTransferModeType(r):
                     s = -1
                     break
                 else:
-                    raise r.deviation('SupportedEnergyTransferModeType', p)
+                    raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
         if s == 6:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SupportedEnergyTransferModeType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdatatypes.SupportedEnergyTransferModeType)

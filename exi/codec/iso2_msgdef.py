@@ -43,138 +43,137 @@ _I_iso2_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(iso2_msgdataty
 def _d_V2G_Message(r):
     # anonymous type of V2G_Message
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Header = None
     f_Body = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
         el = 'Header'
         _c1_SessionID = None
         _c1_Notification = None
         _c1_Signature = None
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
             _c1_SessionID = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
-            if len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(p))
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+            if len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
         _c1_s = 1
         if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Notification'
                 _c1_c1_FaultCode = None
                 _c1_c1_FaultMsg = None
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('NotificationType', p)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('NotificationType', r.end - q)
                 el = 'Header/Notification/FaultCode'
                 _c1_c1_FaultCode = ((x >> 1) & 3)
-                if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(p))
+                if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(r.end - q))
                 else: _c1_c1_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
                 _c1_c1_s = 1
                 if _c1_c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'Header/Notification/FaultMsg'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
                             _c1_c1_FaultMsg = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c1_c1_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
                             if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('NotificationType', r.end - q)
                         _c1_c1_s = -1
                     elif ec == 1:
                         pass
                         _c1_c1_s = -1
                     else:
-                        raise r.deviation('NotificationType', p)
+                        raise r.deviation('NotificationType', r.end - q)
                 _c1_Notification = _new(iso2_msgdatatypes.NotificationType)
                 _c1_Notification.FaultCode = _c1_c1_FaultCode
                 _c1_Notification.FaultMsg = _c1_c1_FaultMsg
                 _c1_s = 2
             elif ec == 1:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 _c1_s = 3
             elif ec == 2:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 _c1_s = 3
             elif ec == 1:
                 pass
                 _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', p)
+                raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
             _c1_s = -1
         f_Header = _new(iso2_msgheader.MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.Notification = _c1_Notification
         f_Header.Signature = _c1_Signature
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
         el = 'Body'
-        r.pos = p
+        r.pos = r.end - q
         f_Body = c_iso2_msgbody._d_BodyType(r)
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
-        r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgdef.V2G_Message)
@@ -339,25 +338,24 @@ def _ee1(w, o):  # DigestMethod
 
 def _de2(r):  # DigestValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee2(w, o):  # DigestValue
@@ -381,23 +379,22 @@ def _ee3(w, o):  # KeyInfo
 
 def _de4(r):  # KeyName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee4(w, o):  # KeyName
@@ -423,23 +420,22 @@ def _ee5(w, o):  # KeyValue
 
 def _de6(r):  # MgmtData
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee6(w, o):  # MgmtData
@@ -570,12 +566,11 @@ DOCUMENT_WIDTH = 7
 
 def _rxad0(r):  # @Algorithm
     V = r.v
-    E = r.end
-    p = r.pos
-    r.pos = p
+    q = r.end - r.pos
+    r.pos = r.end - q
     val = r.string('Algorithm')
-    V = r.v; E = r.end; p = r.pos
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    r.pos = r.end - q
     return val
 
 def _rxae0(w, o):  # @Algorithm
@@ -591,12 +586,11 @@ def _rxae0(w, o):  # @Algorithm
 
 def _rxad1(r):  # @Encoding
     V = r.v
-    E = r.end
-    p = r.pos
-    r.pos = p
+    q = r.end - r.pos
+    r.pos = r.end - q
     val = r.string('Encoding')
-    V = r.v; E = r.end; p = r.pos
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    r.pos = r.end - q
     return val
 
 def _rxae1(w, o):  # @Encoding
@@ -612,12 +606,11 @@ def _rxae1(w, o):  # @Encoding
 
 def _rxad2(r):  # @Id
     V = r.v
-    E = r.end
-    p = r.pos
-    r.pos = p
+    q = r.end - r.pos
+    r.pos = r.end - q
     val = r.string('Id')
-    V = r.v; E = r.end; p = r.pos
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    r.pos = r.end - q
     return val
 
 def _rxae2(w, o):  # @Id
@@ -633,12 +626,11 @@ def _rxae2(w, o):  # @Id
 
 def _rxad3(r):  # @Id
     V = r.v
-    E = r.end
-    p = r.pos
-    r.pos = p
+    q = r.end - r.pos
+    r.pos = r.end - q
     val = r.string('iso2_msgbody:Id')
-    V = r.v; E = r.end; p = r.pos
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    r.pos = r.end - q
     return val
 
 def _rxae3(w, o):  # @Id
@@ -654,12 +646,11 @@ def _rxae3(w, o):  # @Id
 
 def _rxad4(r):  # @Id
     V = r.v
-    E = r.end
-    p = r.pos
-    r.pos = p
+    q = r.end - r.pos
+    r.pos = r.end - q
     val = r.string('iso2_msgdatatypes:Id')
-    V = r.v; E = r.end; p = r.pos
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    r.pos = r.end - q
     return val
 
 def _rxae4(w, o):  # @Id
@@ -675,12 +666,11 @@ def _rxae4(w, o):  # @Id
 
 def _rxad5(r):  # @MimeType
     V = r.v
-    E = r.end
-    p = r.pos
-    r.pos = p
+    q = r.end - r.pos
+    r.pos = r.end - q
     val = r.string('MimeType')
-    V = r.v; E = r.end; p = r.pos
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    r.pos = r.end - q
     return val
 
 def _rxae5(w, o):  # @MimeType
@@ -696,12 +686,11 @@ def _rxae5(w, o):  # @MimeType
 
 def _rxad6(r):  # @Name
     V = r.v
-    E = r.end
-    p = r.pos
-    r.pos = p
+    q = r.end - r.pos
+    r.pos = r.end - q
     val = r.string('iso2_msgdatatypes:Name')
-    V = r.v; E = r.end; p = r.pos
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    r.pos = r.end - q
     return val
 
 def _rxae6(w, o):  # @Name
@@ -717,12 +706,11 @@ def _rxae6(w, o):  # @Name
 
 def _rxad7(r):  # @Target
     V = r.v
-    E = r.end
-    p = r.pos
-    r.pos = p
+    q = r.end - r.pos
+    r.pos = r.end - q
     val = r.string('Target')
-    V = r.v; E = r.end; p = r.pos
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    r.pos = r.end - q
     return val
 
 def _rxae7(w, o):  # @Target
@@ -738,12 +726,11 @@ def _rxae7(w, o):  # @Target
 
 def _rxad8(r):  # @Type
     V = r.v
-    E = r.end
-    p = r.pos
-    r.pos = p
+    q = r.end - r.pos
+    r.pos = r.end - q
     val = r.string('Type')
-    V = r.v; E = r.end; p = r.pos
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    r.pos = r.end - q
     return val
 
 def _rxae8(w, o):  # @Type
@@ -759,12 +746,11 @@ def _rxae8(w, o):  # @Type
 
 def _rxad9(r):  # @URI
     V = r.v
-    E = r.end
-    p = r.pos
-    r.pos = p
+    q = r.end - r.pos
+    r.pos = r.end - q
     val = r.string('URI')
-    V = r.v; E = r.end; p = r.pos
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    r.pos = r.end - q
     return val
 
 def _rxae9(w, o):  # @URI
@@ -805,14 +791,13 @@ def _rxe0(w, o):  # eMAID
 
 def _de11(r):  # BulkChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('BulkChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee11(w, o):  # BulkChargingComplete
@@ -826,14 +811,13 @@ def _ee11(w, o):  # BulkChargingComplete
 
 def _de12(r):  # BulkChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('BulkChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee12(w, o):  # BulkChargingComplete
@@ -847,15 +831,14 @@ def _ee12(w, o):  # BulkChargingComplete
 
 def _de13(r):  # BulkSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('BulkSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('BulkSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('BulkSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('BulkSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee13(w, o):  # BulkSOC
@@ -869,26 +852,25 @@ def _ee13(w, o):  # BulkSOC
 
 def _de14(r):  # Certificate
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 800: r.facet('Certificate', 'length [0, 800]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 800: r.facet('Certificate', 'length [0, 800]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee14(w, o):  # Certificate
@@ -907,16 +889,15 @@ def _ee14(w, o):  # Certificate
 
 def _de15(r):  # ChargeProgress
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('ChargeProgress', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('ChargeProgress', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('ChargeProgress', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('ChargeProgress', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_chargeProgressType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee15(w, o):  # ChargeProgress
@@ -931,14 +912,13 @@ def _ee15(w, o):  # ChargeProgress
 
 def _de16(r):  # ChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee16(w, o):  # ChargingComplete
@@ -952,14 +932,13 @@ def _ee16(w, o):  # ChargingComplete
 
 def _de17(r):  # ChargingComplete
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ChargingComplete', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee17(w, o):  # ChargingComplete
@@ -973,15 +952,14 @@ def _ee17(w, o):  # ChargingComplete
 
 def _de18(r):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('ChargingProfileEntryMaxNumberOfPhasesInUse', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('ChargingProfileEntryMaxNumberOfPhasesInUse', r.end - q)
     val = ((x >> 1) & 3) + 1
-    if val > 3: r.facet('ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', val, r.at(p))
-    r.pos = p
+    if val > 3: r.facet('ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee18(w, o):  # ChargingProfileEntryMaxNumberOfPhasesInUse
@@ -995,34 +973,33 @@ def _ee18(w, o):  # ChargingProfileEntryMaxNumberOfPhasesInUse
 
 def _de19(r):  # ChargingProfileEntryStart
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
+    if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee19(w, o):  # ChargingProfileEntryStart
@@ -1042,14 +1019,13 @@ def _ee19(w, o):  # ChargingProfileEntryStart
 
 def _de20(r):  # ChargingSession
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ChargingSession', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ChargingSession', r.end - q)
     val = _E_iso2_msgdatatypes_chargingSessionType[((x >> 1) & 1)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee20(w, o):  # ChargingSession
@@ -1064,34 +1040,33 @@ def _ee20(w, o):  # ChargingSession
 
 def _de21(r):  # DepartureTime
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee21(w, o):  # DepartureTime
@@ -1111,14 +1086,13 @@ def _ee21(w, o):  # DepartureTime
 
 def _de22(r):  # EPriceLevel
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('EPriceLevel', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('EPriceLevel', r.end - q)
     val = ((x >> 1) & 255)
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee22(w, o):  # EPriceLevel
@@ -1132,26 +1106,25 @@ def _ee22(w, o):  # EPriceLevel
 
 def _de23(r):  # EVCCID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 6: r.facet('EVCCID', 'length [0, 6]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 6: r.facet('EVCCID', 'length [0, 6]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee23(w, o):  # EVCCID
@@ -1170,16 +1143,15 @@ def _ee23(w, o):  # EVCCID
 
 def _de24(r):  # EVErrorCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 6
-    if p > E: V, E, p = r.slide(p, 6)
-    x = (V >> (E - p)) & 63
-    if x & 33: raise r.deviation('EVErrorCode', p)
+    q = r.end - r.pos
+    q -= 6
+    if q < 0: V, q = r.slideq(q, 6)
+    x = (V >> q) & 63
+    if x & 33: raise r.deviation('EVErrorCode', r.end - q)
     val = ((x >> 1) & 15)
-    if val >= 12: val = r.enum_index('EVErrorCode', val, 12, r.at(p))
+    if val >= 12: val = r.enum_index('EVErrorCode', val, 12, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_DC_EVErrorCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee24(w, o):  # EVErrorCode
@@ -1194,15 +1166,14 @@ def _ee24(w, o):  # EVErrorCode
 
 def _de25(r):  # EVRESSSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('EVRESSSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('EVRESSSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('EVRESSSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('EVRESSSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee25(w, o):  # EVRESSSOC
@@ -1216,14 +1187,13 @@ def _ee25(w, o):  # EVRESSSOC
 
 def _de26(r):  # EVReady
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVReady', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVReady', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee26(w, o):  # EVReady
@@ -1237,14 +1207,13 @@ def _ee26(w, o):  # EVReady
 
 def _de27(r):  # EVSECurrentLimitAchieved
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSECurrentLimitAchieved', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSECurrentLimitAchieved', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee27(w, o):  # EVSECurrentLimitAchieved
@@ -1258,19 +1227,18 @@ def _ee27(w, o):  # EVSECurrentLimitAchieved
 
 def _de28(r):  # EVSEID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
-    r.pos = p
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
+    r.pos = r.end - q
     val = r.string('iso2_msgbody:EVSEID')
     if len(val) < 7 or len(val) > 37: r.facet('EVSEID', 'length [7, 37]', val, r.at(r.pos))
-    V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
-    r.pos = p
+    V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee28(w, o):  # EVSEID
@@ -1291,16 +1259,15 @@ def _ee28(w, o):  # EVSEID
 
 def _de29(r):  # EVSEIsolationStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('EVSEIsolationStatus', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('EVSEIsolationStatus', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 5: val = r.enum_index('EVSEIsolationStatus', val, 5, r.at(p))
+    if val >= 5: val = r.enum_index('EVSEIsolationStatus', val, 5, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_isolationLevelType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee29(w, o):  # EVSEIsolationStatus
@@ -1315,16 +1282,15 @@ def _ee29(w, o):  # EVSEIsolationStatus
 
 def _de30(r):  # EVSENotification
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVSENotification', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVSENotification', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('EVSENotification', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('EVSENotification', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EVSENotificationType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee30(w, o):  # EVSENotification
@@ -1339,14 +1305,13 @@ def _ee30(w, o):  # EVSENotification
 
 def _de31(r):  # EVSEPowerLimitAchieved
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEPowerLimitAchieved', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEPowerLimitAchieved', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee31(w, o):  # EVSEPowerLimitAchieved
@@ -1360,16 +1325,15 @@ def _ee31(w, o):  # EVSEPowerLimitAchieved
 
 def _de32(r):  # EVSEProcessing
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('EVSEProcessing', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('EVSEProcessing', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EVSEProcessingType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee32(w, o):  # EVSEProcessing
@@ -1384,16 +1348,15 @@ def _ee32(w, o):  # EVSEProcessing
 
 def _de33(r):  # EVSEStatusCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 6
-    if p > E: V, E, p = r.slide(p, 6)
-    x = (V >> (E - p)) & 63
-    if x & 33: raise r.deviation('EVSEStatusCode', p)
+    q = r.end - r.pos
+    q -= 6
+    if q < 0: V, q = r.slideq(q, 6)
+    x = (V >> q) & 63
+    if x & 33: raise r.deviation('EVSEStatusCode', r.end - q)
     val = ((x >> 1) & 15)
-    if val >= 12: val = r.enum_index('EVSEStatusCode', val, 12, r.at(p))
+    if val >= 12: val = r.enum_index('EVSEStatusCode', val, 12, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee33(w, o):  # EVSEStatusCode
@@ -1408,37 +1371,36 @@ def _ee33(w, o):  # EVSEStatusCode
 
 def _de34(r):  # EVSETimeStamp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('EVSETimeStamp', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('EVSETimeStamp', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('EVSETimeStamp', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVSETimeStamp', r.end - q)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(p))
-    r.pos = p
+    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee34(w, o):  # EVSETimeStamp
@@ -1459,14 +1421,13 @@ def _ee34(w, o):  # EVSETimeStamp
 
 def _de35(r):  # EVSEVoltageLimitAchieved
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee35(w, o):  # EVSEVoltageLimitAchieved
@@ -1480,16 +1441,15 @@ def _ee35(w, o):  # EVSEVoltageLimitAchieved
 
 def _de36(r):  # EnergyTransferMode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('EnergyTransferMode', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('EnergyTransferMode', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 6: val = r.enum_index('EnergyTransferMode', val, 6, r.at(p))
+    if val >= 6: val = r.enum_index('EnergyTransferMode', val, 6, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EnergyTransferModeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee36(w, o):  # EnergyTransferMode
@@ -1504,25 +1464,24 @@ def _ee36(w, o):  # EnergyTransferMode
 
 def _de37(r):  # Exponent
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee37(w, o):  # Exponent
@@ -1540,16 +1499,15 @@ def _ee37(w, o):  # Exponent
 
 def _de38(r):  # FaultCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('FaultCode', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('FaultCode', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('FaultCode', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('FaultCode', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_faultCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee38(w, o):  # FaultCode
@@ -1564,24 +1522,23 @@ def _ee38(w, o):  # FaultCode
 
 def _de39(r):  # FaultMsg
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:FaultMsg')
         if len(val) > 64: r.facet('FaultMsg', 'length [0, 64]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee39(w, o):  # FaultMsg
@@ -1602,14 +1559,13 @@ def _ee39(w, o):  # FaultMsg
 
 def _de40(r):  # FreeService
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('FreeService', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('FreeService', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee40(w, o):  # FreeService
@@ -1623,15 +1579,14 @@ def _ee40(w, o):  # FreeService
 
 def _de41(r):  # FullSOC
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 9
-    if p > E: V, E, p = r.slide(p, 9)
-    x = (V >> (E - p)) & 511
-    if x & 257: raise r.deviation('FullSOC', p)
+    q = r.end - r.pos
+    q -= 9
+    if q < 0: V, q = r.slideq(q, 9)
+    x = (V >> q) & 511
+    if x & 257: raise r.deviation('FullSOC', r.end - q)
     val = ((x >> 1) & 127)
-    if val > 100: r.facet('FullSOC', 'maxInclusive 100', val, r.at(p))
-    r.pos = p
+    if val > 100: r.facet('FullSOC', 'maxInclusive 100', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee41(w, o):  # FullSOC
@@ -1645,25 +1600,24 @@ def _ee41(w, o):  # FullSOC
 
 def _de42(r):  # G
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('G', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee42(w, o):  # G
@@ -1681,21 +1635,20 @@ def _ee42(w, o):  # G
 
 def _de43(r):  # GenChallenge
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-        p += 8 + (_l << 3)
-        val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+        q -= 8 + (_l << 3)
+        val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
     else:
-        r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-    if len(val) < 16 or len(val) > 16: r.facet('GenChallenge', 'length [16, 16]', val, r.at(p))
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-    r.pos = p
+        r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+    if len(val) < 16 or len(val) > 16: r.facet('GenChallenge', 'length [16, 16]', val, r.at(r.end - q))
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee43(w, o):  # GenChallenge
@@ -1714,36 +1667,35 @@ def _ee43(w, o):  # GenChallenge
 
 def _de44(r):  # HMACOutputLength
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('HMACOutputLength', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee44(w, o):  # HMACOutputLength
@@ -1764,25 +1716,24 @@ def _ee44(w, o):  # HMACOutputLength
 
 def _de45(r):  # J
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('J', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee45(w, o):  # J
@@ -1800,34 +1751,33 @@ def _ee45(w, o):  # J
 
 def _de46(r):  # MaxEntriesSAScheduleTuple
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', p)
-    if val > 65535: r.facet('MaxEntriesSAScheduleTuple', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', r.end - q)
+    if val > 65535: r.facet('MaxEntriesSAScheduleTuple', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee46(w, o):  # MaxEntriesSAScheduleTuple
@@ -1847,24 +1797,23 @@ def _ee46(w, o):  # MaxEntriesSAScheduleTuple
 
 def _de47(r):  # MeterID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee47(w, o):  # MeterID
@@ -1885,34 +1834,33 @@ def _ee47(w, o):  # MeterID
 
 def _de48(r):  # MeterReading
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterReading', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterReading', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterReading', p)
-    if val > 18446744073709551615: r.facet('MeterReading', 'range [0, 18446744073709551615]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterReading', r.end - q)
+    if val > 18446744073709551615: r.facet('MeterReading', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee48(w, o):  # MeterReading
@@ -1932,37 +1880,36 @@ def _ee48(w, o):  # MeterReading
 
 def _de49(r):  # MeterStatus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('MeterStatus', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee49(w, o):  # MeterStatus
@@ -1983,25 +1930,24 @@ def _ee49(w, o):  # MeterStatus
 
 def _de50(r):  # Modulus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee50(w, o):  # Modulus
@@ -2019,15 +1965,14 @@ def _ee50(w, o):  # Modulus
 
 def _de51(r):  # Multiplier
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('Multiplier', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('Multiplier', r.end - q)
     val = ((x >> 1) & 7) + -3
-    if val > 3: r.facet('Multiplier', 'maxInclusive 3', val, r.at(p))
-    r.pos = p
+    if val > 3: r.facet('Multiplier', 'maxInclusive 3', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee51(w, o):  # Multiplier
@@ -2041,34 +1986,33 @@ def _ee51(w, o):  # Multiplier
 
 def _de52(r):  # NotificationMaxDelay
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee52(w, o):  # NotificationMaxDelay
@@ -2088,14 +2032,13 @@ def _ee52(w, o):  # NotificationMaxDelay
 
 def _de53(r):  # NumEPriceLevels
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('NumEPriceLevels', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('NumEPriceLevels', r.end - q)
     val = ((x >> 1) & 255)
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee53(w, o):  # NumEPriceLevels
@@ -2109,26 +2052,25 @@ def _ee53(w, o):  # NumEPriceLevels
 
 def _de54(r):  # OEMProvisioningCert
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 800: r.facet('OEMProvisioningCert', 'length [0, 800]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 800: r.facet('OEMProvisioningCert', 'length [0, 800]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee54(w, o):  # OEMProvisioningCert
@@ -2147,25 +2089,24 @@ def _ee54(w, o):  # OEMProvisioningCert
 
 def _de55(r):  # P
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('P', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee55(w, o):  # P
@@ -2183,25 +2124,24 @@ def _ee55(w, o):  # P
 
 def _de56(r):  # PGPKeyID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee56(w, o):  # PGPKeyID
@@ -2219,25 +2159,24 @@ def _ee56(w, o):  # PGPKeyID
 
 def _de57(r):  # PGPKeyPacket
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee57(w, o):  # PGPKeyPacket
@@ -2255,37 +2194,36 @@ def _ee57(w, o):  # PGPKeyPacket
 
 def _de58(r):  # ParameterSetID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('ParameterSetID', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('ParameterSetID', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ParameterSetID', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ParameterSetID', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee58(w, o):  # ParameterSetID
@@ -2306,14 +2244,13 @@ def _ee58(w, o):  # ParameterSetID
 
 def _de59(r):  # PaymentOption
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('PaymentOption', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('PaymentOption', r.end - q)
     val = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee59(w, o):  # PaymentOption
@@ -2328,25 +2265,24 @@ def _ee59(w, o):  # PaymentOption
 
 def _de60(r):  # PgenCounter
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee60(w, o):  # PgenCounter
@@ -2364,25 +2300,24 @@ def _ee60(w, o):  # PgenCounter
 
 def _de61(r):  # Q
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee61(w, o):  # Q
@@ -2400,14 +2335,13 @@ def _ee61(w, o):  # Q
 
 def _de62(r):  # RCD
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('RCD', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('RCD', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee62(w, o):  # RCD
@@ -2421,14 +2355,13 @@ def _ee62(w, o):  # RCD
 
 def _de63(r):  # ReceiptRequired
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('ReceiptRequired', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('ReceiptRequired', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee63(w, o):  # ReceiptRequired
@@ -2442,16 +2375,15 @@ def _ee63(w, o):  # ReceiptRequired
 
 def _de64(r):  # RequestedEnergyTransferMode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('RequestedEnergyTransferMode', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('RequestedEnergyTransferMode', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 6: val = r.enum_index('RequestedEnergyTransferMode', val, 6, r.at(p))
+    if val >= 6: val = r.enum_index('RequestedEnergyTransferMode', val, 6, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EnergyTransferModeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee64(w, o):  # RequestedEnergyTransferMode
@@ -2466,16 +2398,15 @@ def _ee64(w, o):  # RequestedEnergyTransferMode
 
 def _de65(r):  # ResponseCode
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 7
-    if p > E: V, E, p = r.slide(p, 7)
-    x = (V >> (E - p)) & 127
-    if x & 65: raise r.deviation('ResponseCode', p)
+    q = r.end - r.pos
+    q -= 7
+    if q < 0: V, q = r.slideq(q, 7)
+    x = (V >> q) & 127
+    if x & 65: raise r.deviation('ResponseCode', r.end - q)
     val = ((x >> 1) & 31)
-    if val >= 26: val = r.enum_index('ResponseCode', val, 26, r.at(p))
+    if val >= 26: val = r.enum_index('ResponseCode', val, 26, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_responseCodeType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee65(w, o):  # ResponseCode
@@ -2490,37 +2421,36 @@ def _ee65(w, o):  # ResponseCode
 
 def _de66(r):  # RetryCounter
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('RetryCounter', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('RetryCounter', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('RetryCounter', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RetryCounter', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee66(w, o):  # RetryCounter
@@ -2541,15 +2471,14 @@ def _ee66(w, o):  # RetryCounter
 
 def _de67(r):  # SAScheduleTupleID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('SAScheduleTupleID', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('SAScheduleTupleID', r.end - q)
     val = ((x >> 1) & 255) + 1
-    if val > 255: r.facet('SAScheduleTupleID', 'maxInclusive 255', val, r.at(p))
-    r.pos = p
+    if val > 255: r.facet('SAScheduleTupleID', 'maxInclusive 255', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee67(w, o):  # SAScheduleTupleID
@@ -2563,15 +2492,14 @@ def _ee67(w, o):  # SAScheduleTupleID
 
 def _de68(r):  # SAScheduleTupleID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('SAScheduleTupleID', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('SAScheduleTupleID', r.end - q)
     val = ((x >> 1) & 255) + 1
-    if val > 255: r.facet('SAScheduleTupleID', 'maxInclusive 255', val, r.at(p))
-    r.pos = p
+    if val > 255: r.facet('SAScheduleTupleID', 'maxInclusive 255', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee68(w, o):  # SAScheduleTupleID
@@ -2585,25 +2513,24 @@ def _ee68(w, o):  # SAScheduleTupleID
 
 def _de69(r):  # SPKISexp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee69(w, o):  # SPKISexp
@@ -2621,24 +2548,23 @@ def _ee69(w, o):  # SPKISexp
 
 def _de70(r):  # SalesTariffDescription
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:SalesTariffDescription')
         if len(val) > 32: r.facet('SalesTariffDescription', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee70(w, o):  # SalesTariffDescription
@@ -2659,15 +2585,14 @@ def _ee70(w, o):  # SalesTariffDescription
 
 def _de71(r):  # SalesTariffID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('SalesTariffID', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('SalesTariffID', r.end - q)
     val = ((x >> 1) & 255) + 1
-    if val > 255: r.facet('SalesTariffID', 'maxInclusive 255', val, r.at(p))
-    r.pos = p
+    if val > 255: r.facet('SalesTariffID', 'maxInclusive 255', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee71(w, o):  # SalesTariffID
@@ -2681,25 +2606,24 @@ def _ee71(w, o):  # SalesTariffID
 
 def _de72(r):  # Seed
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee72(w, o):  # Seed
@@ -2717,14 +2641,13 @@ def _ee72(w, o):  # Seed
 
 def _de73(r):  # SelectedPaymentOption
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('SelectedPaymentOption', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('SelectedPaymentOption', r.end - q)
     val = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee73(w, o):  # SelectedPaymentOption
@@ -2739,14 +2662,13 @@ def _ee73(w, o):  # SelectedPaymentOption
 
 def _de74(r):  # ServiceCategory
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('ServiceCategory', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('ServiceCategory', r.end - q)
     val = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee74(w, o):  # ServiceCategory
@@ -2761,14 +2683,13 @@ def _ee74(w, o):  # ServiceCategory
 
 def _de75(r):  # ServiceCategory
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('ServiceCategory', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('ServiceCategory', r.end - q)
     val = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee75(w, o):  # ServiceCategory
@@ -2783,34 +2704,33 @@ def _ee75(w, o):  # ServiceCategory
 
 def _de76(r):  # ServiceID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee76(w, o):  # ServiceID
@@ -2830,34 +2750,33 @@ def _ee76(w, o):  # ServiceID
 
 def _de77(r):  # ServiceID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee77(w, o):  # ServiceID
@@ -2877,24 +2796,23 @@ def _ee77(w, o):  # ServiceID
 
 def _de78(r):  # ServiceName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:ServiceName')
         if len(val) > 32: r.facet('ServiceName', 'length [0, 32]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee78(w, o):  # ServiceName
@@ -2915,24 +2833,23 @@ def _ee78(w, o):  # ServiceName
 
 def _de79(r):  # ServiceScope
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso2_msgbody:ServiceScope')
         if len(val) > 64: r.facet('ServiceScope', 'length [0, 64]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee79(w, o):  # ServiceScope
@@ -2953,24 +2870,23 @@ def _ee79(w, o):  # ServiceScope
 
 def _de80(r):  # ServiceScope
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:ServiceScope')
         if len(val) > 64: r.facet('ServiceScope', 'length [0, 64]', val, r.at(r.pos))
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee80(w, o):  # ServiceScope
@@ -2991,26 +2907,25 @@ def _ee80(w, o):  # ServiceScope
 
 def _de81(r):  # SessionID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee81(w, o):  # SessionID
@@ -3029,26 +2944,25 @@ def _ee81(w, o):  # SessionID
 
 def _de82(r):  # SessionID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee82(w, o):  # SessionID
@@ -3067,26 +2981,25 @@ def _ee82(w, o):  # SessionID
 
 def _de83(r):  # SigMeterReading
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        if len(val) > 64: r.facet('SigMeterReading', 'length [0, 64]', val, r.at(p))
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        if len(val) > 64: r.facet('SigMeterReading', 'length [0, 64]', val, r.at(r.end - q))
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee83(w, o):  # SigMeterReading
@@ -3105,37 +3018,36 @@ def _ee83(w, o):  # SigMeterReading
 
 def _de84(r):  # TMeter
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('TMeter', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('TMeter', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('TMeter', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TMeter', r.end - q)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(p))
-    r.pos = p
+    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee84(w, o):  # TMeter
@@ -3156,16 +3068,15 @@ def _ee84(w, o):  # TMeter
 
 def _de85(r):  # Unit
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('Unit', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('Unit', r.end - q)
     val = ((x >> 1) & 7)
-    if val >= 7: val = r.enum_index('Unit', val, 7, r.at(p))
+    if val >= 7: val = r.enum_index('Unit', val, 7, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_unitSymbolType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee85(w, o):  # Unit
@@ -3180,37 +3091,36 @@ def _ee85(w, o):  # Unit
 
 def _de86(r):  # Value
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('Value', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('Value', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('Value', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee86(w, o):  # Value
@@ -3231,25 +3141,24 @@ def _ee86(w, o):  # Value
 
 def _de87(r):  # X509CRL
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee87(w, o):  # X509CRL
@@ -3267,25 +3176,24 @@ def _ee87(w, o):  # X509CRL
 
 def _de88(r):  # X509Certificate
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee88(w, o):  # X509Certificate
@@ -3303,23 +3211,22 @@ def _ee88(w, o):  # X509Certificate
 
 def _de89(r):  # X509IssuerName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee89(w, o):  # X509IssuerName
@@ -3339,25 +3246,24 @@ def _ee89(w, o):  # X509IssuerName
 
 def _de90(r):  # X509SKI
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee90(w, o):  # X509SKI
@@ -3375,36 +3281,35 @@ def _ee90(w, o):  # X509SKI
 
 def _de91(r):  # X509SerialNumber
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('X509SerialNumber', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee91(w, o):  # X509SerialNumber
@@ -3425,23 +3330,22 @@ def _ee91(w, o):  # X509SerialNumber
 
 def _de92(r):  # X509SubjectName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee92(w, o):  # X509SubjectName
@@ -3461,23 +3365,22 @@ def _ee92(w, o):  # X509SubjectName
 
 def _de93(r):  # XPath
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:XPath')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee93(w, o):  # XPath
@@ -3497,25 +3400,24 @@ def _ee93(w, o):  # XPath
 
 def _de94(r):  # Y
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee94(w, o):  # Y
@@ -3533,34 +3435,33 @@ def _ee94(w, o):  # Y
 
 def _de95(r):  # amount
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('amount', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('amount', r.end - q)
+    if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee95(w, o):  # amount
@@ -3580,15 +3481,14 @@ def _ee95(w, o):  # amount
 
 def _de96(r):  # amountMultiplier
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 5
-    if p > E: V, E, p = r.slide(p, 5)
-    x = (V >> (E - p)) & 31
-    if x & 17: raise r.deviation('amountMultiplier', p)
+    q = r.end - r.pos
+    q -= 5
+    if q < 0: V, q = r.slideq(q, 5)
+    x = (V >> q) & 31
+    if x & 17: raise r.deviation('amountMultiplier', r.end - q)
     val = ((x >> 1) & 7) + -3
-    if val > 3: r.facet('amountMultiplier', 'maxInclusive 3', val, r.at(p))
-    r.pos = p
+    if val > 3: r.facet('amountMultiplier', 'maxInclusive 3', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee96(w, o):  # amountMultiplier
@@ -3602,14 +3502,13 @@ def _ee96(w, o):  # amountMultiplier
 
 def _de97(r):  # boolValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 3
-    if p > E: V, E, p = r.slide(p, 3)
-    x = (V >> (E - p)) & 7
-    if x & 5: raise r.deviation('boolValue', p)
+    q = r.end - r.pos
+    q -= 3
+    if q < 0: V, q = r.slideq(q, 3)
+    x = (V >> q) & 7
+    if x & 5: raise r.deviation('boolValue', r.end - q)
     val = ((x >> 1) & 1) == 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee97(w, o):  # boolValue
@@ -3623,14 +3522,13 @@ def _ee97(w, o):  # boolValue
 
 def _de98(r):  # byteValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 10
-    if p > E: V, E, p = r.slide(p, 10)
-    x = (V >> (E - p)) & 1023
-    if x & 513: raise r.deviation('byteValue', p)
+    q = r.end - r.pos
+    q -= 10
+    if q < 0: V, q = r.slideq(q, 10)
+    x = (V >> q) & 1023
+    if x & 513: raise r.deviation('byteValue', r.end - q)
     val = ((x >> 1) & 255) + -128
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee98(w, o):  # byteValue
@@ -3644,16 +3542,15 @@ def _ee98(w, o):  # byteValue
 
 def _de99(r):  # costKind
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 4
-    if p > E: V, E, p = r.slide(p, 4)
-    x = (V >> (E - p)) & 15
-    if x & 9: raise r.deviation('costKind', p)
+    q = r.end - r.pos
+    q -= 4
+    if q < 0: V, q = r.slideq(q, 4)
+    x = (V >> q) & 15
+    if x & 9: raise r.deviation('costKind', r.end - q)
     val = ((x >> 1) & 3)
-    if val >= 3: val = r.enum_index('costKind', val, 3, r.at(p))
+    if val >= 3: val = r.enum_index('costKind', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_costKindType[val]
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee99(w, o):  # costKind
@@ -3668,34 +3565,33 @@ def _ee99(w, o):  # costKind
 
 def _de100(r):  # duration
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('duration', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if val > 86400: r.facet('duration', 'range [0, 86400]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('duration', r.end - q)
+    if val > 86400: r.facet('duration', 'range [0, 86400]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee100(w, o):  # duration
@@ -3715,37 +3611,36 @@ def _ee100(w, o):  # duration
 
 def _de101(r):  # intValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('intValue', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('intValue', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('intValue', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('intValue', r.end - q)
     if _neg: val = -val - 1
-    if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(p))
-    r.pos = p
+    if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee101(w, o):  # intValue
@@ -3766,37 +3661,36 @@ def _ee101(w, o):  # intValue
 
 def _de102(r):  # shortValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('shortValue', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('shortValue', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('shortValue', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('shortValue', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(p))
-    r.pos = p
+    if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee102(w, o):  # shortValue
@@ -3817,34 +3711,33 @@ def _ee102(w, o):  # shortValue
 
 def _de103(r):  # start
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('start', r.end - q)
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if val > 16777214: r.facet('start', 'range [0, 16777214]', val, r.at(p))
-    r.pos = p
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('start', r.end - q)
+    if val > 16777214: r.facet('start', 'range [0, 16777214]', val, r.at(r.end - q))
+    r.pos = r.end - q
     return val
 
 def _ee103(w, o):  # start
@@ -3864,23 +3757,22 @@ def _ee103(w, o):  # start
 
 def _de104(r):  # stringValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:stringValue')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee104(w, o):  # stringValue

@@ -10,80 +10,79 @@ _new = object.__new__
 def _d_CanonicalizationMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Algorithm = None
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('CanonicalizationMethodType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CanonicalizationMethodType', r.end - q)
                 el = '@Algorithm'
-                r.pos = p
+                r.pos = r.end - q
                 f_Algorithm = r.string('Algorithm')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 1
             if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 else:
-                    raise r.deviation('CanonicalizationMethodType', p)
+                    raise r.deviation('CanonicalizationMethodType', r.end - q)
             if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 else:
-                    raise r.deviation('CanonicalizationMethodType', p)
+                    raise r.deviation('CanonicalizationMethodType', r.end - q)
             if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 else:
-                    raise r.deviation('CanonicalizationMethodType', p)
-        r.pos = p
+                    raise r.deviation('CanonicalizationMethodType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.CanonicalizationMethodType)
@@ -136,8 +135,7 @@ def _e_CanonicalizationMethodType(w, o):
 def _d_DSAKeyValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}DSAKeyValueType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_P = None
     f_Q = None
@@ -150,255 +148,255 @@ def _d_DSAKeyValueType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'P'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('P', r.end - q)
                         f_P = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_P = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_P = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_P = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('P', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                            r.pos = r.end - q; f_P = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                     el = 'Q'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
                         f_Q = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_Q = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_Q = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_Q = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+                            r.pos = r.end - q; f_Q = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
                     s = 4
                 elif ec == 1:
                     el = 'G'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('G', r.end - q)
                         f_G = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_G = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_G = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_G = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
+                            r.pos = r.end - q; f_G = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('G', r.end - q)
                     s = 2
                 elif ec == 2:
                     el = 'Y'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
                         f_Y = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_Y = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_Y = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+                            r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
                     s = 3
                 else:
-                    raise r.deviation('DSAKeyValueType', p)
+                    raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                 el = 'Y'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('Y', r.end - q)
                     f_Y = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        f_Y = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_Y = r.binary(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+                        r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('Y', r.end - q)
                 s = 3
             if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'J'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('J', r.end - q)
                         f_J = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_J = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_J = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_J = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('J', p)
+                            r.pos = r.end - q; f_J = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('J', r.end - q)
                     s = 5
                 elif ec == 1:
                     el = 'Seed'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
                         f_Seed = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_Seed = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_Seed = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_Seed = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+                            r.pos = r.end - q; f_Seed = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
                     s = 6
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DSAKeyValueType', p)
+                    raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'G'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('G', r.end - q)
                         f_G = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_G = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_G = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_G = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
+                            r.pos = r.end - q; f_G = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('G', r.end - q)
                     s = 2
                 elif ec == 1:
                     el = 'Y'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
                         f_Y = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_Y = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_Y = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+                            r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
                     s = 3
                 else:
-                    raise r.deviation('DSAKeyValueType', p)
+                    raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 5:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Seed'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
                         f_Seed = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_Seed = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_Seed = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_Seed = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+                            r.pos = r.end - q; f_Seed = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
                     s = 6
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DSAKeyValueType', p)
+                    raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 6:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                 el = 'PgenCounter'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
                     f_PgenCounter = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        f_PgenCounter = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        f_PgenCounter = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; f_PgenCounter = r.binary(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                        r.pos = r.end - q; f_PgenCounter = r.binary(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
                 s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.DSAKeyValueType)
@@ -577,80 +575,79 @@ def _e_DSAKeyValueType(w, o):
 def _d_DigestMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}DigestMethodType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Algorithm = None
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DigestMethodType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DigestMethodType', r.end - q)
                 el = '@Algorithm'
-                r.pos = p
+                r.pos = r.end - q
                 f_Algorithm = r.string('Algorithm')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 1
             if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 else:
-                    raise r.deviation('DigestMethodType', p)
+                    raise r.deviation('DigestMethodType', r.end - q)
             if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 else:
-                    raise r.deviation('DigestMethodType', p)
+                    raise r.deviation('DigestMethodType', r.end - q)
             if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 else:
-                    raise r.deviation('DigestMethodType', p)
-        r.pos = p
+                    raise r.deviation('DigestMethodType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.DigestMethodType)
@@ -703,8 +700,7 @@ def _e_DigestMethodType(w, o):
 def _d_KeyInfoType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}KeyInfoType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_KeyName = []
@@ -718,39 +714,39 @@ def _d_KeyInfoType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = '@Id'
-                        r.pos = p
+                        r.pos = r.end - q
                         f_Id = r.string('Id')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 1:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 3
                     elif ec == 2:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 4
                     elif ec == 3:
@@ -758,72 +754,72 @@ def _d_KeyInfoType(r, key):
                         _c1_Type = None
                         _c1_URI = None
                         _c1_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c1_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c1_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c1_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c1_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c1_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c1_s = 3
                         elif ec == 3:
                             pass
                             _c1_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c1_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c1_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c1_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c1_s = 3
                             elif ec == 2:
                                 pass
                                 _c1_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c1_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c1_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c1_s = 3
                             elif ec == 1:
                                 pass
                                 _c1_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c1_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c1_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c1_Type
@@ -833,86 +829,86 @@ def _d_KeyInfoType(r, key):
                         s = 5
                     elif ec == 4:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 6
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 5:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 7
                     elif ec == 6:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 8
                     elif ec == 7:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 9
                     elif ec == 8:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 10
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 2
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 1:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 4:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 3
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 4
                     elif ec == 2:
@@ -920,72 +916,72 @@ def _d_KeyInfoType(r, key):
                         _c2_Type = None
                         _c2_URI = None
                         _c2_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c2_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c2_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c2_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c2_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c2_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c2_s = 3
                         elif ec == 3:
                             pass
                             _c2_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c2_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c2_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c2_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c2_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c2_s = 3
                             elif ec == 2:
                                 pass
                                 _c2_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c2_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c2_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c2_s = 3
                             elif ec == 1:
                                 pass
                                 _c2_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c2_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c2_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c2_Type
@@ -995,86 +991,86 @@ def _d_KeyInfoType(r, key):
                         s = 5
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 6
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 7
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 8
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 9
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 10
                     elif ec == 8:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 2
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 2:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 4:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 3
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 4
                     elif ec == 2:
@@ -1082,72 +1078,72 @@ def _d_KeyInfoType(r, key):
                         _c3_Type = None
                         _c3_URI = None
                         _c3_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c3_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c3_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c3_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c3_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c3_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c3_s = 3
                         elif ec == 3:
                             pass
                             _c3_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c3_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c3_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c3_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c3_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c3_s = 3
                             elif ec == 2:
                                 pass
                                 _c3_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c3_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c3_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c3_s = 3
                             elif ec == 1:
                                 pass
                                 _c3_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c3_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c3_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c3_Type
@@ -1157,86 +1153,86 @@ def _d_KeyInfoType(r, key):
                         s = 5
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 6
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 7
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 8
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 9
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 10
                     elif ec == 8:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 2
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 3:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -1244,72 +1240,72 @@ def _d_KeyInfoType(r, key):
                         _c4_Type = None
                         _c4_URI = None
                         _c4_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c4_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c4_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c4_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c4_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c4_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c4_s = 3
                         elif ec == 3:
                             pass
                             _c4_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c4_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c4_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c4_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c4_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c4_s = 3
                             elif ec == 2:
                                 pass
                                 _c4_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c4_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c4_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c4_s = 3
                             elif ec == 1:
                                 pass
                                 _c4_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c4_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c4_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c4_Type
@@ -1319,89 +1315,89 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                     elif ec == 8:
                         pass
                         s = -1
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 3
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 4:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -1409,72 +1405,72 @@ def _d_KeyInfoType(r, key):
                         _c5_Type = None
                         _c5_URI = None
                         _c5_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c5_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c5_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c5_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c5_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c5_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c5_s = 3
                         elif ec == 3:
                             pass
                             _c5_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c5_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c5_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c5_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c5_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c5_s = 3
                             elif ec == 2:
                                 pass
                                 _c5_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c5_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c5_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c5_s = 3
                             elif ec == 1:
                                 pass
                                 _c5_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c5_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c5_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c5_Type
@@ -1484,89 +1480,89 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                     elif ec == 8:
                         pass
                         s = -1
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 4
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 5:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -1574,72 +1570,72 @@ def _d_KeyInfoType(r, key):
                         _c6_Type = None
                         _c6_URI = None
                         _c6_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c6_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c6_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c6_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c6_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c6_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c6_s = 3
                         elif ec == 3:
                             pass
                             _c6_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c6_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c6_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c6_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c6_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c6_s = 3
                             elif ec == 2:
                                 pass
                                 _c6_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c6_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c6_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c6_s = 3
                             elif ec == 1:
                                 pass
                                 _c6_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c6_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c6_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c6_Type
@@ -1649,89 +1645,89 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                     elif ec == 8:
                         pass
                         s = -1
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 5
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 6:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -1739,72 +1735,72 @@ def _d_KeyInfoType(r, key):
                         _c7_Type = None
                         _c7_URI = None
                         _c7_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c7_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c7_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c7_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c7_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c7_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c7_s = 3
                         elif ec == 3:
                             pass
                             _c7_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c7_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c7_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c7_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c7_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c7_s = 3
                             elif ec == 2:
                                 pass
                                 _c7_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c7_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c7_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c7_s = 3
                             elif ec == 1:
                                 pass
                                 _c7_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c7_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c7_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c7_Type
@@ -1814,89 +1810,89 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                     elif ec == 8:
                         pass
                         s = -1
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 6
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 7:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -1904,72 +1900,72 @@ def _d_KeyInfoType(r, key):
                         _c8_Type = None
                         _c8_URI = None
                         _c8_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c8_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c8_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c8_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c8_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c8_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c8_s = 3
                         elif ec == 3:
                             pass
                             _c8_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c8_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c8_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c8_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c8_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c8_s = 3
                             elif ec == 2:
                                 pass
                                 _c8_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c8_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c8_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c8_s = 3
                             elif ec == 1:
                                 pass
                                 _c8_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c8_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c8_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c8_Type
@@ -1979,89 +1975,89 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                     elif ec == 8:
                         pass
                         s = -1
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 7
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 8:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -2069,72 +2065,72 @@ def _d_KeyInfoType(r, key):
                         _c9_Type = None
                         _c9_URI = None
                         _c9_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c9_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c9_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c9_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c9_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c9_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c9_s = 3
                         elif ec == 3:
                             pass
                             _c9_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c9_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c9_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c9_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c9_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c9_s = 3
                             elif ec == 2:
                                 pass
                                 _c9_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c9_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c9_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c9_s = 3
                             elif ec == 1:
                                 pass
                                 _c9_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c9_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c9_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c9_Type
@@ -2144,89 +2140,89 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                     elif ec == 8:
                         pass
                         s = -1
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 8
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 9:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -2234,72 +2230,72 @@ def _d_KeyInfoType(r, key):
                         _c10_Type = None
                         _c10_URI = None
                         _c10_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c10_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c10_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c10_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c10_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c10_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c10_s = 3
                         elif ec == 3:
                             pass
                             _c10_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c10_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c10_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c10_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c10_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c10_s = 3
                             elif ec == 2:
                                 pass
                                 _c10_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c10_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c10_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c10_s = 3
                             elif ec == 1:
                                 pass
                                 _c10_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c10_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c10_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c10_Type
@@ -2309,89 +2305,89 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                     elif ec == 8:
                         pass
                         s = -1
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 9
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 10:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -2399,72 +2395,72 @@ def _d_KeyInfoType(r, key):
                         _c11_Type = None
                         _c11_URI = None
                         _c11_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c11_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c11_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c11_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c11_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c11_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c11_s = 3
                         elif ec == 3:
                             pass
                             _c11_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c11_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c11_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c11_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c11_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c11_s = 3
                             elif ec == 2:
                                 pass
                                 _c11_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c11_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c11_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c11_s = 3
                             elif ec == 1:
                                 pass
                                 _c11_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c11_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c11_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c11_Type
@@ -2474,88 +2470,88 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                     elif ec == 8:
                         pass
                         s = -1
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 10
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 11:
                 while True:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    ec = (V >> (E - p)) & 15
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    ec = (V >> q) & 15
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -2564,72 +2560,72 @@ def _d_KeyInfoType(r, key):
                         _c12_Type = None
                         _c12_URI = None
                         _c12_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c12_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c12_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c12_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c12_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c12_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c12_s = 3
                         elif ec == 3:
                             pass
                             _c12_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c12_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c12_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c12_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c12_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c12_s = 3
                             elif ec == 2:
                                 pass
                                 _c12_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c12_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c12_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c12_s = 3
                             elif ec == 1:
                                 pass
                                 _c12_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c12_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c12_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c12_Type
@@ -2640,51 +2636,51 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -2692,114 +2688,114 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 11
                         break
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 12:
                 while True:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    ec = (V >> (E - p)) & 15
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    ec = (V >> q) & 15
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                     elif ec == 2:
                         el = 'RetrievalMethod'
                         _c13_Type = None
                         _c13_URI = None
                         _c13_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c13_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c13_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c13_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c13_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c13_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c13_s = 3
                         elif ec == 3:
                             pass
                             _c13_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c13_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c13_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c13_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c13_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c13_s = 3
                             elif ec == 2:
                                 pass
                                 _c13_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c13_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c13_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c13_s = 3
                             elif ec == 1:
                                 pass
                                 _c13_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c13_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c13_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c13_Type
@@ -2810,51 +2806,51 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -2862,42 +2858,42 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 12
                         break
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 13:
                 while True:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    ec = (V >> (E - p)) & 15
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    ec = (V >> q) & 15
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -2906,72 +2902,72 @@ def _d_KeyInfoType(r, key):
                         _c14_Type = None
                         _c14_URI = None
                         _c14_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c14_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c14_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c14_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c14_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c14_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c14_s = 3
                         elif ec == 3:
                             pass
                             _c14_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c14_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c14_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c14_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c14_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c14_s = 3
                             elif ec == 2:
                                 pass
                                 _c14_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c14_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c14_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c14_s = 3
                             elif ec == 1:
                                 pass
                                 _c14_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c14_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c14_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c14_Type
@@ -2980,51 +2976,51 @@ def _d_KeyInfoType(r, key):
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3032,42 +3028,42 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 13
                         break
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 14:
                 while True:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    ec = (V >> (E - p)) & 15
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    ec = (V >> q) & 15
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3076,72 +3072,72 @@ def _d_KeyInfoType(r, key):
                         _c15_Type = None
                         _c15_URI = None
                         _c15_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c15_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c15_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c15_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c15_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c15_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c15_s = 3
                         elif ec == 3:
                             pass
                             _c15_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c15_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c15_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c15_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c15_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c15_s = 3
                             elif ec == 2:
                                 pass
                                 _c15_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c15_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c15_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c15_s = 3
                             elif ec == 1:
                                 pass
                                 _c15_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c15_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c15_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c15_Type
@@ -3152,49 +3148,49 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3202,42 +3198,42 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 14
                         break
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 15:
                 while True:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    ec = (V >> (E - p)) & 15
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    ec = (V >> q) & 15
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3246,72 +3242,72 @@ def _d_KeyInfoType(r, key):
                         _c16_Type = None
                         _c16_URI = None
                         _c16_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c16_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c16_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c16_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c16_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c16_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c16_s = 3
                         elif ec == 3:
                             pass
                             _c16_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c16_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c16_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c16_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c16_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c16_s = 3
                             elif ec == 2:
                                 pass
                                 _c16_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c16_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c16_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c16_s = 3
                             elif ec == 1:
                                 pass
                                 _c16_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c16_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c16_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c16_Type
@@ -3322,49 +3318,49 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3372,42 +3368,42 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 15
                         break
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 16:
                 while True:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    ec = (V >> (E - p)) & 15
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    ec = (V >> q) & 15
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3416,72 +3412,72 @@ def _d_KeyInfoType(r, key):
                         _c17_Type = None
                         _c17_URI = None
                         _c17_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c17_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c17_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c17_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c17_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c17_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c17_s = 3
                         elif ec == 3:
                             pass
                             _c17_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c17_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c17_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c17_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c17_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c17_s = 3
                             elif ec == 2:
                                 pass
                                 _c17_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c17_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c17_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c17_s = 3
                             elif ec == 1:
                                 pass
                                 _c17_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c17_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c17_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c17_Type
@@ -3492,49 +3488,49 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3542,42 +3538,42 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 16
                         break
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 17:
                 while True:
-                    p += 4
-                    if p > E: V, E, p = r.slide(p, 4)
-                    ec = (V >> (E - p)) & 15
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    ec = (V >> q) & 15
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3586,72 +3582,72 @@ def _d_KeyInfoType(r, key):
                         _c18_Type = None
                         _c18_URI = None
                         _c18_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c18_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c18_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c18_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c18_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c18_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c18_s = 3
                         elif ec == 3:
                             pass
                             _c18_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c18_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c18_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c18_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c18_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c18_s = 3
                             elif ec == 2:
                                 pass
                                 _c18_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c18_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c18_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c18_s = 3
                             elif ec == 1:
                                 pass
                                 _c18_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c18_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c18_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c18_Type
@@ -3662,49 +3658,49 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3712,41 +3708,41 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 17
                         break
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
             if s == 18:
-                p += 4
-                if p > E: V, E, p = r.slide(p, 4)
-                ec = (V >> (E - p)) & 15
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                ec = (V >> q) & 15
                 if ec < 5:
                     if ec == 0:
                         el = 'KeyName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -3754,72 +3750,72 @@ def _d_KeyInfoType(r, key):
                         _c19_Type = None
                         _c19_URI = None
                         _c19_Transforms = None
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        ec = (V >> (E - p)) & 7
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c19_Type = r.string('Type')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c19_s = 1
                         elif ec == 1:
                             el = 'RetrievalMethod/@URI'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c19_URI = r.string('URI')
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c19_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = p
+                            r.pos = r.end - q
                             _c19_Transforms = _d_TransformsType(r)
-                            V = r.v; E = r.end; p = r.pos
+                            V = r.v; q = r.end - r.pos
                             _c19_s = 3
                         elif ec == 3:
                             pass
                             _c19_s = -1
                         else:
-                            raise r.deviation('RetrievalMethodType', p)
+                            raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c19_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/@URI'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c19_URI = r.string('URI')
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c19_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c19_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c19_s = 3
                             elif ec == 2:
                                 pass
                                 _c19_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c19_s == 2:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = p
+                                r.pos = r.end - q
                                 _c19_Transforms = _d_TransformsType(r)
-                                V = r.v; E = r.end; p = r.pos
+                                V = r.v; q = r.end - r.pos
                                 _c19_s = 3
                             elif ec == 1:
                                 pass
                                 _c19_s = -1
                             else:
-                                raise r.deviation('RetrievalMethodType', p)
+                                raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c19_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
                             _c19_s = -1
                         _v = _new(xmldsig.RetrievalMethodType)
                         _v.Type = _c19_Type
@@ -3829,62 +3825,62 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_X509DataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_PGPDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_PGPData.append(_v)
                         s = 15
                     else:
-                        raise r.deviation('KeyInfoType', p)
+                        raise r.deviation('KeyInfoType', r.end - q)
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
                         el = 'MgmtData'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 18
                     elif ec == 8:
                         pass
                         s = -1
                     elif ec == 9:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 18
                     else:
-                        raise r.deviation('KeyInfoType', p)
-        r.pos = p
+                        raise r.deviation('KeyInfoType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.KeyInfoType)
@@ -7065,8 +7061,7 @@ def _e_KeyInfoType(w, o):
 def _d_KeyValueType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}KeyValueType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_DSAKeyValue = None
     f_RSAKeyValue = None
@@ -7074,188 +7069,188 @@ def _d_KeyValueType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Modulus'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
                         _c1_Modulus = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _c1_Modulus = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _c1_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _c1_Modulus = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
+                            r.pos = r.end - q; _c1_Modulus = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Exponent'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
                         _c1_Exponent = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _c1_Exponent = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _c1_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _c1_Exponent = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
+                            r.pos = r.end - q; _c1_Exponent = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
                     f_RSAKeyValue = _new(xmldsig.RSAKeyValueType)
                     f_RSAKeyValue.Modulus = _c1_Modulus
                     f_RSAKeyValue.Exponent = _c1_Exponent
                     s = 3
                 elif ec == 2:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 3:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 1
                 else:
-                    raise r.deviation('KeyValueType', p)
+                    raise r.deviation('KeyValueType', r.end - q)
             if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Modulus'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
                         _c2_Modulus = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _c2_Modulus = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _c2_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _c2_Modulus = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
+                            r.pos = r.end - q; _c2_Modulus = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Exponent'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
                         _c2_Exponent = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _c2_Exponent = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _c2_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _c2_Exponent = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
+                            r.pos = r.end - q; _c2_Exponent = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('KeyValueType', r.end - q)
                     f_RSAKeyValue = _new(xmldsig.RSAKeyValueType)
                     f_RSAKeyValue.Modulus = _c2_Modulus
                     f_RSAKeyValue.Exponent = _c2_Exponent
                     s = 3
                 elif ec == 2:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 3:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 1
                 else:
-                    raise r.deviation('KeyValueType', p)
+                    raise r.deviation('KeyValueType', r.end - q)
             if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyValueType', p)
+                    raise r.deviation('KeyValueType', r.end - q)
             if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 else:
-                    raise r.deviation('KeyValueType', p)
+                    raise r.deviation('KeyValueType', r.end - q)
             if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 else:
-                    raise r.deviation('KeyValueType', p)
-        r.pos = p
+                    raise r.deviation('KeyValueType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.KeyValueType)
@@ -7366,72 +7361,71 @@ def _e_KeyValueType(w, o):
 def _d_ManifestType(r):
     # {http://www.w3.org/2000/09/xmldsig#}ManifestType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_Reference = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ManifestType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ManifestType', r.end - q)
             el = 'Reference'
-            r.pos = p
+            r.pos = r.end - q
             _v = _d_ReferenceType(r)
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             f_Reference.append(_v)
             s = 2
         elif ec == 1:
             el = 'Reference'
-            r.pos = p
+            r.pos = r.end - q
             _v = _d_ReferenceType(r)
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             f_Reference.append(_v)
             s = 2
         else:
-            raise r.deviation('ManifestType', p)
+            raise r.deviation('ManifestType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Reference'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ReferenceType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_Reference.append(_v)
                 s = 3
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('ManifestType', p)
+                raise r.deviation('ManifestType', r.end - q)
         if s == 3:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Reference'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_ReferenceType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_Reference.append(_v)
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('ManifestType', p)
-        r.pos = p
+                    raise r.deviation('ManifestType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.ManifestType)
@@ -7518,8 +7512,7 @@ def _e_ManifestType(w, o):
 def _d_ObjectType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}ObjectType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Encoding = None
     f_Id = None
@@ -7528,156 +7521,156 @@ def _d_ObjectType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
                     el = '@Encoding'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_Encoding = r.string('Encoding')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Id'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 elif ec == 2:
                     el = '@MimeType'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_MimeType = r.string('MimeType')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 3:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 elif ec == 4:
                     pass
                     s = -1
                 elif ec == 5:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType', p)
+                    raise r.deviation('ObjectType', r.end - q)
             if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
                     el = '@Id'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 elif ec == 1:
                     el = '@MimeType'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_MimeType = r.string('MimeType')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 2:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 elif ec == 3:
                     pass
                     s = -1
                 elif ec == 4:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType', p)
+                    raise r.deviation('ObjectType', r.end - q)
             if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
                     el = '@MimeType'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_MimeType = r.string('MimeType')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 1:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType', p)
+                    raise r.deviation('ObjectType', r.end - q)
             if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType', p)
+                    raise r.deviation('ObjectType', r.end - q)
             if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType', p)
+                    raise r.deviation('ObjectType', r.end - q)
             if s == 5:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 else:
-                    raise r.deviation('ObjectType', p)
-        r.pos = p
+                    raise r.deviation('ObjectType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.ObjectType)
@@ -7804,8 +7797,7 @@ def _e_ObjectType(w, o):
 def _d_PGPDataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}PGPDataType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_PGPKeyID = None
     f_PGPKeyPacket = None
@@ -7813,139 +7805,139 @@ def _d_PGPDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'PGPKeyID'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
                         f_PGPKeyID = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_PGPKeyID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_PGPKeyID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_PGPKeyID = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+                            r.pos = r.end - q; f_PGPKeyID = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
                     s = 1
                 elif ec == 1:
                     el = 'PGPKeyPacket'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
                         f_PGPKeyPacket = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_PGPKeyPacket = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_PGPKeyPacket = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_PGPKeyPacket = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+                            r.pos = r.end - q; f_PGPKeyPacket = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
                     s = 2
                 else:
-                    raise r.deviation('PGPDataType', p)
+                    raise r.deviation('PGPDataType', r.end - q)
             if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'PGPKeyPacket'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
                         f_PGPKeyPacket = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            f_PGPKeyPacket = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            f_PGPKeyPacket = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; f_PGPKeyPacket = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+                            r.pos = r.end - q; f_PGPKeyPacket = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
                     s = 3
                 elif ec == 1:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType', p)
+                    raise r.deviation('PGPDataType', r.end - q)
             if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType', p)
+                    raise r.deviation('PGPDataType', r.end - q)
             if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType', p)
+                    raise r.deviation('PGPDataType', r.end - q)
             if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType', p)
+                    raise r.deviation('PGPDataType', r.end - q)
             if s == 5:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType', p)
-        r.pos = p
+                    raise r.deviation('PGPDataType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.PGPDataType)
@@ -8034,56 +8026,55 @@ def _e_PGPDataType(w, o):
 def _d_RSAKeyValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}RSAKeyValueType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Modulus = None
     f_Exponent = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('RSAKeyValueType', r.end - q)
         el = 'Modulus'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
             f_Modulus = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_Modulus = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_Modulus = r.binary(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
+                r.pos = r.end - q; f_Modulus = r.binary(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('RSAKeyValueType', r.end - q)
         el = 'Exponent'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
             f_Exponent = b''
         else:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_Exponent = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_Exponent = r.binary(); V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
-        r.pos = p
+                r.pos = r.end - q; f_Exponent = r.binary(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('RSAKeyValueType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.RSAKeyValueType)
@@ -8128,8 +8119,7 @@ def _e_RSAKeyValueType(w, o):
 def _d_ReferenceType(r):
     # {http://www.w3.org/2000/09/xmldsig#}ReferenceType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_Type = None
@@ -8138,148 +8128,148 @@ def _d_ReferenceType(r):
     f_DigestMethod = None
     f_DigestValue = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        ec = (V >> (E - p)) & 7
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        ec = (V >> q) & 7
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('Id')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 1
         elif ec == 1:
             el = '@Type'
-            r.pos = p
+            r.pos = r.end - q
             f_Type = r.string('Type')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 2
         elif ec == 2:
             el = '@URI'
-            r.pos = p
+            r.pos = r.end - q
             f_URI = r.string('URI')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 3
         elif ec == 3:
             el = 'Transforms'
-            r.pos = p
+            r.pos = r.end - q
             f_Transforms = _d_TransformsType(r)
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 4
         elif ec == 4:
             el = 'DigestMethod'
-            r.pos = p
+            r.pos = r.end - q
             f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 5
         else:
-            raise r.deviation('ReferenceType', p)
+            raise r.deviation('ReferenceType', r.end - q)
         if s == 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            ec = (V >> (E - p)) & 7
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            ec = (V >> q) & 7
             if ec == 0:
                 el = '@Type'
-                r.pos = p
+                r.pos = r.end - q
                 f_Type = r.string('Type')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 2
             elif ec == 1:
                 el = '@URI'
-                r.pos = p
+                r.pos = r.end - q
                 f_URI = r.string('URI')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 2:
                 el = 'Transforms'
-                r.pos = p
+                r.pos = r.end - q
                 f_Transforms = _d_TransformsType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 3:
                 el = 'DigestMethod'
-                r.pos = p
+                r.pos = r.end - q
                 f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             else:
-                raise r.deviation('ReferenceType', p)
+                raise r.deviation('ReferenceType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = '@URI'
-                r.pos = p
+                r.pos = r.end - q
                 f_URI = r.string('URI')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
                 el = 'Transforms'
-                r.pos = p
+                r.pos = r.end - q
                 f_Transforms = _d_TransformsType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 2:
                 el = 'DigestMethod'
-                r.pos = p
+                r.pos = r.end - q
                 f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             else:
-                raise r.deviation('ReferenceType', p)
+                raise r.deviation('ReferenceType', r.end - q)
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Transforms'
-                r.pos = p
+                r.pos = r.end - q
                 f_Transforms = _d_TransformsType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 1:
                 el = 'DigestMethod'
-                r.pos = p
+                r.pos = r.end - q
                 f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 5
             else:
-                raise r.deviation('ReferenceType', p)
+                raise r.deviation('ReferenceType', r.end - q)
         if s == 4:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
             el = 'DigestMethod'
-            r.pos = p
+            r.pos = r.end - q
             f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 5
         if s == 5:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
             el = 'DigestValue'
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
                 f_DigestValue = b''
             else:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_DigestValue = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_DigestValue = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_DigestValue = r.binary(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
+                    r.pos = r.end - q; f_DigestValue = r.binary(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.ReferenceType)
@@ -8487,81 +8477,80 @@ def _e_ReferenceType(w, o):
 def _d_RetrievalMethodType(r):
     # {http://www.w3.org/2000/09/xmldsig#}RetrievalMethodType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Type = None
     f_URI = None
     f_Transforms = None
     try:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        ec = (V >> (E - p)) & 7
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        ec = (V >> q) & 7
         if ec == 0:
             el = '@Type'
-            r.pos = p
+            r.pos = r.end - q
             f_Type = r.string('Type')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 1
         elif ec == 1:
             el = '@URI'
-            r.pos = p
+            r.pos = r.end - q
             f_URI = r.string('URI')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 2
         elif ec == 2:
             el = 'Transforms'
-            r.pos = p
+            r.pos = r.end - q
             f_Transforms = _d_TransformsType(r)
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 3
         elif ec == 3:
             pass
             s = -1
         else:
-            raise r.deviation('RetrievalMethodType', p)
+            raise r.deviation('RetrievalMethodType', r.end - q)
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = '@URI'
-                r.pos = p
+                r.pos = r.end - q
                 f_URI = r.string('URI')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 2
             elif ec == 1:
                 el = 'Transforms'
-                r.pos = p
+                r.pos = r.end - q
                 f_Transforms = _d_TransformsType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('RetrievalMethodType', p)
+                raise r.deviation('RetrievalMethodType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Transforms'
-                r.pos = p
+                r.pos = r.end - q
                 f_Transforms = _d_TransformsType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 3
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('RetrievalMethodType', p)
+                raise r.deviation('RetrievalMethodType', r.end - q)
         if s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.RetrievalMethodType)
@@ -8670,127 +8659,126 @@ def _e_RetrievalMethodType(w, o):
 def _d_SPKIDataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SPKIDataType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_SPKISexp = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SPKIDataType', r.end - q)
                 el = 'SPKISexp'
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
                     _v = b''
                 else:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SPKISexp'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType', p)
+                    raise r.deviation('SPKIDataType', r.end - q)
             if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SPKISexp'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType', p)
+                    raise r.deviation('SPKIDataType', r.end - q)
             if s == 3:
                 while True:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
                     if ec == 0:
                         el = 'SPKISexp'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 4
                         break
                     elif ec == 2:
@@ -8798,37 +8786,37 @@ def _d_SPKIDataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('SPKIDataType', p)
+                        raise r.deviation('SPKIDataType', r.end - q)
             if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SPKISexp'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType', p)
-        r.pos = p
+                    raise r.deviation('SPKIDataType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.SPKIDataType)
@@ -8937,8 +8925,7 @@ def _e_SPKIDataType(w, o):
 def _d_SignatureMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureMethodType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Algorithm = None
     f_HMACOutputLength = None
@@ -8946,151 +8933,151 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SignatureMethodType', r.end - q)
                 el = '@Algorithm'
-                r.pos = p
+                r.pos = r.end - q
                 f_Algorithm = r.string('Algorithm')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 1
             if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('SignatureMethodType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('SignatureMethodType', r.end - q)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             f_HMACOutputLength = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        f_HMACOutputLength = (V >> (E - p)) & 127
+                            r.pos = r.end - q; f_HMACOutputLength = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        f_HMACOutputLength = (V >> q) & 127
                     else:
-                        r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
+                        r.pos = r.end - q; f_HMACOutputLength = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SignatureMethodType', r.end - q)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     s = 3
                 elif ec == 1:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureMethodType', p)
+                    raise r.deviation('SignatureMethodType', r.end - q)
             if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('SignatureMethodType', p)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('SignatureMethodType', r.end - q)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             f_HMACOutputLength = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        f_HMACOutputLength = (V >> (E - p)) & 127
+                            r.pos = r.end - q; f_HMACOutputLength = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        f_HMACOutputLength = (V >> q) & 127
                     else:
-                        r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
+                        r.pos = r.end - q; f_HMACOutputLength = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SignatureMethodType', r.end - q)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     s = 3
                 elif ec == 1:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureMethodType', p)
+                    raise r.deviation('SignatureMethodType', r.end - q)
             if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignatureMethodType', p)
+                    raise r.deviation('SignatureMethodType', r.end - q)
             if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 else:
-                    raise r.deviation('SignatureMethodType', p)
-        r.pos = p
+                    raise r.deviation('SignatureMethodType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.SignatureMethodType)
@@ -9179,72 +9166,71 @@ def _e_SignatureMethodType(w, o):
 def _d_SignaturePropertiesType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertiesType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SignatureProperty = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertiesType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignaturePropertiesType', r.end - q)
             el = 'SignatureProperty'
-            r.pos = p
+            r.pos = r.end - q
             _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             f_SignatureProperty.append(_v)
             s = 2
         elif ec == 1:
             el = 'SignatureProperty'
-            r.pos = p
+            r.pos = r.end - q
             _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             f_SignatureProperty.append(_v)
             s = 2
         else:
-            raise r.deviation('SignaturePropertiesType', p)
+            raise r.deviation('SignaturePropertiesType', r.end - q)
         if s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SignatureProperty'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_SignatureProperty.append(_v)
                 s = 3
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SignaturePropertiesType', p)
+                raise r.deviation('SignaturePropertiesType', r.end - q)
         if s == 3:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SignatureProperty'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_SignatureProperty.append(_v)
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('SignaturePropertiesType', p)
-        r.pos = p
+                    raise r.deviation('SignaturePropertiesType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.SignaturePropertiesType)
@@ -9331,8 +9317,7 @@ def _e_SignaturePropertiesType(w, o):
 def _d_SignaturePropertyType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertyType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_Target = None
@@ -9340,101 +9325,101 @@ def _d_SignaturePropertyType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = '@Id'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_Id = r.string('Id')
-                    V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertyType', p)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SignaturePropertyType', r.end - q)
                     el = '@Target'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_Target = r.string('Target')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 elif ec == 1:
                     el = '@Target'
-                    r.pos = p
+                    r.pos = r.end - q
                     f_Target = r.string('Target')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignaturePropertyType', p)
+                    raise r.deviation('SignaturePropertyType', r.end - q)
             if s == 2:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 1:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignaturePropertyType', p)
+                    raise r.deviation('SignaturePropertyType', r.end - q)
             if s == 3:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 elif ec == 1:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignaturePropertyType', p)
+                    raise r.deviation('SignaturePropertyType', r.end - q)
             if s == 4:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 4
                 else:
-                    raise r.deviation('SignaturePropertyType', p)
+                    raise r.deviation('SignaturePropertyType', r.end - q)
             if s == 5:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 5
                 else:
-                    raise r.deviation('SignaturePropertyType', p)
-        r.pos = p
+                    raise r.deviation('SignaturePropertyType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.SignaturePropertyType)
@@ -9510,8 +9495,7 @@ def _e_SignaturePropertyType(w, o):
 def _d_SignatureType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SignedInfo = None
@@ -9519,145 +9503,145 @@ def _d_SignatureType(r):
     f_KeyInfo = None
     f_Object = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignatureType', r.end - q)
             el = 'SignedInfo'
-            r.pos = p
+            r.pos = r.end - q
             f_SignedInfo = _d_SignedInfoType(r)
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 2
         elif ec == 1:
             el = 'SignedInfo'
-            r.pos = p
+            r.pos = r.end - q
             f_SignedInfo = _d_SignedInfoType(r)
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 2
         else:
-            raise r.deviation('SignatureType', p)
+            raise r.deviation('SignatureType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignatureType', r.end - q)
             el = 'SignatureValue'
             _c1_Id = None
             _c1_value = None
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'SignatureValue/@Id'
-                r.pos = p
+                r.pos = r.end - q
                 _c1_Id = r.string('Id')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 _c1_s = 1
             elif ec == 1:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    _c1_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; _c1_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos
                 _c1_s = 2
             elif ec == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SignatureValueType', r.end - q)
                 _c1_value = b''
                 _c1_s = -1
             else:
-                raise r.deviation('SignatureValueType', p)
+                raise r.deviation('SignatureValueType', r.end - q)
             if _c1_s == 1:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                ec = (V >> (E - p)) & 1
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                ec = (V >> q) & 1
                 if ec == 0:
-                    if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                        p += 8 + (_l << 3)
-                        _c1_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
-                        r.pos = p; _c1_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos
                     _c1_s = 2
                 elif ec == 1:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('SignatureValueType', r.end - q)
                     _c1_value = b''
                     _c1_s = -1
                 else:
-                    raise r.deviation('SignatureValueType', p)
+                    raise r.deviation('SignatureValueType', r.end - q)
             if _c1_s == 2:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
                 _c1_s = -1
             f_SignatureValue = _new(xmldsig.SignatureValueType)
             f_SignatureValue.Id = _c1_Id
             f_SignatureValue.value = _c1_value
             s = 3
         if s == 3:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'KeyInfo'
-                r.pos = p
+                r.pos = r.end - q
                 f_KeyInfo = _d_KeyInfoType(r, 'xmldsig:KeyInfo')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 4
             elif ec == 1:
                 el = 'Object'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ObjectType(r, 'xmldsig:Object')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_Object.append(_v)
                 s = 5
             elif ec == 2:
                 pass
                 s = -1
             else:
-                raise r.deviation('SignatureType', p)
+                raise r.deviation('SignatureType', r.end - q)
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Object'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ObjectType(r, 'xmldsig:Object')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_Object.append(_v)
                 s = 5
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SignatureType', p)
+                raise r.deviation('SignatureType', r.end - q)
         if s == 5:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Object'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_ObjectType(r, 'xmldsig:Object')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_Object.append(_v)
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('SignatureType', p)
-        r.pos = p
+                    raise r.deviation('SignatureType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.SignatureType)
@@ -9825,61 +9809,60 @@ def _e_SignatureType(w, o):
 def _d_SignatureValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureValueType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_value = None
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('Id')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 1
         elif ec == 1:
-            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                p += 8 + (_l << 3)
-                f_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = p; f_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos
             s = 2
         elif ec == 2:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('SignatureValueType', r.end - q)
             f_value = b''
             s = -1
         else:
-            raise r.deviation('SignatureValueType', p)
+            raise r.deviation('SignatureValueType', r.end - q)
         if s == 1:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            ec = (V >> (E - p)) & 1
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            ec = (V >> q) & 1
             if ec == 0:
-                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                    p += 8 + (_l << 3)
-                    f_value = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = p; f_value = r.binary(); V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos
                 s = 2
             elif ec == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SignatureValueType', r.end - q)
                 f_value = b''
                 s = -1
             else:
-                raise r.deviation('SignatureValueType', p)
+                raise r.deviation('SignatureValueType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
             s = -1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.SignatureValueType)
@@ -9941,89 +9924,88 @@ def _e_SignatureValueType(w, o):
 def _d_SignedInfoType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignedInfoType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Id = None
     f_CanonicalizationMethod = None
     f_SignatureMethod = None
     f_Reference = []
     try:
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        ec = (V >> (E - p)) & 3
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
         if ec == 0:
             el = '@Id'
-            r.pos = p
+            r.pos = r.end - q
             f_Id = r.string('Id')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
             el = 'CanonicalizationMethod'
-            r.pos = p
+            r.pos = r.end - q
             f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 2
         elif ec == 1:
             el = 'CanonicalizationMethod'
-            r.pos = p
+            r.pos = r.end - q
             f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             s = 2
         else:
-            raise r.deviation('SignedInfoType', p)
+            raise r.deviation('SignedInfoType', r.end - q)
         if s == 2:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
             el = 'SignatureMethod'
-            r.pos = p
+            r.pos = r.end - q
             f_SignatureMethod = _d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
             el = 'Reference'
-            r.pos = p
+            r.pos = r.end - q
             _v = _d_ReferenceType(r)
-            V = r.v; E = r.end; p = r.pos
+            V = r.v; q = r.end - r.pos
             f_Reference.append(_v)
             s = 4
         if s == 4:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Reference'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_ReferenceType(r)
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_Reference.append(_v)
                 s = 5
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('SignedInfoType', p)
+                raise r.deviation('SignedInfoType', r.end - q)
         if s == 5:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Reference'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_ReferenceType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_Reference.append(_v)
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('SignedInfoType', p)
-        r.pos = p
+                    raise r.deviation('SignedInfoType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.SignedInfoType)
@@ -10134,8 +10116,7 @@ def _e_SignedInfoType(w, o):
 def _d_TransformType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}TransformType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Algorithm = None
     f_XPath = []
@@ -10143,151 +10124,151 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('TransformType', r.end - q)
                 el = '@Algorithm'
-                r.pos = p
+                r.pos = r.end - q
                 f_Algorithm = r.string('Algorithm')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 s = 1
             if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
                     el = 'XPath'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:XPath')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 else:
-                    raise r.deviation('TransformType', p)
+                    raise r.deviation('TransformType', r.end - q)
             if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
                     el = 'XPath'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:XPath')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 2
                 else:
-                    raise r.deviation('TransformType', p)
+                    raise r.deviation('TransformType', r.end - q)
             if s == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
                     el = 'XPath'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:XPath')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
-                    r.pos = p
+                    r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     s = 3
                 else:
-                    raise r.deviation('TransformType', p)
+                    raise r.deviation('TransformType', r.end - q)
             if s == 4:
                 while True:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    ec = (V >> (E - p)) & 7
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    ec = (V >> q) & 7
                     if ec == 0:
                         el = 'XPath'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:XPath')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
                         f_XPath.append(_v)
                     elif ec == 1:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 3
                         break
                     elif ec == 2:
@@ -10295,14 +10276,14 @@ def _d_TransformType(r, key):
                         s = -1
                         break
                     elif ec == 3:
-                        r.pos = p
+                        r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
-                        V = r.v; E = r.end; p = r.pos
+                        V = r.v; q = r.end - r.pos
                         s = 4
                         break
                     else:
-                        raise r.deviation('TransformType', p)
-        r.pos = p
+                        raise r.deviation('TransformType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.TransformType)
@@ -10418,54 +10399,53 @@ def _e_TransformType(w, o):
 def _d_TransformsType(r):
     # {http://www.w3.org/2000/09/xmldsig#}TransformsType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_Transform = []
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('TransformsType', r.end - q)
         el = 'Transform'
-        r.pos = p
+        r.pos = r.end - q
         _v = _d_TransformType(r, 'xmldsig:Transform')
-        V = r.v; E = r.end; p = r.pos
+        V = r.v; q = r.end - r.pos
         f_Transform.append(_v)
         s = 1
         if s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Transform'
-                r.pos = p
+                r.pos = r.end - q
                 _v = _d_TransformType(r, 'xmldsig:Transform')
-                V = r.v; E = r.end; p = r.pos
+                V = r.v; q = r.end - r.pos
                 f_Transform.append(_v)
                 s = 2
             elif ec == 1:
                 pass
                 s = -1
             else:
-                raise r.deviation('TransformsType', p)
+                raise r.deviation('TransformsType', r.end - q)
         if s == 2:
             while True:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Transform'
-                    r.pos = p
+                    r.pos = r.end - q
                     _v = _d_TransformType(r, 'xmldsig:Transform')
-                    V = r.v; E = r.end; p = r.pos
+                    V = r.v; q = r.end - r.pos
                     f_Transform.append(_v)
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
-                    raise r.deviation('TransformsType', p)
-        r.pos = p
+                    raise r.deviation('TransformsType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.TransformsType)
@@ -10531,8 +10511,7 @@ def _e_TransformsType(w, o):
 def _d_X509DataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}X509DataType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_X509IssuerSerial = []
     f_X509SKI = []
@@ -10543,55 +10522,55 @@ def _d_X509DataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                         _c1_X509IssuerName = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('X509DataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c1_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c1_X509SerialNumber = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c1_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                        r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c1_X509IssuerName
@@ -10600,139 +10579,139 @@ def _d_X509DataType(r):
                     s = 1
                 elif ec == 1:
                     el = 'X509SKI'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
                     el = 'X509SubjectName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
                     el = 'X509Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
                     el = 'X509CRL'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 6
                 else:
-                    raise r.deviation('X509DataType', p)
+                    raise r.deviation('X509DataType', r.end - q)
             if s == 1:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                         _c2_X509IssuerName = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('X509DataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c2_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c2_X509SerialNumber = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                        r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c2_X509IssuerName
@@ -10741,142 +10720,142 @@ def _d_X509DataType(r):
                     s = 7
                 elif ec == 1:
                     el = 'X509SKI'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType', p)
+                    raise r.deviation('X509DataType', r.end - q)
             if s == 2:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                         _c3_X509IssuerName = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c3_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('X509DataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c3_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c3_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c3_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c3_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c3_X509SerialNumber = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = p; _c3_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                        r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c3_X509SerialNumber = -_c3_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c3_X509IssuerName
@@ -10885,142 +10864,142 @@ def _d_X509DataType(r):
                     s = 7
                 elif ec == 1:
                     el = 'X509SKI'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType', p)
+                    raise r.deviation('X509DataType', r.end - q)
             if s == 3:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                         _c4_X509IssuerName = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c4_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('X509DataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c4_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c4_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c4_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c4_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c4_X509SerialNumber = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c4_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = p; _c4_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                        r.pos = r.end - q; _c4_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c4_X509SerialNumber = -_c4_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c4_X509IssuerName
@@ -11029,142 +11008,142 @@ def _d_X509DataType(r):
                     s = 7
                 elif ec == 1:
                     el = 'X509SKI'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType', p)
+                    raise r.deviation('X509DataType', r.end - q)
             if s == 4:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                         _c5_X509IssuerName = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c5_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('X509DataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c5_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c5_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c5_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c5_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c5_X509SerialNumber = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c5_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c5_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = p; _c5_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                        r.pos = r.end - q; _c5_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c5_X509SerialNumber = -_c5_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c5_X509IssuerName
@@ -11173,142 +11152,142 @@ def _d_X509DataType(r):
                     s = 7
                 elif ec == 1:
                     el = 'X509SKI'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType', p)
+                    raise r.deviation('X509DataType', r.end - q)
             if s == 5:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                         _c6_X509IssuerName = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c6_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('X509DataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c6_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c6_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c6_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c6_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c6_X509SerialNumber = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c6_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c6_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = p; _c6_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                        r.pos = r.end - q; _c6_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c6_X509SerialNumber = -_c6_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c6_X509IssuerName
@@ -11317,142 +11296,142 @@ def _d_X509DataType(r):
                     s = 7
                 elif ec == 1:
                     el = 'X509SKI'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType', p)
+                    raise r.deviation('X509DataType', r.end - q)
             if s == 6:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                         _c7_X509IssuerName = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c7_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('X509DataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c7_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c7_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c7_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c7_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c7_X509SerialNumber = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c7_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c7_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = p; _c7_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                        r.pos = r.end - q; _c7_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c7_X509SerialNumber = -_c7_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c7_X509IssuerName
@@ -11461,143 +11440,143 @@ def _d_X509DataType(r):
                     s = 7
                 elif ec == 1:
                     el = 'X509SKI'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType', p)
+                    raise r.deviation('X509DataType', r.end - q)
             if s == 7:
                 while True:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    ec = (V >> (E - p)) & 7
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    ec = (V >> q) & 7
                     if ec == 0:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                             _c8_X509IssuerName = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c8_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 6: raise r.deviation('X509DataType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c8_X509SerialNumber = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c8_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c8_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c8_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c8_X509SerialNumber = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c8_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c8_X509SerialNumber = (V >> q) & 127
                         else:
-                            r.pos = p; _c8_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                            r.pos = r.end - q; _c8_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                         if _neg: _c8_X509SerialNumber = -_c8_X509SerialNumber - 1
                         _v = _new(xmldsig.X509IssuerSerialType)
                         _v.X509IssuerName = _c8_X509IssuerName
@@ -11605,90 +11584,90 @@ def _d_X509DataType(r):
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
                         el = 'X509SKI'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
                         el = 'X509SubjectName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:X509SubjectName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
                         el = 'X509Certificate'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
                         el = 'X509CRL'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -11696,58 +11675,58 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType', p)
+                        raise r.deviation('X509DataType', r.end - q)
             if s == 8:
                 while True:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    ec = (V >> (E - p)) & 7
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    ec = (V >> q) & 7
                     if ec == 0:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                             _c9_X509IssuerName = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c9_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 6: raise r.deviation('X509DataType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c9_X509SerialNumber = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c9_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c9_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c9_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c9_X509SerialNumber = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c9_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c9_X509SerialNumber = (V >> q) & 127
                         else:
-                            r.pos = p; _c9_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                            r.pos = r.end - q; _c9_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                         if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
                         _v = _new(xmldsig.X509IssuerSerialType)
                         _v.X509IssuerName = _c9_X509IssuerName
@@ -11757,88 +11736,88 @@ def _d_X509DataType(r):
                         break
                     elif ec == 1:
                         el = 'X509SKI'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                         f_X509SKI.append(_v)
                     elif ec == 2:
                         el = 'X509SubjectName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:X509SubjectName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
                         el = 'X509Certificate'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
                         el = 'X509CRL'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -11846,58 +11825,58 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType', p)
+                        raise r.deviation('X509DataType', r.end - q)
             if s == 9:
                 while True:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    ec = (V >> (E - p)) & 7
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    ec = (V >> q) & 7
                     if ec == 0:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                             _c10_X509IssuerName = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c10_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 6: raise r.deviation('X509DataType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c10_X509SerialNumber = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c10_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c10_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c10_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c10_X509SerialNumber = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c10_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c10_X509SerialNumber = (V >> q) & 127
                         else:
-                            r.pos = p; _c10_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                            r.pos = r.end - q; _c10_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                         if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
                         _v = _new(xmldsig.X509IssuerSerialType)
                         _v.X509IssuerName = _c10_X509IssuerName
@@ -11907,88 +11886,88 @@ def _d_X509DataType(r):
                         break
                     elif ec == 1:
                         el = 'X509SKI'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
                         el = 'X509SubjectName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:X509SubjectName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
                         el = 'X509Certificate'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
                         el = 'X509CRL'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -11996,58 +11975,58 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType', p)
+                        raise r.deviation('X509DataType', r.end - q)
             if s == 10:
                 while True:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    ec = (V >> (E - p)) & 7
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    ec = (V >> q) & 7
                     if ec == 0:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                             _c11_X509IssuerName = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c11_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 6: raise r.deviation('X509DataType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c11_X509SerialNumber = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c11_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c11_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c11_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c11_X509SerialNumber = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c11_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c11_X509SerialNumber = (V >> q) & 127
                         else:
-                            r.pos = p; _c11_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                            r.pos = r.end - q; _c11_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                         if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
                         _v = _new(xmldsig.X509IssuerSerialType)
                         _v.X509IssuerName = _c11_X509IssuerName
@@ -12057,88 +12036,88 @@ def _d_X509DataType(r):
                         break
                     elif ec == 1:
                         el = 'X509SKI'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
                         el = 'X509SubjectName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:X509SubjectName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
                         el = 'X509Certificate'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
                         el = 'X509CRL'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -12146,58 +12125,58 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType', p)
+                        raise r.deviation('X509DataType', r.end - q)
             if s == 11:
                 while True:
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    ec = (V >> (E - p)) & 7
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    ec = (V >> q) & 7
                     if ec == 0:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                             _c12_X509IssuerName = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _c12_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 6: raise r.deviation('X509DataType', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 24 <= E:
-                            _y = (V >> (E - p - 24)) & 16777215
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
-                                p += 8
+                                q -= 8
                                 _c12_X509SerialNumber = _y >> 16
                             elif not _y & 32768:
-                                p += 16
+                                q -= 16
                                 _c12_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
-                                p += 24
+                                q -= 24
                                 _c12_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c12_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                            p += 8
-                            _c12_X509SerialNumber = (V >> (E - p)) & 127
+                                r.pos = r.end - q; _c12_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c12_X509SerialNumber = (V >> q) & 127
                         else:
-                            r.pos = p; _c12_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                            r.pos = r.end - q; _c12_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                         if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
                         _v = _new(xmldsig.X509IssuerSerialType)
                         _v.X509IssuerName = _c12_X509IssuerName
@@ -12207,88 +12186,88 @@ def _d_X509DataType(r):
                         break
                     elif ec == 1:
                         el = 'X509SKI'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
                         el = 'X509SubjectName'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                             _v = ''
                         else:
-                            r.pos = p
+                            r.pos = r.end - q
                             _v = r.string('xmldsig:X509SubjectName')
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
                         el = 'X509Certificate'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
                         el = 'X509CRL'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                             _v = b''
                         else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                         f_X509CRL.append(_v)
                     elif ec == 5:
-                        r.pos = p
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                        V = r.v; E = r.end; p = r.pos
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -12296,57 +12275,57 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType', p)
+                        raise r.deviation('X509DataType', r.end - q)
             if s == 12:
-                p += 3
-                if p > E: V, E, p = r.slide(p, 3)
-                ec = (V >> (E - p)) & 7
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                ec = (V >> q) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
                         _c13_X509IssuerName = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _c13_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-                    p += 3
-                    if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 6: raise r.deviation('X509DataType', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 24 <= E:
-                        _y = (V >> (E - p - 24)) & 16777215
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
-                            p += 8
+                            q -= 8
                             _c13_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
-                            p += 16
+                            q -= 16
                             _c13_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                         elif not _y & 128:
-                            p += 24
+                            q -= 24
                             _c13_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
-                            r.pos = p; _c13_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-                        p += 8
-                        _c13_X509SerialNumber = (V >> (E - p)) & 127
+                            r.pos = r.end - q; _c13_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c13_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = p; _c13_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
+                        r.pos = r.end - q; _c13_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c13_X509SerialNumber = -_c13_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c13_X509IssuerName
@@ -12355,93 +12334,93 @@ def _d_X509DataType(r):
                     s = 7
                 elif ec == 1:
                     el = 'X509SKI'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
-                        r.pos = p
+                        r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
-                        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                            p += 8 + (_l << 3)
-                            _v = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _v = r.binary(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    r.pos = p
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
-                    V = r.v; E = r.end; p = r.pos
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType', p)
-        r.pos = p
+                    raise r.deviation('X509DataType', r.end - q)
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.X509DataType)
@@ -13545,59 +13524,58 @@ def _e_X509DataType(w, o):
 def _d_X509IssuerSerialType(r):
     # {http://www.w3.org/2000/09/xmldsig#}X509IssuerSerialType
     V = r.v
-    E = r.end
-    p = r.pos
+    q = r.end - r.pos
     el = ''
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerSerialType', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509IssuerSerialType', r.end - q)
         el = 'X509IssuerName'
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1:
-            p += 3
-            if p > E: V, E, p = r.slide(p, 3)
-            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
             f_X509IssuerName = ''
         else:
-            r.pos = p
+            r.pos = r.end - q
             f_X509IssuerName = r.string('xmldsig:X509IssuerName')
-            V = r.v; E = r.end; p = r.pos
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 6: raise r.deviation('X509IssuerSerialType', p)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('X509IssuerSerialType', r.end - q)
         el = 'X509SerialNumber'
         _neg = (x & 1)
-        if p + 24 <= E:
-            _y = (V >> (E - p - 24)) & 16777215
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
-                p += 8
+                q -= 8
                 f_X509SerialNumber = _y >> 16
             elif not _y & 32768:
-                p += 16
+                q -= 16
                 f_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
             elif not _y & 128:
-                p += 24
+                q -= 24
                 f_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
-                r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-            p += 8
-            f_X509SerialNumber = (V >> (E - p)) & 127
+                r.pos = r.end - q; f_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_X509SerialNumber = (V >> q) & 127
         else:
-            r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        if (V >> (E - p)) & 3: raise r.deviation('X509IssuerSerialType', p)
+            r.pos = r.end - q; f_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509IssuerSerialType', r.end - q)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
-        r.pos = p
+        r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(xmldsig.X509IssuerSerialType)
@@ -13716,25 +13694,24 @@ def _ee1(w, o):  # DigestMethod
 
 def _de2(r):  # DigestValue
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee2(w, o):  # DigestValue
@@ -13758,23 +13735,22 @@ def _ee3(w, o):  # KeyInfo
 
 def _de4(r):  # KeyName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee4(w, o):  # KeyName
@@ -13800,23 +13776,22 @@ def _ee5(w, o):  # KeyValue
 
 def _de6(r):  # MgmtData
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee6(w, o):  # MgmtData
@@ -13889,25 +13864,24 @@ DOCUMENT_WIDTH = 5
 
 def _de11(r):  # Exponent
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee11(w, o):  # Exponent
@@ -13925,25 +13899,24 @@ def _ee11(w, o):  # Exponent
 
 def _de12(r):  # G
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('G', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee12(w, o):  # G
@@ -13961,36 +13934,35 @@ def _ee12(w, o):  # G
 
 def _de13(r):  # HMACOutputLength
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('HMACOutputLength', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee13(w, o):  # HMACOutputLength
@@ -14011,25 +13983,24 @@ def _ee13(w, o):  # HMACOutputLength
 
 def _de14(r):  # J
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('J', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee14(w, o):  # J
@@ -14047,25 +14018,24 @@ def _ee14(w, o):  # J
 
 def _de15(r):  # Modulus
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee15(w, o):  # Modulus
@@ -14083,25 +14053,24 @@ def _ee15(w, o):  # Modulus
 
 def _de16(r):  # P
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('P', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee16(w, o):  # P
@@ -14119,25 +14088,24 @@ def _ee16(w, o):  # P
 
 def _de17(r):  # PGPKeyID
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee17(w, o):  # PGPKeyID
@@ -14155,25 +14123,24 @@ def _ee17(w, o):  # PGPKeyID
 
 def _de18(r):  # PGPKeyPacket
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee18(w, o):  # PGPKeyPacket
@@ -14191,25 +14158,24 @@ def _ee18(w, o):  # PGPKeyPacket
 
 def _de19(r):  # PgenCounter
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee19(w, o):  # PgenCounter
@@ -14227,25 +14193,24 @@ def _ee19(w, o):  # PgenCounter
 
 def _de20(r):  # Q
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee20(w, o):  # Q
@@ -14263,25 +14228,24 @@ def _ee20(w, o):  # Q
 
 def _de21(r):  # SPKISexp
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee21(w, o):  # SPKISexp
@@ -14299,25 +14263,24 @@ def _ee21(w, o):  # SPKISexp
 
 def _de22(r):  # Seed
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee22(w, o):  # Seed
@@ -14335,25 +14298,24 @@ def _ee22(w, o):  # Seed
 
 def _de23(r):  # X509CRL
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee23(w, o):  # X509CRL
@@ -14371,25 +14333,24 @@ def _ee23(w, o):  # X509CRL
 
 def _de24(r):  # X509Certificate
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee24(w, o):  # X509Certificate
@@ -14407,23 +14368,22 @@ def _ee24(w, o):  # X509Certificate
 
 def _de25(r):  # X509IssuerName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee25(w, o):  # X509IssuerName
@@ -14443,25 +14403,24 @@ def _ee25(w, o):  # X509IssuerName
 
 def _de26(r):  # X509SKI
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee26(w, o):  # X509SKI
@@ -14479,36 +14438,35 @@ def _ee26(w, o):  # X509SKI
 
 def _de27(r):  # X509SerialNumber
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 2
-    if p > E: V, E, p = r.slide(p, 2)
-    x = (V >> (E - p)) & 3
-    if x & 2: raise r.deviation('X509SerialNumber', p)
+    q = r.end - r.pos
+    q -= 2
+    if q < 0: V, q = r.slideq(q, 2)
+    x = (V >> q) & 3
+    if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = (x & 1)
-    if p + 24 <= E:
-        _y = (V >> (E - p - 24)) & 16777215
+    if q >= 24:
+        _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
-            p += 8
+            q -= 8
             val = _y >> 16
         elif not _y & 32768:
-            p += 16
+            q -= 16
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
         elif not _y & 128:
-            p += 24
+            q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
-            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
-        p += 8
-        val = (V >> (E - p)) & 127
+            r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 8
+        val = (V >> q) & 127
     else:
-        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
+        r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = p
+    r.pos = r.end - q
     return val
 
 def _ee27(w, o):  # X509SerialNumber
@@ -14529,23 +14487,22 @@ def _ee27(w, o):  # X509SerialNumber
 
 def _de28(r):  # X509SubjectName
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee28(w, o):  # X509SubjectName
@@ -14565,23 +14522,22 @@ def _ee28(w, o):  # X509SubjectName
 
 def _de29(r):  # XPath
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
-        r.pos = p
+        r.pos = r.end - q
         val = r.string('xmldsig:XPath')
-        V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee29(w, o):  # XPath
@@ -14601,25 +14557,24 @@ def _ee29(w, o):  # XPath
 
 def _de30(r):  # Y
     V = r.v
-    E = r.end
-    p = r.pos
-    p += 1
-    if p > E: V, E, p = r.slide(p, 1)
-    if (V >> (E - p)) & 1:
-        p += 3
-        if p > E: V, E, p = r.slide(p, 3)
-        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+    q = r.end - r.pos
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1:
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
         val = b''
     else:
-        if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-            p += 8 + (_l << 3)
-            val = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = p; val = r.binary(); V = r.v; E = r.end; p = r.pos
-        p += 1
-        if p > E: V, E, p = r.slide(p, 1)
-        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
+            r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    r.pos = r.end - q
     return val
 
 def _ee30(w, o):  # Y

@@ -317,6 +317,40 @@ class Generator:
         return files
 
 
+_WINDOW_FORMS = [  # (pattern, replacement) from the position form to the bits-left form, in order
+    (re.compile(r"V = r\.v; E = r\.end; p = r\.pos"), "V = r.v; q = r.end - r.pos"),
+    (re.compile(r"if p > E: V, E, p = r\.slide\(p, (\d+)\)"), r"if q < 0: V, q = r.slideq(q, \1)"),
+    (re.compile(r"\bp \+= "), "q -= "),
+    (re.compile(r"\(E - p - (\d+)\)"), r"(q - \1)"),
+    (re.compile(r"\(E - p\)"), "q"),
+    (re.compile(r"\bp \+ (\d+) <= E\b"), r"q >= \1"),
+    (re.compile(r"\bp \+ 8 \+ \(_l << 3\) <= E\b"), "q >= 8 + (_l << 3)"),
+    (re.compile(r"\br\.pos = p\b"), "r.pos = r.end - q"),
+    (re.compile(r"\br\.at\(p\)"), "r.at(r.end - q)"),
+    (re.compile(r"(raise r\.deviation\('[^']*'), p\)"), r"\1, r.end - q)"),
+]
+
+
+def _bits_left_form(lines: list[str]) -> list[str]:
+    """Decoder code is written with the window position ``p`` and end ``E``; it runs with ``q = E - p``
+    instead (one local, ``V >> q`` per read: two bytecodes fewer for every read). Header lines ``E = r.end``
+    and ``p = r.pos`` become one ``q = r.end - r.pos``."""
+    out = []
+    for x in lines:
+        s = x.strip()
+        if s == "E = r.end":
+            continue
+        if s == "p = r.pos":
+            out.append(x.replace("p = r.pos", "q = r.end - r.pos"))
+            continue
+        for pat, rep in _WINDOW_FORMS:
+            x = pat.sub(rep, x)
+        if re.search(r"\b[pE]\b", re.sub(r"'[^']*'", "''", x)):
+            raise ValueError(f"generated decoder line still in position form: {x.strip()}")
+        out.append(x)
+    return out
+
+
 def _dead_el(lines: list[str]) -> list[str]:
     """Drop an ``el = ...`` (the element an error names) that the next line overwrites at the same depth."""
     out = []
@@ -971,7 +1005,8 @@ class CodecWriter:
             if enc:
                 body = lines[start + 1:stop - 2]  # without the final store and flush
             else:  # field initialisations, then the states without the final r.pos store
-                body = [x[4:] for x in lines[6:start]] + [x[8:] for x in lines[start + 1:stop - 1]]
+                head = lines.index("    el = ''") + 1
+                body = [x[4:] for x in lines[head:start]] + [x[8:] for x in lines[start + 1:stop - 1]]
             cache[key] = [x[8:] for x in body] if enc else body
         return cache[key]
 
@@ -1100,7 +1135,7 @@ class CodecWriter:
             L.extend("    " + x for x in self._construct(info, "_obj", "f_"))
         L.append("    return _obj")
         self._choice = saved_choice
-        return _dead_el(L)
+        return _dead_el(_bits_left_form(L))
 
     @staticmethod
     def _is_choice(info: TypeInfo) -> bool:
@@ -1415,10 +1450,9 @@ class CodecWriter:
             args = f"r, {self.qid(e.qname)}" if info.needs_key else "r"
             L.append(f"    return {self.fref(e.type, 'd')}({args})")
         else:
-            L.extend(["    V = r.v", "    E = r.end", "    p = r.pos"])
             self._cur_type = e.qname[1]
-            L.extend(self.dec_element(e, "val", "    ", e.qname[1]))
-            L.extend(["    r.pos = p", "    return val"])
+            L.extend(_bits_left_form(["    V = r.v", "    E = r.end", "    p = r.pos",
+                                      *self.dec_element(e, "val", "    ", e.qname[1]), "    r.pos = p", "    return val"]))
         L.append("")
         L.append(f"def _ee{idx}(w, o):  # {e.qname[1]}")
         if isinstance(e.type, ComplexType):
@@ -1474,9 +1508,10 @@ class CodecWriter:
                 attrs.append(f"    ({q[0]!r}, {q[1]!r}, {qid}, None, None),")
                 continue
             L.append(f"def _rxad{i}(r):  # @{q[1]}")
-            L.extend(["    V = r.v", "    E = r.end", "    p = r.pos"])
-            L.extend("    " + x for x in self._render_dec(self.dec_value_ops(st, "val", str(qid)), "@" + q[1]))
-            L.extend(["    r.pos = p", "    return val", ""])
+            L.extend(_bits_left_form(["    V = r.v", "    E = r.end", "    p = r.pos",
+                                      *("    " + x for x in self._render_dec(self.dec_value_ops(st, "val", str(qid)),
+                                                                          "@" + q[1])),
+                                      "    r.pos = p", "    return val", ""]))
             L.append(f"def _rxae{i}(w, o):  # @{q[1]}")
             L.extend(["    v = w.v", "    n = w.n"])
             L.extend("    " + x for x in self._render_enc(self.enc_value_ops(st, "o")))
