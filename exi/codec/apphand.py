@@ -131,7 +131,6 @@ def _e_AppProtocolType(w, o):
             if v_VersionNumberMajor < 0 or v_VersionNumberMajor > 4294967295: raise EncodeError(f'value {v_VersionNumberMajor!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            v_ProtocolNamespace = None
             if v_VersionNumberMajor < 128: v = (v << 8) | v_VersionNumberMajor; n += 8
             elif v_VersionNumberMajor < 16384: v = (v << 16) | ((v_VersionNumberMajor & 127) << 8) | 32768 | (v_VersionNumberMajor >> 7); n += 16
             elif v_VersionNumberMajor < 2097152: v = (v << 24) | ((v_VersionNumberMajor & 127) << 16) | (((v_VersionNumberMajor >> 7) & 127) << 8) | 8421376 | (v_VersionNumberMajor >> 14); n += 24
@@ -141,7 +140,6 @@ def _e_AppProtocolType(w, o):
             if v_VersionNumberMinor < 0 or v_VersionNumberMinor > 4294967295: raise EncodeError(f'value {v_VersionNumberMinor!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            v_VersionNumberMajor = None
             if v_VersionNumberMinor < 128: v = (v << 8) | v_VersionNumberMinor; n += 8
             elif v_VersionNumberMinor < 16384: v = (v << 16) | ((v_VersionNumberMinor & 127) << 8) | 32768 | (v_VersionNumberMinor >> 7); n += 16
             elif v_VersionNumberMinor < 2097152: v = (v << 24) | ((v_VersionNumberMinor & 127) << 16) | (((v_VersionNumberMinor >> 7) & 127) << 8) | 8421376 | (v_VersionNumberMinor >> 14); n += 24
@@ -154,10 +152,6 @@ def _e_AppProtocolType(w, o):
             if not 1 <= v_Priority <= 20: raise EncodeError(f'value {v_Priority!r} outside [1, 20]')
             v = (v << 21) | (v_SchemaID << 10) | ((v_Priority - 1) << 2)
             n += 21
-            v_VersionNumberMinor = None
-            v_SchemaID = None
-            v_Priority = None
-            if v_ProtocolNamespace is not None or v_VersionNumberMajor is not None or v_VersionNumberMinor is not None or v_SchemaID is not None or v_Priority is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ProtocolNamespace')
         w.v = v; w.n = n
@@ -546,7 +540,6 @@ def _e_supportedAppProtocolRes(w, o):
             if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             v = (v << 5) | (_i1 << 1)
             n += 5
-            v_ResponseCode = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -556,13 +549,10 @@ def _e_supportedAppProtocolRes(w, o):
                 if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
                 v = (v << 13) | (v_SchemaID << 2)
                 n += 13
-                v_SchemaID = None
-                if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()

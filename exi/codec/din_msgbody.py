@@ -165,7 +165,6 @@ def _e_CableCheckReqType(w, o):
                 if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
                 v = (v << 4) | (_c1_EVReady << 1)
                 n += 4
-                _c1_EVReady = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
@@ -175,14 +174,12 @@ def _e_CableCheckReqType(w, o):
                     if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
                     v = (v << 5) | (_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c1_EVCabinConditioning = None
                     _c1_s = 2
                 elif _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -190,7 +187,6 @@ def _e_CableCheckReqType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
@@ -200,7 +196,6 @@ def _e_CableCheckReqType(w, o):
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -208,7 +203,6 @@ def _e_CableCheckReqType(w, o):
                     if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
@@ -219,7 +213,6 @@ def _e_CableCheckReqType(w, o):
                     if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 7) | (_c1_i3 << 1)
                     n += 7
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
@@ -229,16 +222,12 @@ def _e_CableCheckReqType(w, o):
                     if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 11) | (_c1_EVRESSSOC << 2)
                     n += 11
-                    _c1_EVRESSSOC = None
-                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_DC_EVStatus = None
-            if v_DC_EVStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
@@ -365,7 +354,6 @@ def _e_CableCheckResType(w, o):
             el = 'DC_EVSEStatus'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             _c2_o = v_DC_EVSEStatus
             _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
             _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
@@ -381,8 +369,6 @@ def _e_CableCheckResType(w, o):
                 if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
                 n += 13
-                _c2_EVSEIsolationStatus = None
-                _c2_EVSEStatusCode = None
                 _c2_s = 2
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
@@ -390,7 +376,6 @@ def _e_CableCheckResType(w, o):
                 if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
                 n += 8
-                _c2_EVSEStatusCode = None
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
@@ -410,9 +395,6 @@ def _e_CableCheckResType(w, o):
                     if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_c2_i4 << 2)
                     n += 7
-                    _c2_NotificationMaxDelay = None
-                    _c2_EVSENotification = None
-                    if _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None or _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -423,9 +405,6 @@ def _e_CableCheckResType(w, o):
             if _i3 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
             v = (v << 5) | (_i3 << 2)
             n += 5
-            v_DC_EVSEStatus = None
-            v_EVSEProcessing = None
-            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEProcessing is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -561,14 +540,12 @@ def _e_CertificateInstallationReqType(w, o):
             el = 'OEMProvisioningCert'
             v <<= 2
             n += 2
-            v_Id = None
             if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
             _l = len(v_OEMProvisioningCert)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_OEMProvisioningCert); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_OEMProvisioningCert = None
             s = 2
         elif v_OEMProvisioningCert is not None:
             el = 'OEMProvisioningCert'
@@ -580,7 +557,6 @@ def _e_CertificateInstallationReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_OEMProvisioningCert); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_OEMProvisioningCert = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
@@ -596,15 +572,12 @@ def _e_CertificateInstallationReqType(w, o):
                 el = 'DHParams'
                 v <<= 2
                 n += 2
-                v_ListOfRootCertificateIDs = None
                 if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
                 _l = len(v_DHParams)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_DHParams = None
-                if v_Id is not None or v_OEMProvisioningCert is not None or v_ListOfRootCertificateIDs is not None or v_DHParams is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
@@ -791,8 +764,6 @@ def _e_CertificateInstallationResType(w, o):
             el = 'ContractSignatureCertChain'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_Id = None
-            v_ResponseCode = None
             _c2_o = v_ContractSignatureCertChain
             _c2_Certificate = _c2_o.Certificate
             _c2_SubCertificates = _c2_o.SubCertificates
@@ -806,7 +777,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_Certificate = None
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
@@ -820,20 +790,16 @@ def _e_CertificateInstallationResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_SubCertificates = None
-                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
             v <<= 2
             n += 2
-            v_ContractSignatureCertChain = None
             if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             _l = len(v_ContractSignatureEncryptedPrivateKey)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
@@ -842,7 +808,6 @@ def _e_CertificateInstallationResType(w, o):
             el = 'DHParams'
             v <<= 3
             n += 3
-            v_ContractSignatureEncryptedPrivateKey = None
             if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
             _l = len(v_DHParams)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
@@ -851,7 +816,6 @@ def _e_CertificateInstallationResType(w, o):
             el = 'ContractID'
             v <<= 3
             n += 3
-            v_DHParams = None
             if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             _l = len(v_ContractID)
             if _l < 126 and v_ContractID.isascii():
@@ -860,8 +824,6 @@ def _e_CertificateInstallationResType(w, o):
             else: w.v = v; w.n = n; w.string(v_ContractID); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_ContractID = None
-            if v_Id is not None or v_ResponseCode is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHParams is not None or v_ContractID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
@@ -1075,7 +1037,6 @@ def _e_CertificateUpdateReqType(w, o):
             el = 'ContractSignatureCertChain'
             v <<= 1
             n += 1
-            v_Id = None
             _c1_o = v_ContractSignatureCertChain
             _c1_Certificate = _c1_o.Certificate
             _c1_SubCertificates = _c1_o.SubCertificates
@@ -1089,7 +1050,6 @@ def _e_CertificateUpdateReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_Certificate = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
@@ -1103,16 +1063,12 @@ def _e_CertificateUpdateReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_SubCertificates = None
-                    if _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_ContractSignatureCertChain = None
             s = 2
         elif v_ContractSignatureCertChain is not None:
             el = 'ContractSignatureCertChain'
@@ -1131,7 +1087,6 @@ def _e_CertificateUpdateReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_Certificate = None
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
@@ -1145,16 +1100,12 @@ def _e_CertificateUpdateReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_SubCertificates = None
-                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_ContractSignatureCertChain = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, ContractSignatureCertChain')
@@ -1173,7 +1124,6 @@ def _e_CertificateUpdateReqType(w, o):
                 el = 'ListOfRootCertificateIDs'
                 v <<= 2
                 n += 2
-                v_ContractID = None
                 w.v = v; w.n = n
                 c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
                 v = w.v; n = w.n
@@ -1181,15 +1131,12 @@ def _e_CertificateUpdateReqType(w, o):
                 el = 'DHParams'
                 v <<= 2
                 n += 2
-                v_ListOfRootCertificateIDs = None
                 if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
                 _l = len(v_DHParams)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_DHParams = None
-                if v_Id is not None or v_ContractSignatureCertChain is not None or v_ContractID is not None or v_ListOfRootCertificateIDs is not None or v_DHParams is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of ContractID')
@@ -1405,8 +1352,6 @@ def _e_CertificateUpdateResType(w, o):
             el = 'ContractSignatureCertChain'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_Id = None
-            v_ResponseCode = None
             _c2_o = v_ContractSignatureCertChain
             _c2_Certificate = _c2_o.Certificate
             _c2_SubCertificates = _c2_o.SubCertificates
@@ -1420,7 +1365,6 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_Certificate = None
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
@@ -1434,20 +1378,16 @@ def _e_CertificateUpdateResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_SubCertificates = None
-                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
             v <<= 2
             n += 2
-            v_ContractSignatureCertChain = None
             if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             _l = len(v_ContractSignatureEncryptedPrivateKey)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
@@ -1456,7 +1396,6 @@ def _e_CertificateUpdateResType(w, o):
             el = 'DHParams'
             v <<= 3
             n += 3
-            v_ContractSignatureEncryptedPrivateKey = None
             if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
             _l = len(v_DHParams)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
@@ -1465,7 +1404,6 @@ def _e_CertificateUpdateResType(w, o):
             el = 'ContractID'
             v <<= 3
             n += 3
-            v_DHParams = None
             if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             _l = len(v_ContractID)
             if _l < 126 and v_ContractID.isascii():
@@ -1477,7 +1415,6 @@ def _e_CertificateUpdateResType(w, o):
             if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
             v = (v << 4) | (v_RetryCounter < 0)
             n += 4
-            v_ContractID = None
             _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -1485,8 +1422,6 @@ def _e_CertificateUpdateResType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_RetryCounter = None
-            if v_Id is not None or v_ResponseCode is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHParams is not None or v_ContractID is not None or v_RetryCounter is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
@@ -2016,7 +1951,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c2_c1_Multiplier - -3) << 1)
                     n += 6
-                    _c2_c1_Multiplier = None
                     _c2_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -2030,7 +1964,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
                         n += 11
-                        _c2_c1_Unit = None
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -2038,7 +1971,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_c1_Value = None
                         _c2_c1_s = 3
                     elif _c2_c1_Value is not None:
                         el = 'AC_EVChargeParameter/EAmount/Value'
@@ -2052,7 +1984,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_c1_Value = None
                         _c2_c1_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2060,7 +1991,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c2_c1_Multiplier is not None or _c2_c1_Unit is not None or _c2_c1_Value is not None: raise _leftover(_c2_c1_o)
                         _c2_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
@@ -2076,7 +2006,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if not -3 <= _c2_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c2_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c2_c2_Multiplier - -3) << 1)
                     n += 6
-                    _c2_c2_Multiplier = None
                     _c2_c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -2090,7 +2019,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_c2_i1 << 4) | (_c2_c2_Value < 0)
                         n += 11
-                        _c2_c2_Unit = None
                         _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -2098,7 +2026,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_c2_Value = None
                         _c2_c2_s = 3
                     elif _c2_c2_Value is not None:
                         el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
@@ -2112,7 +2039,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_c2_Value = None
                         _c2_c2_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2120,7 +2046,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c2_c2_Multiplier is not None or _c2_c2_Unit is not None or _c2_c2_Value is not None: raise _leftover(_c2_c2_o)
                         _c2_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
@@ -2136,7 +2061,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if not -3 <= _c2_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c3_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c2_c3_Multiplier - -3) << 1)
                     n += 6
-                    _c2_c3_Multiplier = None
                     _c2_c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -2150,7 +2074,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
                         n += 11
-                        _c2_c3_Unit = None
                         _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -2158,7 +2081,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_c3_Value = None
                         _c2_c3_s = 3
                     elif _c2_c3_Value is not None:
                         el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
@@ -2172,7 +2094,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_c3_Value = None
                         _c2_c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2180,7 +2101,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c2_c3_Multiplier is not None or _c2_c3_Unit is not None or _c2_c3_Value is not None: raise _leftover(_c2_c3_o)
                         _c2_c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
@@ -2196,7 +2116,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if not -3 <= _c2_c4_Multiplier <= 3: raise EncodeError(f'value {_c2_c4_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c2_c4_Multiplier - -3) << 1)
                     n += 6
-                    _c2_c4_Multiplier = None
                     _c2_c4_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -2210,7 +2129,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_c4_i1 << 4) | (_c2_c4_Value < 0)
                         n += 11
-                        _c2_c4_Unit = None
                         _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -2218,7 +2136,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_c4_Value = None
                         _c2_c4_s = 3
                     elif _c2_c4_Value is not None:
                         el = 'AC_EVChargeParameter/EVMinCurrent/Value'
@@ -2232,7 +2149,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_c4_Value = None
                         _c2_c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2240,7 +2156,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c2_c4_Multiplier is not None or _c2_c4_Unit is not None or _c2_c4_Value is not None: raise _leftover(_c2_c4_o)
                         _c2_c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
@@ -2786,7 +2701,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c4_c2_Multiplier - -3) << 1)
                     n += 6
-                    _c4_c2_Multiplier = None
                     _c4_c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -2800,7 +2714,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
                         n += 11
-                        _c4_c2_Unit = None
                         _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -2808,7 +2721,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_c2_Value = None
                         _c4_c2_s = 3
                     elif _c4_c2_Value is not None:
                         el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
@@ -2822,7 +2734,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_c2_Value = None
                         _c4_c2_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2830,7 +2741,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c4_c2_Multiplier is not None or _c4_c2_Unit is not None or _c4_c2_Value is not None: raise _leftover(_c4_c2_o)
                         _c4_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
@@ -2846,7 +2756,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c4_c3_Multiplier - -3) << 1)
                     n += 6
-                    _c4_c3_Multiplier = None
                     _c4_c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -2860,7 +2769,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
                         n += 11
-                        _c4_c3_Unit = None
                         _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -2868,7 +2776,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_c3_Value = None
                         _c4_c3_s = 3
                     elif _c4_c3_Value is not None:
                         el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
@@ -2882,7 +2789,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_c3_Value = None
                         _c4_c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2890,7 +2796,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c4_c3_Multiplier is not None or _c4_c3_Unit is not None or _c4_c3_Value is not None: raise _leftover(_c4_c3_o)
                         _c4_c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c4_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
@@ -2906,7 +2811,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     if not -3 <= _c4_c4_Multiplier <= 3: raise EncodeError(f'value {_c4_c4_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c4_c4_Multiplier - -3) << 1)
                     n += 6
-                    _c4_c4_Multiplier = None
                     _c4_c4_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -2920,7 +2824,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_c4_i1 << 4) | (_c4_c4_Value < 0)
                         n += 11
-                        _c4_c4_Unit = None
                         _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -2928,7 +2831,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_c4_Value = None
                         _c4_c4_s = 3
                     elif _c4_c4_Value is not None:
                         el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
@@ -2942,7 +2844,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_c4_Value = None
                         _c4_c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2950,7 +2851,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c4_c4_Multiplier is not None or _c4_c4_Unit is not None or _c4_c4_Value is not None: raise _leftover(_c4_c4_o)
                         _c4_c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
@@ -3304,7 +3204,6 @@ def _e_ChargingStatusResType(w, o):
             el = 'EVSEID'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            v_ResponseCode = None
             if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
             _l = len(v_EVSEID)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_EVSEID, 'big'); n += (_l + 1) << 3
@@ -3314,7 +3213,6 @@ def _e_ChargingStatusResType(w, o):
             if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
             v = (v << 4) | (v_SAScheduleTupleID < 0)
             n += 4
-            v_EVSEID = None
             _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3322,7 +3220,6 @@ def _e_ChargingStatusResType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SAScheduleTupleID = None
             s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -3340,7 +3237,6 @@ def _e_ChargingStatusResType(w, o):
                     if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                     n += 6
-                    _c2_Multiplier = None
                     _c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -3354,7 +3250,6 @@ def _e_ChargingStatusResType(w, o):
                         if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                         n += 11
-                        _c2_Unit = None
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3362,7 +3257,6 @@ def _e_ChargingStatusResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_Value = None
                         _c2_s = 3
                     elif _c2_Value is not None:
                         el = 'EVSEMaxCurrent/Value'
@@ -3376,7 +3270,6 @@ def _e_ChargingStatusResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_Value = None
                         _c2_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3384,10 +3277,8 @@ def _e_ChargingStatusResType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEMaxCurrent = None
                 s = 4
             elif v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -3396,14 +3287,12 @@ def _e_ChargingStatusResType(w, o):
                 w.v = v; w.n = n
                 c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
                 v = w.v; n = w.n
-                v_MeterInfo = None
                 s = 5
             elif v_ReceiptRequired is not None:
                 el = 'ReceiptRequired'
                 if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
                 v = (v << 5) | (2 << 3) | (v_ReceiptRequired << 1)
                 n += 5
-                v_ReceiptRequired = None
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired')
@@ -3415,14 +3304,12 @@ def _e_ChargingStatusResType(w, o):
                 w.v = v; w.n = n
                 c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
                 v = w.v; n = w.n
-                v_MeterInfo = None
                 s = 5
             elif v_ReceiptRequired is not None:
                 el = 'ReceiptRequired'
                 if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
                 v = (v << 5) | (1 << 3) | (v_ReceiptRequired << 1)
                 n += 5
-                v_ReceiptRequired = None
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of MeterInfo, ReceiptRequired')
@@ -3432,7 +3319,6 @@ def _e_ChargingStatusResType(w, o):
                 if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
                 v = (v << 4) | (v_ReceiptRequired << 1)
                 n += 4
-                v_ReceiptRequired = None
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of ReceiptRequired')
@@ -3465,8 +3351,6 @@ def _e_ChargingStatusResType(w, o):
                 if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                 v = (v << 8) | (_c3_i1 << 3)
                 n += 8
-                v_AC_EVSEStatus = None
-                if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of AC_EVSEStatus')
@@ -3570,7 +3454,6 @@ def _e_ContractAuthenticationReqType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-            v_Id = None
             s = 1
         elif v_GenChallenge is not None:
             el = 'GenChallenge'
@@ -3583,12 +3466,10 @@ def _e_ContractAuthenticationReqType(w, o):
             else: w.v = v; w.n = n; w.string(v_GenChallenge); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_GenChallenge = None
             s = 2
         elif True:
             v = (v << 2) | 2
             n += 2
-            if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_GenChallenge is not None:
@@ -3602,18 +3483,15 @@ def _e_ContractAuthenticationReqType(w, o):
                 else: w.v = v; w.n = n; w.string(v_GenChallenge); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_GenChallenge = None
                 s = 2
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if True:
                 v <<= 1
                 n += 1
-                if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -3664,9 +3542,6 @@ def _e_ContractAuthenticationResType(w, o):
             if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
             v = (v << 13) | (_i1 << 6) | (_i2 << 2)
             n += 13
-            v_ResponseCode = None
-            v_EVSEProcessing = None
-            if v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -5187,7 +5062,6 @@ def _e_CurrentDemandReqType(w, o):
                 if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
                 v = (v << 4) | (_c1_EVReady << 1)
                 n += 4
-                _c1_EVReady = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
@@ -5197,14 +5071,12 @@ def _e_CurrentDemandReqType(w, o):
                     if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
                     v = (v << 5) | (_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c1_EVCabinConditioning = None
                     _c1_s = 2
                 elif _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -5212,7 +5084,6 @@ def _e_CurrentDemandReqType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
@@ -5222,7 +5093,6 @@ def _e_CurrentDemandReqType(w, o):
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -5230,7 +5100,6 @@ def _e_CurrentDemandReqType(w, o):
                     if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
@@ -5241,7 +5110,6 @@ def _e_CurrentDemandReqType(w, o):
                     if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 7) | (_c1_i3 << 1)
                     n += 7
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
@@ -5251,8 +5119,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 11) | (_c1_EVRESSSOC << 2)
                     n += 11
-                    _c1_EVRESSSOC = None
-                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
@@ -5261,7 +5127,6 @@ def _e_CurrentDemandReqType(w, o):
             el = 'EVTargetCurrent'
             v <<= 1
             n += 1
-            v_DC_EVStatus = None
             _c2_o = v_EVTargetCurrent
             _c2_Multiplier = _c2_o.Multiplier
             _c2_Unit = _c2_o.Unit
@@ -5271,7 +5136,6 @@ def _e_CurrentDemandReqType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_Multiplier = None
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -5285,7 +5149,6 @@ def _e_CurrentDemandReqType(w, o):
                     if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
-                    _c2_Unit = None
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5293,7 +5156,6 @@ def _e_CurrentDemandReqType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVTargetCurrent/Value'
@@ -5307,7 +5169,6 @@ def _e_CurrentDemandReqType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -5315,10 +5176,8 @@ def _e_CurrentDemandReqType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_EVTargetCurrent = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
@@ -5336,7 +5195,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                     n += 6
-                    _c3_Multiplier = None
                     _c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5350,7 +5208,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                         n += 11
-                        _c3_Unit = None
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5358,7 +5215,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c3_Value = None
                         _c3_s = 3
                     elif _c3_Value is not None:
                         el = 'EVMaximumVoltageLimit/Value'
@@ -5372,7 +5228,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c3_Value = None
                         _c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5380,10 +5235,8 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
                         _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVMaximumVoltageLimit = None
                 s = 3
             elif v_EVMaximumCurrentLimit is not None:
                 el = 'EVMaximumCurrentLimit'
@@ -5398,7 +5251,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                     n += 6
-                    _c4_Multiplier = None
                     _c4_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5412,7 +5264,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                         n += 11
-                        _c4_Unit = None
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5420,7 +5271,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_Value = None
                         _c4_s = 3
                     elif _c4_Value is not None:
                         el = 'EVMaximumCurrentLimit/Value'
@@ -5434,7 +5284,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_Value = None
                         _c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5442,10 +5291,8 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
                         _c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVMaximumCurrentLimit = None
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
                 el = 'EVMaximumPowerLimit'
@@ -5460,7 +5307,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c5_Multiplier - -3) << 1)
                     n += 6
-                    _c5_Multiplier = None
                     _c5_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5474,7 +5320,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
-                        _c5_Unit = None
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5482,7 +5327,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c5_Value = None
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
@@ -5496,7 +5340,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c5_Value = None
                         _c5_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5504,24 +5347,20 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
                         _c5_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
                 el = 'BulkChargingComplete'
                 if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
                 v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
                 n += 6
-                v_BulkChargingComplete = None
                 s = 6
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
                 n += 6
-                v_ChargingComplete = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
@@ -5539,7 +5378,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c6_Multiplier - -3) << 1)
                     n += 6
-                    _c6_Multiplier = None
                     _c6_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5553,7 +5391,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
-                        _c6_Unit = None
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5561,7 +5398,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c6_Value = None
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVMaximumCurrentLimit/Value'
@@ -5575,7 +5411,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c6_Value = None
                         _c6_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5583,10 +5418,8 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
                         _c6_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVMaximumCurrentLimit = None
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
                 el = 'EVMaximumPowerLimit'
@@ -5601,7 +5434,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c7_Multiplier - -3) << 1)
                     n += 6
-                    _c7_Multiplier = None
                     _c7_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5615,7 +5447,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
-                        _c7_Unit = None
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5623,7 +5454,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c7_Value = None
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
@@ -5637,7 +5467,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c7_Value = None
                         _c7_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5645,24 +5474,20 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
                         _c7_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
                 el = 'BulkChargingComplete'
                 if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
                 v = (v << 6) | (2 << 3) | (v_BulkChargingComplete << 1)
                 n += 6
-                v_BulkChargingComplete = None
                 s = 6
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
                 n += 6
-                v_ChargingComplete = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
@@ -5680,7 +5505,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c8_Multiplier - -3) << 1)
                     n += 6
-                    _c8_Multiplier = None
                     _c8_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5694,7 +5518,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
-                        _c8_Unit = None
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5702,7 +5525,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c8_Value = None
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
@@ -5716,7 +5538,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c8_Value = None
                         _c8_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5724,24 +5545,20 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
                         _c8_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
                 el = 'BulkChargingComplete'
                 if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
                 v = (v << 5) | (1 << 3) | (v_BulkChargingComplete << 1)
                 n += 5
-                v_BulkChargingComplete = None
                 s = 6
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 5) | (2 << 3) | (v_ChargingComplete << 1)
                 n += 5
-                v_ChargingComplete = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
@@ -5751,14 +5568,12 @@ def _e_CurrentDemandReqType(w, o):
                 if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
                 v = (v << 5) | (v_BulkChargingComplete << 1)
                 n += 5
-                v_BulkChargingComplete = None
                 s = 6
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
                 n += 5
-                v_ChargingComplete = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
@@ -5768,7 +5583,6 @@ def _e_CurrentDemandReqType(w, o):
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 4) | (v_ChargingComplete << 1)
                 n += 4
-                v_ChargingComplete = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of ChargingComplete')
@@ -5786,7 +5600,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c9_Multiplier - -3) << 1)
                     n += 6
-                    _c9_Multiplier = None
                     _c9_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5800,7 +5613,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
                         n += 11
-                        _c9_Unit = None
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5808,7 +5620,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c9_Value = None
                         _c9_s = 3
                     elif _c9_Value is not None:
                         el = 'RemainingTimeToFullSoC/Value'
@@ -5822,7 +5633,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c9_Value = None
                         _c9_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5830,10 +5640,8 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
                         _c9_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_RemainingTimeToFullSoC = None
                 s = 8
             elif v_RemainingTimeToBulkSoC is not None:
                 el = 'RemainingTimeToBulkSoC'
@@ -5848,7 +5656,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c10_Multiplier - -3) << 1)
                     n += 6
-                    _c10_Multiplier = None
                     _c10_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5862,7 +5669,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
                         n += 11
-                        _c10_Unit = None
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5870,7 +5676,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c10_Value = None
                         _c10_s = 3
                     elif _c10_Value is not None:
                         el = 'RemainingTimeToBulkSoC/Value'
@@ -5884,7 +5689,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c10_Value = None
                         _c10_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5892,10 +5696,8 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
                         _c10_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_RemainingTimeToBulkSoC = None
                 s = 9
             elif v_EVTargetVoltage is not None:
                 el = 'EVTargetVoltage'
@@ -5910,7 +5712,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c11_Multiplier - -3) << 1)
                     n += 6
-                    _c11_Multiplier = None
                     _c11_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5924,7 +5725,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
                         n += 11
-                        _c11_Unit = None
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5932,7 +5732,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c11_Value = None
                         _c11_s = 3
                     elif _c11_Value is not None:
                         el = 'EVTargetVoltage/Value'
@@ -5946,7 +5745,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c11_Value = None
                         _c11_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5954,10 +5752,8 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c11_Multiplier is not None or _c11_Unit is not None or _c11_Value is not None: raise _leftover(_c11_o)
                         _c11_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVTargetVoltage = None
                 s = 10
             else:
                 raise EncodeError('missing content: expected one of RemainingTimeToFullSoC, RemainingTimeToBulkSoC, EVTargetVoltage')
@@ -5975,7 +5771,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c12_Multiplier <= 3: raise EncodeError(f'value {_c12_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c12_Multiplier - -3) << 1)
                     n += 6
-                    _c12_Multiplier = None
                     _c12_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5989,7 +5784,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c12_i1 << 4) | (_c12_Value < 0)
                         n += 11
-                        _c12_Unit = None
                         _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5997,7 +5791,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c12_Value = None
                         _c12_s = 3
                     elif _c12_Value is not None:
                         el = 'RemainingTimeToBulkSoC/Value'
@@ -6011,7 +5804,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c12_Value = None
                         _c12_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -6019,10 +5811,8 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c12_Multiplier is not None or _c12_Unit is not None or _c12_Value is not None: raise _leftover(_c12_o)
                         _c12_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_RemainingTimeToBulkSoC = None
                 s = 9
             elif v_EVTargetVoltage is not None:
                 el = 'EVTargetVoltage'
@@ -6037,7 +5827,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c13_Multiplier <= 3: raise EncodeError(f'value {_c13_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c13_Multiplier - -3) << 1)
                     n += 6
-                    _c13_Multiplier = None
                     _c13_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -6051,7 +5840,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c13_i1 << 4) | (_c13_Value < 0)
                         n += 11
-                        _c13_Unit = None
                         _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -6059,7 +5847,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c13_Value = None
                         _c13_s = 3
                     elif _c13_Value is not None:
                         el = 'EVTargetVoltage/Value'
@@ -6073,7 +5860,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c13_Value = None
                         _c13_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -6081,10 +5867,8 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c13_Multiplier is not None or _c13_Unit is not None or _c13_Value is not None: raise _leftover(_c13_o)
                         _c13_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVTargetVoltage = None
                 s = 10
             else:
                 raise EncodeError('missing content: expected one of RemainingTimeToBulkSoC, EVTargetVoltage')
@@ -6102,7 +5886,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c14_Multiplier <= 3: raise EncodeError(f'value {_c14_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c14_Multiplier - -3) << 1)
                     n += 6
-                    _c14_Multiplier = None
                     _c14_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -6116,7 +5899,6 @@ def _e_CurrentDemandReqType(w, o):
                         if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c14_i1 << 4) | (_c14_Value < 0)
                         n += 11
-                        _c14_Unit = None
                         _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -6124,7 +5906,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c14_Value = None
                         _c14_s = 3
                     elif _c14_Value is not None:
                         el = 'EVTargetVoltage/Value'
@@ -6138,7 +5919,6 @@ def _e_CurrentDemandReqType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c14_Value = None
                         _c14_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -6146,10 +5926,8 @@ def _e_CurrentDemandReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c14_Multiplier is not None or _c14_Unit is not None or _c14_Value is not None: raise _leftover(_c14_o)
                         _c14_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVTargetVoltage = None
                 s = 10
             else:
                 raise EncodeError('missing content: expected one of EVTargetVoltage')
@@ -6157,7 +5935,6 @@ def _e_CurrentDemandReqType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_DC_EVStatus is not None or v_EVTargetCurrent is not None or v_EVMaximumVoltageLimit is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None or v_RemainingTimeToFullSoC is not None or v_RemainingTimeToBulkSoC is not None or v_EVTargetVoltage is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -7103,7 +6880,6 @@ def _e_CurrentDemandResType(w, o):
             el = 'DC_EVSEStatus'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             _c2_o = v_DC_EVSEStatus
             _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
             _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
@@ -7119,8 +6895,6 @@ def _e_CurrentDemandResType(w, o):
                 if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
                 n += 13
-                _c2_EVSEIsolationStatus = None
-                _c2_EVSEStatusCode = None
                 _c2_s = 2
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
@@ -7128,7 +6902,6 @@ def _e_CurrentDemandResType(w, o):
                 if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
                 n += 8
-                _c2_EVSEStatusCode = None
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
@@ -7148,9 +6921,6 @@ def _e_CurrentDemandResType(w, o):
                     if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_c2_i4 << 2)
                     n += 7
-                    _c2_NotificationMaxDelay = None
-                    _c2_EVSENotification = None
-                    if _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None or _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -7159,7 +6929,6 @@ def _e_CurrentDemandResType(w, o):
             el = 'EVSEPresentVoltage'
             v <<= 1
             n += 1
-            v_DC_EVSEStatus = None
             _c3_o = v_EVSEPresentVoltage
             _c3_Multiplier = _c3_o.Multiplier
             _c3_Unit = _c3_o.Unit
@@ -7169,7 +6938,6 @@ def _e_CurrentDemandResType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_Multiplier = None
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -7183,7 +6951,6 @@ def _e_CurrentDemandResType(w, o):
                     if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
-                    _c3_Unit = None
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -7191,7 +6958,6 @@ def _e_CurrentDemandResType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEPresentVoltage/Value'
@@ -7205,7 +6971,6 @@ def _e_CurrentDemandResType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -7213,14 +6978,12 @@ def _e_CurrentDemandResType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
                     _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
             el = 'EVSEPresentCurrent'
             v <<= 1
             n += 1
-            v_EVSEPresentVoltage = None
             _c4_o = v_EVSEPresentCurrent
             _c4_Multiplier = _c4_o.Multiplier
             _c4_Unit = _c4_o.Unit
@@ -7230,7 +6993,6 @@ def _e_CurrentDemandResType(w, o):
                 if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                 n += 6
-                _c4_Multiplier = None
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -7244,7 +7006,6 @@ def _e_CurrentDemandResType(w, o):
                     if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                     n += 11
-                    _c4_Unit = None
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -7252,7 +7013,6 @@ def _e_CurrentDemandResType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c4_Value = None
                     _c4_s = 3
                 elif _c4_Value is not None:
                     el = 'EVSEPresentCurrent/Value'
@@ -7266,7 +7026,6 @@ def _e_CurrentDemandResType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c4_Value = None
                     _c4_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -7274,7 +7033,6 @@ def _e_CurrentDemandResType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
                     _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
@@ -7288,10 +7046,6 @@ def _e_CurrentDemandResType(w, o):
             if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
             v = (v << 12) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
             n += 12
-            v_EVSEPresentCurrent = None
-            v_EVSECurrentLimitAchieved = None
-            v_EVSEVoltageLimitAchieved = None
-            v_EVSEPowerLimitAchieved = None
             s = 7
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -7309,7 +7063,6 @@ def _e_CurrentDemandResType(w, o):
                     if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c5_Multiplier - -3) << 1)
                     n += 6
-                    _c5_Multiplier = None
                     _c5_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -7323,7 +7076,6 @@ def _e_CurrentDemandResType(w, o):
                         if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
-                        _c5_Unit = None
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -7331,7 +7083,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c5_Value = None
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVSEMaximumVoltageLimit/Value'
@@ -7345,7 +7096,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c5_Value = None
                         _c5_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7353,10 +7103,8 @@ def _e_CurrentDemandResType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
                         _c5_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEMaximumVoltageLimit = None
                 s = 8
             elif v_EVSEMaximumCurrentLimit is not None:
                 el = 'EVSEMaximumCurrentLimit'
@@ -7371,7 +7119,6 @@ def _e_CurrentDemandResType(w, o):
                     if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c6_Multiplier - -3) << 1)
                     n += 6
-                    _c6_Multiplier = None
                     _c6_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -7385,7 +7132,6 @@ def _e_CurrentDemandResType(w, o):
                         if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
-                        _c6_Unit = None
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -7393,7 +7139,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c6_Value = None
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVSEMaximumCurrentLimit/Value'
@@ -7407,7 +7152,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c6_Value = None
                         _c6_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7415,10 +7159,8 @@ def _e_CurrentDemandResType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
                         _c6_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEMaximumCurrentLimit = None
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
                 el = 'EVSEMaximumPowerLimit'
@@ -7433,7 +7175,6 @@ def _e_CurrentDemandResType(w, o):
                     if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c7_Multiplier - -3) << 1)
                     n += 6
-                    _c7_Multiplier = None
                     _c7_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -7447,7 +7188,6 @@ def _e_CurrentDemandResType(w, o):
                         if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
-                        _c7_Unit = None
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -7455,7 +7195,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c7_Value = None
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
@@ -7469,7 +7208,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c7_Value = None
                         _c7_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7477,15 +7215,12 @@ def _e_CurrentDemandResType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
                         _c7_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEMaximumPowerLimit = None
                 s = 10
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
                 s = -1
         if s == 8:
             if v_EVSEMaximumCurrentLimit is not None:
@@ -7501,7 +7236,6 @@ def _e_CurrentDemandResType(w, o):
                     if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c8_Multiplier - -3) << 1)
                     n += 6
-                    _c8_Multiplier = None
                     _c8_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -7515,7 +7249,6 @@ def _e_CurrentDemandResType(w, o):
                         if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
-                        _c8_Unit = None
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -7523,7 +7256,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c8_Value = None
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVSEMaximumCurrentLimit/Value'
@@ -7537,7 +7269,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c8_Value = None
                         _c8_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7545,10 +7276,8 @@ def _e_CurrentDemandResType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
                         _c8_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEMaximumCurrentLimit = None
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
                 el = 'EVSEMaximumPowerLimit'
@@ -7563,7 +7292,6 @@ def _e_CurrentDemandResType(w, o):
                     if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c9_Multiplier - -3) << 1)
                     n += 6
-                    _c9_Multiplier = None
                     _c9_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -7577,7 +7305,6 @@ def _e_CurrentDemandResType(w, o):
                         if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
                         n += 11
-                        _c9_Unit = None
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -7585,7 +7312,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c9_Value = None
                         _c9_s = 3
                     elif _c9_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
@@ -7599,7 +7325,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c9_Value = None
                         _c9_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7607,15 +7332,12 @@ def _e_CurrentDemandResType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
                         _c9_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEMaximumPowerLimit = None
                 s = 10
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
                 s = -1
         if s == 9:
             if v_EVSEMaximumPowerLimit is not None:
@@ -7631,7 +7353,6 @@ def _e_CurrentDemandResType(w, o):
                     if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c10_Multiplier - -3) << 1)
                     n += 6
-                    _c10_Multiplier = None
                     _c10_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -7645,7 +7366,6 @@ def _e_CurrentDemandResType(w, o):
                         if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
                         n += 11
-                        _c10_Unit = None
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -7653,7 +7373,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c10_Value = None
                         _c10_s = 3
                     elif _c10_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
@@ -7667,7 +7386,6 @@ def _e_CurrentDemandResType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c10_Value = None
                         _c10_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7675,21 +7393,17 @@ def _e_CurrentDemandResType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
                         _c10_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEMaximumPowerLimit = None
                 s = 10
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
                 s = -1
         if s == 10:
             if True:
                 v <<= 1
                 n += 1
-                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -7843,14 +7557,12 @@ def _e_MeteringReceiptReqType(w, o):
             el = 'SessionID'
             v <<= 2
             n += 2
-            v_Id = None
             if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             _l = len(v_SessionID)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SessionID = None
             s = 2
         elif v_SessionID is not None:
             el = 'SessionID'
@@ -7862,7 +7574,6 @@ def _e_MeteringReceiptReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SessionID = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, SessionID')
@@ -7881,11 +7592,9 @@ def _e_MeteringReceiptReqType(w, o):
                 el = 'MeterInfo'
                 v <<= 2
                 n += 2
-                v_SAScheduleTupleID = None
                 w.v = v; w.n = n
                 c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
                 v = w.v; n = w.n
-                v_MeterInfo = None
                 s = 4
             elif v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -7894,7 +7603,6 @@ def _e_MeteringReceiptReqType(w, o):
                 w.v = v; w.n = n
                 c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
                 v = w.v; n = w.n
-                v_MeterInfo = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
@@ -7902,7 +7610,6 @@ def _e_MeteringReceiptReqType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_Id is not None or v_SessionID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -8000,7 +7707,6 @@ def _e_MeteringReceiptResType(w, o):
             if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
             v = (v << 19) | (_i1 << 12) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
             n += 19
-            v_ResponseCode = None
             if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
             elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
             elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
@@ -8011,8 +7717,6 @@ def _e_MeteringReceiptResType(w, o):
             if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             v = (v << 8) | (_c2_i1 << 3)
             n += 8
-            v_AC_EVSEStatus = None
-            if v_ResponseCode is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -8129,7 +7833,6 @@ def _e_PaymentDetailsReqType(w, o):
             el = 'ContractSignatureCertChain'
             v <<= 2
             n += 2
-            v_ContractID = None
             _c1_o = v_ContractSignatureCertChain
             _c1_Certificate = _c1_o.Certificate
             _c1_SubCertificates = _c1_o.SubCertificates
@@ -8143,7 +7846,6 @@ def _e_PaymentDetailsReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_Certificate = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
@@ -8157,19 +7859,14 @@ def _e_PaymentDetailsReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_SubCertificates = None
-                    if _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ContractSignatureCertChain = None
-            if v_ContractID is not None or v_ContractSignatureCertChain is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ContractID')
         w.v = v; w.n = n
@@ -8264,7 +7961,6 @@ def _e_PaymentDetailsResType(w, o):
             el = 'GenChallenge'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            v_ResponseCode = None
             _l = len(v_GenChallenge)
             if _l < 126 and v_GenChallenge.isascii():
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_GenChallenge.encode(), 'big')
@@ -8275,7 +7971,6 @@ def _e_PaymentDetailsResType(w, o):
             if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
             v = (v << 4) | (v_DateTimeNow < 0)
             n += 4
-            v_GenChallenge = None
             _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -8283,8 +7978,6 @@ def _e_PaymentDetailsResType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_DateTimeNow = None
-            if v_ResponseCode is not None or v_GenChallenge is not None or v_DateTimeNow is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -8689,8 +8382,6 @@ def _e_PowerDeliveryResType(w, o):
                     if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                     v = (v << 13) | (_c3_i1 << 8) | (_c3_i2 << 1)
                     n += 13
-                    _c3_EVSEIsolationStatus = None
-                    _c3_EVSEStatusCode = None
                     _c3_s = 2
                 elif _c3_EVSEStatusCode is not None:
                     el = 'DC_EVSEStatus/EVSEStatusCode'
@@ -8698,7 +8389,6 @@ def _e_PowerDeliveryResType(w, o):
                     if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                     v = (v << 8) | (1 << 6) | (_c3_i3 << 1)
                     n += 8
-                    _c3_EVSEStatusCode = None
                     _c3_s = 2
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
@@ -8718,9 +8408,6 @@ def _e_PowerDeliveryResType(w, o):
                         if _c3_i4 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                         v = (v << 7) | (_c3_i4 << 2)
                         n += 7
-                        _c3_NotificationMaxDelay = None
-                        _c3_EVSENotification = None
-                        if _c3_EVSEIsolationStatus is not None or _c3_EVSEStatusCode is not None or _c3_NotificationMaxDelay is not None or _c3_EVSENotification is not None: raise _leftover(_c3_o)
                         _c3_s = -1
                     else:
                         raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -9081,7 +8768,6 @@ def _e_PreChargeReqType(w, o):
                 if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
                 v = (v << 4) | (_c1_EVReady << 1)
                 n += 4
-                _c1_EVReady = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
@@ -9091,14 +8777,12 @@ def _e_PreChargeReqType(w, o):
                     if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
                     v = (v << 5) | (_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c1_EVCabinConditioning = None
                     _c1_s = 2
                 elif _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -9106,7 +8790,6 @@ def _e_PreChargeReqType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
@@ -9116,7 +8799,6 @@ def _e_PreChargeReqType(w, o):
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -9124,7 +8806,6 @@ def _e_PreChargeReqType(w, o):
                     if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
@@ -9135,7 +8816,6 @@ def _e_PreChargeReqType(w, o):
                     if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 7) | (_c1_i3 << 1)
                     n += 7
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
@@ -9145,8 +8825,6 @@ def _e_PreChargeReqType(w, o):
                     if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 11) | (_c1_EVRESSSOC << 2)
                     n += 11
-                    _c1_EVRESSSOC = None
-                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
@@ -9155,7 +8833,6 @@ def _e_PreChargeReqType(w, o):
             el = 'EVTargetVoltage'
             v <<= 1
             n += 1
-            v_DC_EVStatus = None
             _c2_o = v_EVTargetVoltage
             _c2_Multiplier = _c2_o.Multiplier
             _c2_Unit = _c2_o.Unit
@@ -9165,7 +8842,6 @@ def _e_PreChargeReqType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_Multiplier = None
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -9179,7 +8855,6 @@ def _e_PreChargeReqType(w, o):
                     if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
-                    _c2_Unit = None
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9187,7 +8862,6 @@ def _e_PreChargeReqType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVTargetVoltage/Value'
@@ -9201,7 +8875,6 @@ def _e_PreChargeReqType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -9209,14 +8882,12 @@ def _e_PreChargeReqType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
             v <<= 1
             n += 1
-            v_EVTargetVoltage = None
             _c3_o = v_EVTargetCurrent
             _c3_Multiplier = _c3_o.Multiplier
             _c3_Unit = _c3_o.Unit
@@ -9226,7 +8897,6 @@ def _e_PreChargeReqType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_Multiplier = None
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -9240,7 +8910,6 @@ def _e_PreChargeReqType(w, o):
                     if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
-                    _c3_Unit = None
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9248,7 +8917,6 @@ def _e_PreChargeReqType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVTargetCurrent/Value'
@@ -9262,7 +8930,6 @@ def _e_PreChargeReqType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -9270,13 +8937,10 @@ def _e_PreChargeReqType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
                     _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_EVTargetCurrent = None
-            if v_DC_EVStatus is not None or v_EVTargetVoltage is not None or v_EVTargetCurrent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
@@ -9496,7 +9160,6 @@ def _e_PreChargeResType(w, o):
             el = 'DC_EVSEStatus'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             _c2_o = v_DC_EVSEStatus
             _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
             _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
@@ -9512,8 +9175,6 @@ def _e_PreChargeResType(w, o):
                 if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
                 n += 13
-                _c2_EVSEIsolationStatus = None
-                _c2_EVSEStatusCode = None
                 _c2_s = 2
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
@@ -9521,7 +9182,6 @@ def _e_PreChargeResType(w, o):
                 if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
                 n += 8
-                _c2_EVSEStatusCode = None
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
@@ -9541,9 +9201,6 @@ def _e_PreChargeResType(w, o):
                     if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_c2_i4 << 2)
                     n += 7
-                    _c2_NotificationMaxDelay = None
-                    _c2_EVSENotification = None
-                    if _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None or _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -9552,7 +9209,6 @@ def _e_PreChargeResType(w, o):
             el = 'EVSEPresentVoltage'
             v <<= 1
             n += 1
-            v_DC_EVSEStatus = None
             _c3_o = v_EVSEPresentVoltage
             _c3_Multiplier = _c3_o.Multiplier
             _c3_Unit = _c3_o.Unit
@@ -9562,7 +9218,6 @@ def _e_PreChargeResType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_Multiplier = None
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -9576,7 +9231,6 @@ def _e_PreChargeResType(w, o):
                     if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
-                    _c3_Unit = None
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9584,7 +9238,6 @@ def _e_PreChargeResType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEPresentVoltage/Value'
@@ -9598,7 +9251,6 @@ def _e_PreChargeResType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -9606,13 +9258,10 @@ def _e_PreChargeResType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
                     _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_EVSEPresentVoltage = None
-            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -9678,8 +9327,6 @@ def _e_ServiceDetailReqType(w, o):
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_ServiceID = None
-            if v_ServiceID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         w.v = v; w.n = n
@@ -9773,14 +9420,12 @@ def _e_ServiceDetailResType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v = (v << 10) | (_i1 << 3)
             n += 10
-            v_ResponseCode = None
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
             elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
             elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ServiceID = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -9794,13 +9439,10 @@ def _e_ServiceDetailResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_ServiceParameterList = None
-                if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -9899,7 +9541,6 @@ def _e_ServiceDiscoveryReqType(w, o):
             else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ServiceScope = None
             s = 1
         elif v_ServiceCategory is not None:
             el = 'ServiceCategory'
@@ -9907,12 +9548,10 @@ def _e_ServiceDiscoveryReqType(w, o):
             if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
             v = (v << 6) | (1 << 4) | (_i1 << 1)
             n += 6
-            v_ServiceCategory = None
             s = 2
         elif True:
             v = (v << 2) | 2
             n += 2
-            if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_ServiceCategory is not None:
@@ -9921,18 +9560,15 @@ def _e_ServiceDiscoveryReqType(w, o):
                 if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (_i2 << 1)
                 n += 6
-                v_ServiceCategory = None
                 s = 2
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if True:
                 v <<= 1
                 n += 1
-                if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -10130,7 +9766,6 @@ def _e_ServiceDiscoveryResType(w, o):
             el = 'PaymentOptions'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             w.v = v; w.n = n
             c_din_msgdatatypes._e_PaymentOptionsType(w, v_PaymentOptions)
             v = w.v; n = w.n
@@ -10144,7 +9779,6 @@ def _e_ServiceDiscoveryResType(w, o):
             el = 'ChargeService/ServiceTag'
             v <<= 2
             n += 2
-            v_PaymentOptions = None
             _c2_c1_o = _c2_ServiceTag
             _c2_c1_ServiceID = _c2_c1_o.ServiceID
             _c2_c1_ServiceName = _c2_c1_o.ServiceName
@@ -10161,7 +9795,6 @@ def _e_ServiceDiscoveryResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_c1_ServiceID = None
                 _c2_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -10182,8 +9815,6 @@ def _e_ServiceDiscoveryResType(w, o):
                     if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (_c2_c1_i1 << 1)
                     n += 6
-                    _c2_c1_ServiceName = None
-                    _c2_c1_ServiceCategory = None
                     _c2_c1_s = 3
                 elif _c2_c1_ServiceCategory is not None:
                     el = 'ChargeService/ServiceTag/ServiceCategory'
@@ -10191,7 +9822,6 @@ def _e_ServiceDiscoveryResType(w, o):
                     if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
                     n += 6
-                    _c2_c1_ServiceCategory = None
                     _c2_c1_s = 3
                 else:
                     raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
@@ -10208,13 +9838,10 @@ def _e_ServiceDiscoveryResType(w, o):
                     else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c2_c1_ServiceScope = None
-                    if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
                     _c2_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
                     _c2_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
@@ -10226,7 +9853,6 @@ def _e_ServiceDiscoveryResType(w, o):
             if _c2_i2 is None: raise EncodeError(f'{_c2_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
             v = (v << 12) | (_c2_FreeService << 9) | (_c2_i2 << 2)
             n += 12
-            v_ChargeService = None
             s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -10240,13 +9866,10 @@ def _e_ServiceDiscoveryResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_ServiceList = None
-                if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -10298,14 +9921,11 @@ def _e_ServicePaymentSelectionReqType(w, o):
             el = 'SelectedServiceList'
             v = (v << 5) | (_i1 << 2)
             n += 5
-            v_SelectedPaymentOption = None
             w.v = v; w.n = n
             c_din_msgdatatypes._e_SelectedServiceListType(w, v_SelectedServiceList)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SelectedServiceList = None
-            if v_SelectedPaymentOption is not None or v_SelectedServiceList is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of SelectedPaymentOption')
         w.v = v; w.n = n
@@ -10348,8 +9968,6 @@ def _e_ServicePaymentSelectionResType(w, o):
             if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
-            if v_ResponseCode is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -10412,8 +10030,6 @@ def _e_SessionSetupReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_EVCCID); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVCCID = None
-            if v_EVCCID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of EVCCID')
         w.v = v; w.n = n
@@ -10523,14 +10139,12 @@ def _e_SessionSetupResType(w, o):
             el = 'EVSEID'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            v_ResponseCode = None
             if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
             _l = len(v_EVSEID)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_EVSEID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_EVSEID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_EVSEID = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -10547,13 +10161,10 @@ def _e_SessionSetupResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_DateTimeNow = None
-                if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -10595,8 +10206,6 @@ def _e_SessionStopResType(w, o):
             if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
-            if v_ResponseCode is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -10769,7 +10378,6 @@ def _e_WeldingDetectionReqType(w, o):
                 if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
                 v = (v << 4) | (_c1_EVReady << 1)
                 n += 4
-                _c1_EVReady = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
@@ -10779,14 +10387,12 @@ def _e_WeldingDetectionReqType(w, o):
                     if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
                     v = (v << 5) | (_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c1_EVCabinConditioning = None
                     _c1_s = 2
                 elif _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -10794,7 +10400,6 @@ def _e_WeldingDetectionReqType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
@@ -10804,7 +10409,6 @@ def _e_WeldingDetectionReqType(w, o):
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -10812,7 +10416,6 @@ def _e_WeldingDetectionReqType(w, o):
                     if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
@@ -10823,7 +10426,6 @@ def _e_WeldingDetectionReqType(w, o):
                     if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 7) | (_c1_i3 << 1)
                     n += 7
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
@@ -10833,16 +10435,12 @@ def _e_WeldingDetectionReqType(w, o):
                     if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 11) | (_c1_EVRESSSOC << 2)
                     n += 11
-                    _c1_EVRESSSOC = None
-                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_DC_EVStatus = None
-            if v_DC_EVStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
@@ -11062,7 +10660,6 @@ def _e_WeldingDetectionResType(w, o):
             el = 'DC_EVSEStatus'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             _c2_o = v_DC_EVSEStatus
             _c2_EVSEIsolationStatus = _c2_o.EVSEIsolationStatus
             _c2_EVSEStatusCode = _c2_o.EVSEStatusCode
@@ -11078,8 +10675,6 @@ def _e_WeldingDetectionResType(w, o):
                 if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
                 n += 13
-                _c2_EVSEIsolationStatus = None
-                _c2_EVSEStatusCode = None
                 _c2_s = 2
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
@@ -11087,7 +10682,6 @@ def _e_WeldingDetectionResType(w, o):
                 if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
                 n += 8
-                _c2_EVSEStatusCode = None
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
@@ -11107,9 +10701,6 @@ def _e_WeldingDetectionResType(w, o):
                     if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_c2_i4 << 2)
                     n += 7
-                    _c2_NotificationMaxDelay = None
-                    _c2_EVSENotification = None
-                    if _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None or _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -11118,7 +10709,6 @@ def _e_WeldingDetectionResType(w, o):
             el = 'EVSEPresentVoltage'
             v <<= 1
             n += 1
-            v_DC_EVSEStatus = None
             _c3_o = v_EVSEPresentVoltage
             _c3_Multiplier = _c3_o.Multiplier
             _c3_Unit = _c3_o.Unit
@@ -11128,7 +10718,6 @@ def _e_WeldingDetectionResType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_Multiplier = None
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -11142,7 +10731,6 @@ def _e_WeldingDetectionResType(w, o):
                     if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
-                    _c3_Unit = None
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -11150,7 +10738,6 @@ def _e_WeldingDetectionResType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEPresentVoltage/Value'
@@ -11164,7 +10751,6 @@ def _e_WeldingDetectionResType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -11172,13 +10758,10 @@ def _e_WeldingDetectionResType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
                     _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_EVSEPresentVoltage = None
-            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n

@@ -484,7 +484,6 @@ def _e_AC_EVChargeParameterType(w, o):
             el = 'EAmount'
             v <<= 2
             n += 2
-            v_DepartureTime = None
             _c1_o = v_EAmount
             _c1_Multiplier = _c1_o.Multiplier
             _c1_Unit = _c1_o.Unit
@@ -494,7 +493,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c1_Multiplier - -3) << 1)
                 n += 6
-                _c1_Multiplier = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -508,7 +506,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
                     n += 11
-                    _c1_Unit = None
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -516,7 +513,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Value = None
                     _c1_s = 3
                 elif _c1_Value is not None:
                     el = 'EAmount/Value'
@@ -530,7 +526,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Value = None
                     _c1_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -538,14 +533,12 @@ def _e_AC_EVChargeParameterType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c1_Multiplier is not None or _c1_Unit is not None or _c1_Value is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
             el = 'EVMaxVoltage'
             v <<= 1
             n += 1
-            v_EAmount = None
             _c2_o = v_EVMaxVoltage
             _c2_Multiplier = _c2_o.Multiplier
             _c2_Unit = _c2_o.Unit
@@ -555,7 +548,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_Multiplier = None
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -569,7 +561,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
-                    _c2_Unit = None
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -577,7 +568,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVMaxVoltage/Value'
@@ -591,7 +581,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -599,14 +588,12 @@ def _e_AC_EVChargeParameterType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
             el = 'EVMaxCurrent'
             v <<= 1
             n += 1
-            v_EVMaxVoltage = None
             _c3_o = v_EVMaxCurrent
             _c3_Multiplier = _c3_o.Multiplier
             _c3_Unit = _c3_o.Unit
@@ -616,7 +603,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_Multiplier = None
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -630,7 +616,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
-                    _c3_Unit = None
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -638,7 +623,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVMaxCurrent/Value'
@@ -652,7 +636,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -660,14 +643,12 @@ def _e_AC_EVChargeParameterType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
                     _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
             el = 'EVMinCurrent'
             v <<= 1
             n += 1
-            v_EVMaxCurrent = None
             _c4_o = v_EVMinCurrent
             _c4_Multiplier = _c4_o.Multiplier
             _c4_Unit = _c4_o.Unit
@@ -677,7 +658,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                 n += 6
-                _c4_Multiplier = None
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -691,7 +671,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                     n += 11
-                    _c4_Unit = None
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -699,7 +678,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c4_Value = None
                     _c4_s = 3
                 elif _c4_Value is not None:
                     el = 'EVMinCurrent/Value'
@@ -713,7 +691,6 @@ def _e_AC_EVChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c4_Value = None
                     _c4_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -721,13 +698,10 @@ def _e_AC_EVChargeParameterType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
                     _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_EVMinCurrent = None
-            if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DepartureTime')
         w.v = v; w.n = n
@@ -1124,7 +1098,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
             el = 'EVSEMaxVoltage'
             v = (v << 8) | (_c1_i1 << 3)
             n += 8
-            v_AC_EVSEStatus = None
             _c2_o = v_EVSEMaxVoltage
             _c2_Multiplier = _c2_o.Multiplier
             _c2_Unit = _c2_o.Unit
@@ -1134,7 +1107,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_Multiplier = None
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -1148,7 +1120,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
-                    _c2_Unit = None
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -1156,7 +1127,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVSEMaxVoltage/Value'
@@ -1170,7 +1140,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -1178,14 +1147,12 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
             v <<= 1
             n += 1
-            v_EVSEMaxVoltage = None
             _c3_o = v_EVSEMaxCurrent
             _c3_Multiplier = _c3_o.Multiplier
             _c3_Unit = _c3_o.Unit
@@ -1195,7 +1162,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_Multiplier = None
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -1209,7 +1175,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
-                    _c3_Unit = None
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -1217,7 +1182,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEMaxCurrent/Value'
@@ -1231,7 +1195,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_Value = None
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -1239,14 +1202,12 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
                     _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
             el = 'EVSEMinCurrent'
             v <<= 1
             n += 1
-            v_EVSEMaxCurrent = None
             _c4_o = v_EVSEMinCurrent
             _c4_Multiplier = _c4_o.Multiplier
             _c4_Unit = _c4_o.Unit
@@ -1256,7 +1217,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                 n += 6
-                _c4_Multiplier = None
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -1270,7 +1230,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                     n += 11
-                    _c4_Unit = None
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -1278,7 +1237,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c4_Value = None
                     _c4_s = 3
                 elif _c4_Value is not None:
                     el = 'EVSEMinCurrent/Value'
@@ -1292,7 +1250,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c4_Value = None
                     _c4_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -1300,13 +1257,10 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
                     _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_EVSEMinCurrent = None
-            if v_AC_EVSEStatus is not None or v_EVSEMaxVoltage is not None or v_EVSEMaxCurrent is not None or v_EVSEMinCurrent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of AC_EVSEStatus')
         w.v = v; w.n = n
@@ -1391,8 +1345,6 @@ def _e_AC_EVSEStatusType(w, o):
             if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
             v = (v << 10) | (v_PowerSwitchClosed << 7) | (v_RCD << 3)
             n += 10
-            v_PowerSwitchClosed = None
-            v_RCD = None
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
             elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
             elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((v_NotificationMaxDelay & 127) << 16) | (((v_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (v_NotificationMaxDelay >> 14); n += 24
@@ -1403,9 +1355,6 @@ def _e_AC_EVSEStatusType(w, o):
             if _i1 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             v = (v << 7) | (_i1 << 2)
             n += 7
-            v_NotificationMaxDelay = None
-            v_EVSENotification = None
-            if v_PowerSwitchClosed is not None or v_RCD is not None or v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of PowerSwitchClosed')
         w.v = v; w.n = n
@@ -1487,7 +1436,6 @@ def _e_CertificateChainType(w, o):
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Certificate = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Certificate')
@@ -1501,13 +1449,10 @@ def _e_CertificateChainType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SubCertificates = None
-                if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -2100,14 +2045,12 @@ def _e_ConsumptionCostType(w, o):
                     if _c1_amount < 0 or _c1_amount > 4294967295: raise EncodeError(f'value {_c1_amount!r} outside [0, 4294967295]')
                     v = (v << 7) | (_c1_i1 << 3)
                     n += 7
-                    _c1_costKind = None
                     if _c1_amount < 128: v = (v << 8) | _c1_amount; n += 8
                     elif _c1_amount < 16384: v = (v << 16) | ((_c1_amount & 127) << 8) | 32768 | (_c1_amount >> 7); n += 16
                     elif _c1_amount < 2097152: v = (v << 24) | ((_c1_amount & 127) << 16) | (((_c1_amount >> 7) & 127) << 8) | 8421376 | (_c1_amount >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c1_amount); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_amount = None
                     _c1_s = 2
                 else:
                     raise EncodeError('missing content: expected one of costKind')
@@ -2117,13 +2060,10 @@ def _e_ConsumptionCostType(w, o):
                         if not -3 <= _c1_amountMultiplier <= 3: raise EncodeError(f'value {_c1_amountMultiplier!r} outside [-3, 3]')
                         v = (v << 8) | ((_c1_amountMultiplier - -3) << 2)
                         n += 8
-                        _c1_amountMultiplier = None
-                        if _c1_costKind is not None or _c1_amount is not None or _c1_amountMultiplier is not None: raise _leftover(_c1_o)
                         _c1_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c1_costKind is not None or _c1_amount is not None or _c1_amountMultiplier is not None: raise _leftover(_c1_o)
                         _c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_Cost += 1
@@ -2152,14 +2092,12 @@ def _e_ConsumptionCostType(w, o):
                         if _c2_amount < 0 or _c2_amount > 4294967295: raise EncodeError(f'value {_c2_amount!r} outside [0, 4294967295]')
                         v = (v << 7) | (_c2_i1 << 3)
                         n += 7
-                        _c2_costKind = None
                         if _c2_amount < 128: v = (v << 8) | _c2_amount; n += 8
                         elif _c2_amount < 16384: v = (v << 16) | ((_c2_amount & 127) << 8) | 32768 | (_c2_amount >> 7); n += 16
                         elif _c2_amount < 2097152: v = (v << 24) | ((_c2_amount & 127) << 16) | (((_c2_amount >> 7) & 127) << 8) | 8421376 | (_c2_amount >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c2_amount); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_amount = None
                         _c2_s = 2
                     else:
                         raise EncodeError('missing content: expected one of costKind')
@@ -2169,13 +2107,10 @@ def _e_ConsumptionCostType(w, o):
                             if not -3 <= _c2_amountMultiplier <= 3: raise EncodeError(f'value {_c2_amountMultiplier!r} outside [-3, 3]')
                             v = (v << 8) | ((_c2_amountMultiplier - -3) << 2)
                             n += 8
-                            _c2_amountMultiplier = None
-                            if _c2_costKind is not None or _c2_amount is not None or _c2_amountMultiplier is not None: raise _leftover(_c2_o)
                             _c2_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c2_costKind is not None or _c2_amount is not None or _c2_amountMultiplier is not None: raise _leftover(_c2_o)
                             _c2_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_Cost += 1
@@ -2276,14 +2211,12 @@ def _e_CostType(w, o):
             if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
             v = (v << 7) | (_i1 << 3)
             n += 7
-            v_costKind = None
             if v_amount < 128: v = (v << 8) | v_amount; n += 8
             elif v_amount < 16384: v = (v << 16) | ((v_amount & 127) << 8) | 32768 | (v_amount >> 7); n += 16
             elif v_amount < 2097152: v = (v << 24) | ((v_amount & 127) << 16) | (((v_amount >> 7) & 127) << 8) | 8421376 | (v_amount >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_amount = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of costKind')
@@ -2293,13 +2226,10 @@ def _e_CostType(w, o):
                 if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
                 v = (v << 8) | ((v_amountMultiplier - -3) << 2)
                 n += 8
-                v_amountMultiplier = None
-                if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -3238,7 +3168,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
                 v = (v << 4) | (_c1_EVReady << 1)
                 n += 4
-                _c1_EVReady = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
@@ -3248,14 +3177,12 @@ def _e_DC_EVChargeParameterType(w, o):
                     if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
                     v = (v << 5) | (_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c1_EVCabinConditioning = None
                     _c1_s = 2
                 elif _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -3263,7 +3190,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
@@ -3273,7 +3199,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -3281,7 +3206,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
@@ -3292,7 +3216,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 7) | (_c1_i3 << 1)
                     n += 7
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
@@ -3302,8 +3225,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 11) | (_c1_EVRESSSOC << 2)
                     n += 11
-                    _c1_EVRESSSOC = None
-                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
@@ -3312,7 +3233,6 @@ def _e_DC_EVChargeParameterType(w, o):
             el = 'EVMaximumCurrentLimit'
             v <<= 1
             n += 1
-            v_DC_EVStatus = None
             _c2_o = v_EVMaximumCurrentLimit
             _c2_Multiplier = _c2_o.Multiplier
             _c2_Unit = _c2_o.Unit
@@ -3322,7 +3242,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_Multiplier = None
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -3336,7 +3255,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
-                    _c2_Unit = None
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3344,7 +3262,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVMaximumCurrentLimit/Value'
@@ -3358,7 +3275,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -3366,10 +3282,8 @@ def _e_DC_EVChargeParameterType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_EVMaximumCurrentLimit = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
@@ -3387,7 +3301,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                     n += 6
-                    _c3_Multiplier = None
                     _c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -3401,7 +3314,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                         n += 11
-                        _c3_Unit = None
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3409,7 +3321,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c3_Value = None
                         _c3_s = 3
                     elif _c3_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
@@ -3423,7 +3334,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c3_Value = None
                         _c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3431,14 +3341,12 @@ def _e_DC_EVChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
                         _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
                 el = 'EVMaximumVoltageLimit'
                 v <<= 1
                 n += 1
-                v_EVMaximumPowerLimit = None
                 _c4_o = v_EVMaximumVoltageLimit
                 _c4_Multiplier = _c4_o.Multiplier
                 _c4_Unit = _c4_o.Unit
@@ -3448,7 +3356,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                     n += 6
-                    _c4_Multiplier = None
                     _c4_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -3462,7 +3369,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                         n += 11
-                        _c4_Unit = None
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3470,7 +3376,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_Value = None
                         _c4_s = 3
                     elif _c4_Value is not None:
                         el = 'EVMaximumVoltageLimit/Value'
@@ -3484,7 +3389,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_Value = None
                         _c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3492,10 +3396,8 @@ def _e_DC_EVChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
                         _c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVMaximumVoltageLimit = None
                 s = 4
             elif v_EVMaximumVoltageLimit is not None:
                 el = 'EVMaximumVoltageLimit'
@@ -3510,7 +3412,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c5_Multiplier - -3) << 1)
                     n += 6
-                    _c5_Multiplier = None
                     _c5_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -3524,7 +3425,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
-                        _c5_Unit = None
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3532,7 +3432,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c5_Value = None
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVMaximumVoltageLimit/Value'
@@ -3546,7 +3445,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c5_Value = None
                         _c5_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3554,10 +3452,8 @@ def _e_DC_EVChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
                         _c5_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVMaximumVoltageLimit = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
@@ -3575,7 +3471,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c6_Multiplier - -3) << 1)
                     n += 6
-                    _c6_Multiplier = None
                     _c6_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -3589,7 +3484,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
-                        _c6_Unit = None
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3597,7 +3491,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c6_Value = None
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVEnergyCapacity/Value'
@@ -3611,7 +3504,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c6_Value = None
                         _c6_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3619,10 +3511,8 @@ def _e_DC_EVChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
                         _c6_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVEnergyCapacity = None
                 s = 5
             elif v_EVEnergyRequest is not None:
                 el = 'EVEnergyRequest'
@@ -3637,7 +3527,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c7_Multiplier - -3) << 1)
                     n += 6
-                    _c7_Multiplier = None
                     _c7_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -3651,7 +3540,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
-                        _c7_Unit = None
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3659,7 +3547,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c7_Value = None
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVEnergyRequest/Value'
@@ -3673,7 +3560,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c7_Value = None
                         _c7_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3681,29 +3567,24 @@ def _e_DC_EVChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
                         _c7_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVEnergyRequest = None
                 s = 6
             elif v_FullSOC is not None:
                 el = 'FullSOC'
                 if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
                 v = (v << 12) | (2 << 9) | (v_FullSOC << 1)
                 n += 12
-                v_FullSOC = None
                 s = 7
             elif v_BulkSOC is not None:
                 el = 'BulkSOC'
                 if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
                 v = (v << 12) | (3 << 9) | (v_BulkSOC << 1)
                 n += 12
-                v_BulkSOC = None
                 s = 8
             elif True:
                 v = (v << 3) | 4
                 n += 3
-                if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                 s = -1
         if s == 5:
             if v_EVEnergyRequest is not None:
@@ -3719,7 +3600,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c8_Multiplier - -3) << 1)
                     n += 6
-                    _c8_Multiplier = None
                     _c8_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -3733,7 +3613,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
-                        _c8_Unit = None
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3741,7 +3620,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c8_Value = None
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVEnergyRequest/Value'
@@ -3755,7 +3633,6 @@ def _e_DC_EVChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c8_Value = None
                         _c8_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3763,29 +3640,24 @@ def _e_DC_EVChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
                         _c8_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVEnergyRequest = None
                 s = 6
             elif v_FullSOC is not None:
                 el = 'FullSOC'
                 if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
                 v = (v << 12) | (1 << 9) | (v_FullSOC << 1)
                 n += 12
-                v_FullSOC = None
                 s = 7
             elif v_BulkSOC is not None:
                 el = 'BulkSOC'
                 if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
                 v = (v << 12) | (2 << 9) | (v_BulkSOC << 1)
                 n += 12
-                v_BulkSOC = None
                 s = 8
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                 s = -1
         if s == 6:
             if v_FullSOC is not None:
@@ -3793,19 +3665,16 @@ def _e_DC_EVChargeParameterType(w, o):
                 if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
                 v = (v << 11) | (v_FullSOC << 1)
                 n += 11
-                v_FullSOC = None
                 s = 7
             elif v_BulkSOC is not None:
                 el = 'BulkSOC'
                 if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
                 v = (v << 11) | (1 << 9) | (v_BulkSOC << 1)
                 n += 11
-                v_BulkSOC = None
                 s = 8
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                 s = -1
         if s == 7:
             if v_BulkSOC is not None:
@@ -3813,18 +3682,15 @@ def _e_DC_EVChargeParameterType(w, o):
                 if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
                 v = (v << 11) | (v_BulkSOC << 1)
                 n += 11
-                v_BulkSOC = None
                 s = 8
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                 s = -1
         if s == 8:
             if True:
                 v <<= 1
                 n += 1
-                if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -4000,7 +3866,6 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                 if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
                 v = (v << 4) | (_c1_EVReady << 1)
                 n += 4
-                _c1_EVReady = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
@@ -4010,14 +3875,12 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
                     v = (v << 5) | (_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c1_EVCabinConditioning = None
                     _c1_s = 2
                 elif _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -4025,7 +3888,6 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
@@ -4035,7 +3897,6 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c1_EVRESSConditioning = None
                     _c1_s = 3
                 elif _c1_EVErrorCode is not None:
                     el = 'DC_EVStatus/EVErrorCode'
@@ -4043,7 +3904,6 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
                     n += 8
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
@@ -4054,7 +3914,6 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 7) | (_c1_i3 << 1)
                     n += 7
-                    _c1_EVErrorCode = None
                     _c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
@@ -4064,13 +3923,10 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 11) | (_c1_EVRESSSOC << 2)
                     n += 11
-                    _c1_EVRESSSOC = None
-                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_DC_EVStatus = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
@@ -4083,15 +3939,12 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
                 n += 9
-                v_BulkChargingComplete = None
-                v_ChargingComplete = None
                 s = 3
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
                 n += 5
-                v_ChargingComplete = None
                 s = 3
             else:
                 raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
@@ -4099,7 +3952,6 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_DC_EVStatus is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -5225,8 +5077,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if _c1_i2 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c1_i1 << 8) | (_c1_i2 << 1)
                 n += 13
-                _c1_EVSEIsolationStatus = None
-                _c1_EVSEStatusCode = None
                 _c1_s = 2
             elif _c1_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
@@ -5234,7 +5084,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if _c1_i3 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c1_i3 << 1)
                 n += 8
-                _c1_EVSEStatusCode = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
@@ -5254,9 +5103,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if _c1_i4 is None: raise EncodeError(f'{_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_c1_i4 << 2)
                     n += 7
-                    _c1_NotificationMaxDelay = None
-                    _c1_EVSENotification = None
-                    if _c1_EVSEIsolationStatus is not None or _c1_EVSEStatusCode is not None or _c1_NotificationMaxDelay is not None or _c1_EVSENotification is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -5265,7 +5111,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
             el = 'EVSEMaximumCurrentLimit'
             v <<= 1
             n += 1
-            v_DC_EVSEStatus = None
             _c2_o = v_EVSEMaximumCurrentLimit
             _c2_Multiplier = _c2_o.Multiplier
             _c2_Unit = _c2_o.Unit
@@ -5275,7 +5120,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_Multiplier = None
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -5289,7 +5133,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
-                    _c2_Unit = None
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5297,7 +5140,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVSEMaximumCurrentLimit/Value'
@@ -5311,7 +5153,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_Value = None
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -5319,10 +5160,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_EVSEMaximumCurrentLimit = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of DC_EVSEStatus')
@@ -5340,7 +5179,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                     n += 6
-                    _c3_Multiplier = None
                     _c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5354,7 +5192,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                         n += 11
-                        _c3_Unit = None
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5362,7 +5199,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c3_Value = None
                         _c3_s = 3
                     elif _c3_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
@@ -5376,7 +5212,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c3_Value = None
                         _c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5384,14 +5219,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
                         _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
                 el = 'EVSEMaximumVoltageLimit'
                 v <<= 1
                 n += 1
-                v_EVSEMaximumPowerLimit = None
                 _c4_o = v_EVSEMaximumVoltageLimit
                 _c4_Multiplier = _c4_o.Multiplier
                 _c4_Unit = _c4_o.Unit
@@ -5401,7 +5234,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                     n += 6
-                    _c4_Multiplier = None
                     _c4_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5415,7 +5247,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                         n += 11
-                        _c4_Unit = None
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5423,7 +5254,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_Value = None
                         _c4_s = 3
                     elif _c4_Value is not None:
                         el = 'EVSEMaximumVoltageLimit/Value'
@@ -5437,7 +5267,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c4_Value = None
                         _c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5445,10 +5274,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
                         _c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEMaximumVoltageLimit = None
                 s = 4
             elif v_EVSEMaximumVoltageLimit is not None:
                 el = 'EVSEMaximumVoltageLimit'
@@ -5463,7 +5290,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c5_Multiplier - -3) << 1)
                     n += 6
-                    _c5_Multiplier = None
                     _c5_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5477,7 +5303,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
-                        _c5_Unit = None
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5485,7 +5310,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c5_Value = None
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVSEMaximumVoltageLimit/Value'
@@ -5499,7 +5323,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c5_Value = None
                         _c5_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5507,10 +5330,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
                         _c5_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEMaximumVoltageLimit = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEMaximumVoltageLimit')
@@ -5528,7 +5349,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c6_Multiplier - -3) << 1)
                     n += 6
-                    _c6_Multiplier = None
                     _c6_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5542,7 +5362,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
-                        _c6_Unit = None
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5550,7 +5369,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c6_Value = None
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVSEMinimumCurrentLimit/Value'
@@ -5564,7 +5382,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c6_Value = None
                         _c6_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5572,14 +5389,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
                         _c6_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
                 el = 'EVSEMinimumVoltageLimit'
                 v <<= 1
                 n += 1
-                v_EVSEMinimumCurrentLimit = None
                 _c7_o = v_EVSEMinimumVoltageLimit
                 _c7_Multiplier = _c7_o.Multiplier
                 _c7_Unit = _c7_o.Unit
@@ -5589,7 +5404,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c7_Multiplier - -3) << 1)
                     n += 6
-                    _c7_Multiplier = None
                     _c7_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5603,7 +5417,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
-                        _c7_Unit = None
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5611,7 +5424,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c7_Value = None
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVSEMinimumVoltageLimit/Value'
@@ -5625,7 +5437,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c7_Value = None
                         _c7_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5633,10 +5444,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
                         _c7_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEMinimumVoltageLimit = None
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of EVSEMinimumCurrentLimit')
@@ -5654,7 +5463,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c8_Multiplier - -3) << 1)
                     n += 6
-                    _c8_Multiplier = None
                     _c8_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5668,7 +5476,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
-                        _c8_Unit = None
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5676,7 +5483,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c8_Value = None
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVSECurrentRegulationTolerance/Value'
@@ -5690,7 +5496,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c8_Value = None
                         _c8_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5698,14 +5503,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
                         _c8_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
                 el = 'EVSEPeakCurrentRipple'
                 v <<= 1
                 n += 1
-                v_EVSECurrentRegulationTolerance = None
                 _c9_o = v_EVSEPeakCurrentRipple
                 _c9_Multiplier = _c9_o.Multiplier
                 _c9_Unit = _c9_o.Unit
@@ -5715,7 +5518,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c9_Multiplier - -3) << 1)
                     n += 6
-                    _c9_Multiplier = None
                     _c9_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5729,7 +5531,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
                         n += 11
-                        _c9_Unit = None
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5737,7 +5538,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c9_Value = None
                         _c9_s = 3
                     elif _c9_Value is not None:
                         el = 'EVSEPeakCurrentRipple/Value'
@@ -5751,7 +5551,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c9_Value = None
                         _c9_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5759,10 +5558,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
                         _c9_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEPeakCurrentRipple = None
                 s = 8
             elif v_EVSEPeakCurrentRipple is not None:
                 el = 'EVSEPeakCurrentRipple'
@@ -5777,7 +5574,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c10_Multiplier - -3) << 1)
                     n += 6
-                    _c10_Multiplier = None
                     _c10_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5791,7 +5587,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
                         n += 11
-                        _c10_Unit = None
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5799,7 +5594,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c10_Value = None
                         _c10_s = 3
                     elif _c10_Value is not None:
                         el = 'EVSEPeakCurrentRipple/Value'
@@ -5813,7 +5607,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c10_Value = None
                         _c10_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5821,10 +5614,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
                         _c10_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVSEPeakCurrentRipple = None
                 s = 8
             else:
                 raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
@@ -5842,7 +5633,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c11_Multiplier - -3) << 1)
                     n += 6
-                    _c11_Multiplier = None
                     _c11_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -5856,7 +5646,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
                         n += 11
-                        _c11_Unit = None
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5864,7 +5653,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c11_Value = None
                         _c11_s = 3
                     elif _c11_Value is not None:
                         el = 'EVSEEnergyToBeDelivered/Value'
@@ -5878,7 +5666,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c11_Value = None
                         _c11_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5886,18 +5673,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c11_Multiplier is not None or _c11_Unit is not None or _c11_Value is not None: raise _leftover(_c11_o)
                         _c11_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_EVSEEnergyToBeDelivered = None
-                if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -6004,8 +5787,6 @@ def _e_DC_EVSEStatusType(w, o):
             if _i2 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
             v = (v << 13) | (_i1 << 8) | (_i2 << 1)
             n += 13
-            v_EVSEIsolationStatus = None
-            v_EVSEStatusCode = None
             s = 2
         elif v_EVSEStatusCode is not None:
             el = 'EVSEStatusCode'
@@ -6013,7 +5794,6 @@ def _e_DC_EVSEStatusType(w, o):
             if _i3 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
             v = (v << 8) | (1 << 6) | (_i3 << 1)
             n += 8
-            v_EVSEStatusCode = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
@@ -6033,9 +5813,6 @@ def _e_DC_EVSEStatusType(w, o):
                 if _i4 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                 v = (v << 7) | (_i4 << 2)
                 n += 7
-                v_NotificationMaxDelay = None
-                v_EVSENotification = None
-                if v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None or v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -6164,7 +5941,6 @@ def _e_DC_EVStatusType(w, o):
             if v_EVReady is not True and v_EVReady is not False: raise EncodeError(f'expected a bool, got {v_EVReady!r}')
             v = (v << 4) | (v_EVReady << 1)
             n += 4
-            v_EVReady = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVReady')
@@ -6174,14 +5950,12 @@ def _e_DC_EVStatusType(w, o):
                 if v_EVCabinConditioning is not True and v_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVCabinConditioning!r}')
                 v = (v << 5) | (v_EVCabinConditioning << 1)
                 n += 5
-                v_EVCabinConditioning = None
                 s = 2
             elif v_EVRESSConditioning is not None:
                 el = 'EVRESSConditioning'
                 if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
                 v = (v << 5) | (1 << 3) | (v_EVRESSConditioning << 1)
                 n += 5
-                v_EVRESSConditioning = None
                 s = 3
             elif v_EVErrorCode is not None:
                 el = 'EVErrorCode'
@@ -6189,7 +5963,6 @@ def _e_DC_EVStatusType(w, o):
                 if _i1 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                 v = (v << 8) | (2 << 6) | (_i1 << 1)
                 n += 8
-                v_EVErrorCode = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
@@ -6199,7 +5972,6 @@ def _e_DC_EVStatusType(w, o):
                 if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
                 v = (v << 5) | (v_EVRESSConditioning << 1)
                 n += 5
-                v_EVRESSConditioning = None
                 s = 3
             elif v_EVErrorCode is not None:
                 el = 'EVErrorCode'
@@ -6207,7 +5979,6 @@ def _e_DC_EVStatusType(w, o):
                 if _i2 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                 v = (v << 8) | (1 << 6) | (_i2 << 1)
                 n += 8
-                v_EVErrorCode = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
@@ -6218,7 +5989,6 @@ def _e_DC_EVStatusType(w, o):
                 if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                 v = (v << 7) | (_i3 << 1)
                 n += 7
-                v_EVErrorCode = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVErrorCode')
@@ -6228,8 +5998,6 @@ def _e_DC_EVStatusType(w, o):
                 if not 0 <= v_EVRESSSOC <= 100: raise EncodeError(f'value {v_EVRESSSOC!r} outside [0, 100]')
                 v = (v << 11) | (v_EVRESSSOC << 2)
                 n += 11
-                v_EVRESSSOC = None
-                if v_EVReady is not None or v_EVCabinConditioning is not None or v_EVRESSConditioning is not None or v_EVErrorCode is not None or v_EVRESSSOC is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of EVRESSSOC')
@@ -6514,7 +6282,6 @@ def _e_EntryType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_start = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -6530,13 +6297,10 @@ def _e_EntryType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_duration = None
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
@@ -7211,7 +6975,6 @@ def _e_MeterInfoType(w, o):
             else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_MeterID = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of MeterID')
@@ -7229,7 +6992,6 @@ def _e_MeterInfoType(w, o):
                     if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c1_Multiplier - -3) << 1)
                     n += 6
-                    _c1_Multiplier = None
                     _c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -7243,7 +7005,6 @@ def _e_MeterInfoType(w, o):
                         if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
                         n += 11
-                        _c1_Unit = None
                         _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -7251,7 +7012,6 @@ def _e_MeterInfoType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c1_Value = None
                         _c1_s = 3
                     elif _c1_Value is not None:
                         el = 'MeterReading/Value'
@@ -7265,7 +7025,6 @@ def _e_MeterInfoType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c1_Value = None
                         _c1_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7273,10 +7032,8 @@ def _e_MeterInfoType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c1_Multiplier is not None or _c1_Unit is not None or _c1_Value is not None: raise _leftover(_c1_o)
                         _c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_MeterReading = None
                 s = 2
             elif v_SigMeterReading is not None:
                 el = 'SigMeterReading'
@@ -7288,7 +7045,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SigMeterReading = None
                 s = 3
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
@@ -7302,7 +7058,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -7316,12 +7071,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_TMeter = None
                 s = 5
             elif True:
                 v = (v << 3) | 4
                 n += 3
-                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_SigMeterReading is not None:
@@ -7334,7 +7087,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SigMeterReading = None
                 s = 3
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
@@ -7348,7 +7100,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -7362,12 +7113,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_TMeter = None
                 s = 5
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_MeterStatus is not None:
@@ -7382,7 +7131,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -7396,12 +7144,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_TMeter = None
                 s = 5
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if v_TMeter is not None:
@@ -7416,18 +7162,15 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_TMeter = None
                 s = 5
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                 s = -1
         if s == 5:
             if True:
                 v <<= 1
                 n += 1
-                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -7503,7 +7246,6 @@ def _e_NotificationType(w, o):
             if _i1 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
             v = (v << 5) | (_i1 << 1)
             n += 5
-            v_FaultCode = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of FaultCode')
@@ -7520,13 +7262,10 @@ def _e_NotificationType(w, o):
                 else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_FaultMsg = None
-                if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -7693,7 +7432,6 @@ def _e_PMaxScheduleEntryType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_start = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -7709,13 +7447,10 @@ def _e_PMaxScheduleEntryType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_duration = None
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
@@ -8240,7 +7975,6 @@ def _e_PMaxScheduleType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_c1_start = None
                     _c1_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of start')
@@ -8256,13 +7990,10 @@ def _e_PMaxScheduleType(w, o):
                         else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c1_c1_duration = None
-                        if _c1_c1_start is not None or _c1_c1_duration is not None: raise _leftover(_c1_c1_o)
                         _c1_c1_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c1_c1_start is not None or _c1_c1_duration is not None: raise _leftover(_c1_c1_o)
                         _c1_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 _c1_RelativeTimeInterval = None
@@ -8326,7 +8057,6 @@ def _e_PMaxScheduleType(w, o):
                         else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_c1_start = None
                         _c2_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of start')
@@ -8342,13 +8072,10 @@ def _e_PMaxScheduleType(w, o):
                             else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = w.v; n = w.n
                             v <<= 2
                             n += 2
-                            _c2_c1_duration = None
-                            if _c2_c1_start is not None or _c2_c1_duration is not None: raise _leftover(_c2_c1_o)
                             _c2_c1_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c2_c1_start is not None or _c2_c1_duration is not None: raise _leftover(_c2_c1_o)
                             _c2_c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     _c2_RelativeTimeInterval = None
@@ -8416,7 +8143,6 @@ def _e_PMaxScheduleType(w, o):
                             else: w.v = v; w.n = n; w.uint(_c3_c1_start); v = w.v; n = w.n
                             v <<= 1
                             n += 1
-                            _c3_c1_start = None
                             _c3_c1_s = 1
                         else:
                             raise EncodeError('missing content: expected one of start')
@@ -8432,13 +8158,10 @@ def _e_PMaxScheduleType(w, o):
                                 else: w.v = v; w.n = n; w.uint(_c3_c1_duration); v = w.v; n = w.n
                                 v <<= 2
                                 n += 2
-                                _c3_c1_duration = None
-                                if _c3_c1_start is not None or _c3_c1_duration is not None: raise _leftover(_c3_c1_o)
                                 _c3_c1_s = -1
                             elif True:
                                 v = (v << 2) | 1
                                 n += 2
-                                if _c3_c1_start is not None or _c3_c1_duration is not None: raise _leftover(_c3_c1_o)
                                 _c3_c1_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         _c3_RelativeTimeInterval = None
@@ -8981,7 +8704,6 @@ def _e_ParameterType(w, o):
                     if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                     n += 6
-                    _c2_Multiplier = None
                     _c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
@@ -8995,7 +8717,6 @@ def _e_ParameterType(w, o):
                         if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                         v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                         n += 11
-                        _c2_Unit = None
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9003,7 +8724,6 @@ def _e_ParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_Value = None
                         _c2_s = 3
                     elif _c2_Value is not None:
                         el = 'physicalValue/Value'
@@ -9017,7 +8737,6 @@ def _e_ParameterType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_Value = None
                         _c2_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -9025,7 +8744,6 @@ def _e_ParameterType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
@@ -9283,7 +9001,6 @@ def _e_PhysicalValueType(w, o):
             if not -3 <= v_Multiplier <= 3: raise EncodeError(f'value {v_Multiplier!r} outside [-3, 3]')
             v = (v << 6) | ((v_Multiplier - -3) << 1)
             n += 6
-            v_Multiplier = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Multiplier')
@@ -9297,7 +9014,6 @@ def _e_PhysicalValueType(w, o):
                 if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
                 v = (v << 11) | (_i1 << 4) | (v_Value < 0)
                 n += 11
-                v_Unit = None
                 _m = (-v_Value - 1 if v_Value < 0 else v_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9305,7 +9021,6 @@ def _e_PhysicalValueType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_Value = None
                 s = 3
             elif v_Value is not None:
                 el = 'Value'
@@ -9319,7 +9034,6 @@ def _e_PhysicalValueType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_Value = None
                 s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
@@ -9327,7 +9041,6 @@ def _e_PhysicalValueType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_Multiplier is not None or v_Unit is not None or v_Value is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -9424,7 +9137,6 @@ def _e_ProfileEntryType(w, o):
             if v_ChargingProfileEntryMaxPower < -32768 or v_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {v_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
             v = (v << 4) | (v_ChargingProfileEntryMaxPower < 0)
             n += 4
-            v_ChargingProfileEntryStart = None
             _m = (-v_ChargingProfileEntryMaxPower - 1 if v_ChargingProfileEntryMaxPower < 0 else v_ChargingProfileEntryMaxPower)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9432,8 +9144,6 @@ def _e_ProfileEntryType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_ChargingProfileEntryMaxPower = None
-            if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
         w.v = v; w.n = n
@@ -9540,7 +9250,6 @@ def _e_RelativeTimeIntervalType(w, o):
             else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_start = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of start')
@@ -9556,13 +9265,10 @@ def _e_RelativeTimeIntervalType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_duration = None
-                if v_start is not None or v_duration is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_start is not None or v_duration is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -9824,11 +9530,9 @@ def _e_SAScheduleListType(w, o):
                 el = 'SAScheduleTuple/PMaxSchedule'
                 v <<= 2
                 n += 2
-                _c1_SAScheduleTupleID = None
                 w.v = v; w.n = n
                 _e_PMaxScheduleType(w, _c1_PMaxSchedule)
                 v = w.v; n = w.n
-                _c1_PMaxSchedule = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID')
@@ -9842,13 +9546,10 @@ def _e_SAScheduleListType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_SalesTariff = None
-                    if _c1_SAScheduleTupleID is not None or _c1_PMaxSchedule is not None or _c1_SalesTariff is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SAScheduleTupleID is not None or _c1_PMaxSchedule is not None or _c1_SalesTariff is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SAScheduleTuple += 1
@@ -9878,11 +9579,9 @@ def _e_SAScheduleListType(w, o):
                     el = 'SAScheduleTuple/PMaxSchedule'
                     v <<= 2
                     n += 2
-                    _c2_SAScheduleTupleID = None
                     w.v = v; w.n = n
                     _e_PMaxScheduleType(w, _c2_PMaxSchedule)
                     v = w.v; n = w.n
-                    _c2_PMaxSchedule = None
                     _c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID')
@@ -9896,13 +9595,10 @@ def _e_SAScheduleListType(w, o):
                         v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_SalesTariff = None
-                        if _c2_SAScheduleTupleID is not None or _c2_PMaxSchedule is not None or _c2_SalesTariff is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c2_SAScheduleTupleID is not None or _c2_PMaxSchedule is not None or _c2_SalesTariff is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_SAScheduleTuple += 1
@@ -9936,11 +9632,9 @@ def _e_SAScheduleListType(w, o):
                         el = 'SAScheduleTuple/PMaxSchedule'
                         v <<= 2
                         n += 2
-                        _c3_SAScheduleTupleID = None
                         w.v = v; w.n = n
                         _e_PMaxScheduleType(w, _c3_PMaxSchedule)
                         v = w.v; n = w.n
-                        _c3_PMaxSchedule = None
                         _c3_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SAScheduleTupleID')
@@ -9954,13 +9648,10 @@ def _e_SAScheduleListType(w, o):
                             v = w.v; n = w.n
                             v <<= 1
                             n += 1
-                            _c3_SalesTariff = None
-                            if _c3_SAScheduleTupleID is not None or _c3_PMaxSchedule is not None or _c3_SalesTariff is not None: raise _leftover(_c3_o)
                             _c3_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c3_SAScheduleTupleID is not None or _c3_PMaxSchedule is not None or _c3_SalesTariff is not None: raise _leftover(_c3_o)
                             _c3_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_SAScheduleTuple += 1
@@ -10068,11 +9759,9 @@ def _e_SAScheduleTupleType(w, o):
             el = 'PMaxSchedule'
             v <<= 2
             n += 2
-            v_SAScheduleTupleID = None
             w.v = v; w.n = n
             _e_PMaxScheduleType(w, v_PMaxSchedule)
             v = w.v; n = w.n
-            v_PMaxSchedule = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of SAScheduleTupleID')
@@ -10086,13 +9775,10 @@ def _e_SAScheduleTupleType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SalesTariff = None
-                if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -10303,7 +9989,6 @@ def _e_SalesTariffEntryType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_start = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -10319,13 +10004,10 @@ def _e_SalesTariffEntryType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_duration = None
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
@@ -10930,7 +10612,6 @@ def _e_SelectedServiceListType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_ServiceID = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -10947,13 +10628,10 @@ def _e_SelectedServiceListType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_ParameterSetID = None
-                    if _c1_ServiceID is not None or _c1_ParameterSetID is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_ServiceID is not None or _c1_ParameterSetID is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SelectedService += 1
@@ -10979,7 +10657,6 @@ def _e_SelectedServiceListType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_ServiceID = None
                     _c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
@@ -10996,13 +10673,10 @@ def _e_SelectedServiceListType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c2_ParameterSetID = None
-                        if _c2_ServiceID is not None or _c2_ParameterSetID is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c2_ServiceID is not None or _c2_ParameterSetID is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_SelectedService += 1
@@ -11032,7 +10706,6 @@ def _e_SelectedServiceListType(w, o):
                         else: w.v = v; w.n = n; w.uint(_c3_ServiceID); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c3_ServiceID = None
                         _c3_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
@@ -11049,13 +10722,10 @@ def _e_SelectedServiceListType(w, o):
                             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             v <<= 2
                             n += 2
-                            _c3_ParameterSetID = None
-                            if _c3_ServiceID is not None or _c3_ParameterSetID is not None: raise _leftover(_c3_o)
                             _c3_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c3_ServiceID is not None or _c3_ParameterSetID is not None: raise _leftover(_c3_o)
                             _c3_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_SelectedService += 1
@@ -11172,7 +10842,6 @@ def _e_SelectedServiceType(w, o):
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ServiceID = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
@@ -11189,13 +10858,10 @@ def _e_SelectedServiceType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_ParameterSetID = None
-                if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -11367,7 +11033,6 @@ def _e_ServiceChargeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_ServiceID = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -11388,8 +11053,6 @@ def _e_ServiceChargeType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (_c1_i1 << 1)
                     n += 6
-                    _c1_ServiceName = None
-                    _c1_ServiceCategory = None
                     _c1_s = 3
                 elif _c1_ServiceCategory is not None:
                     el = 'ServiceTag/ServiceCategory'
@@ -11397,7 +11060,6 @@ def _e_ServiceChargeType(w, o):
                     if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
                     n += 6
-                    _c1_ServiceCategory = None
                     _c1_s = 3
                 else:
                     raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
@@ -11414,13 +11076,10 @@ def _e_ServiceChargeType(w, o):
                     else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_ServiceScope = None
-                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
@@ -11981,7 +11640,6 @@ def _e_ServiceTagListType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_c1_ServiceID = None
                 _c1_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -12002,8 +11660,6 @@ def _e_ServiceTagListType(w, o):
                     if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (_c1_c1_i1 << 1)
                     n += 6
-                    _c1_c1_ServiceName = None
-                    _c1_c1_ServiceCategory = None
                     _c1_c1_s = 3
                 elif _c1_c1_ServiceCategory is not None:
                     el = 'Service/ServiceTag/ServiceCategory'
@@ -12011,7 +11667,6 @@ def _e_ServiceTagListType(w, o):
                     if _c1_c1_i2 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (1 << 4) | (_c1_c1_i2 << 1)
                     n += 6
-                    _c1_c1_ServiceCategory = None
                     _c1_c1_s = 3
                 else:
                     raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
@@ -12028,13 +11683,10 @@ def _e_ServiceTagListType(w, o):
                     else: w.v = v; w.n = n; w.string(_c1_c1_ServiceScope); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_c1_ServiceScope = None
-                    if _c1_c1_ServiceID is not None or _c1_c1_ServiceName is not None or _c1_c1_ServiceCategory is not None or _c1_c1_ServiceScope is not None: raise _leftover(_c1_c1_o)
                     _c1_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_c1_ServiceID is not None or _c1_c1_ServiceName is not None or _c1_c1_ServiceCategory is not None or _c1_c1_ServiceScope is not None: raise _leftover(_c1_c1_o)
                     _c1_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
@@ -12072,7 +11724,6 @@ def _e_ServiceTagListType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c1_ServiceID = None
                     _c2_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
@@ -12093,8 +11744,6 @@ def _e_ServiceTagListType(w, o):
                         if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                         v = (v << 6) | (_c2_c1_i1 << 1)
                         n += 6
-                        _c2_c1_ServiceName = None
-                        _c2_c1_ServiceCategory = None
                         _c2_c1_s = 3
                     elif _c2_c1_ServiceCategory is not None:
                         el = 'Service/ServiceTag/ServiceCategory'
@@ -12102,7 +11751,6 @@ def _e_ServiceTagListType(w, o):
                         if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                         v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
                         n += 6
-                        _c2_c1_ServiceCategory = None
                         _c2_c1_s = 3
                     else:
                         raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
@@ -12119,13 +11767,10 @@ def _e_ServiceTagListType(w, o):
                         else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c2_c1_ServiceScope = None
-                        if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
                         _c2_c1_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
                         _c2_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
@@ -12167,7 +11812,6 @@ def _e_ServiceTagListType(w, o):
                         else: w.v = v; w.n = n; w.uint(_c3_c1_ServiceID); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c3_c1_ServiceID = None
                         _c3_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
@@ -12188,8 +11832,6 @@ def _e_ServiceTagListType(w, o):
                             if _c3_c1_i1 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                             v = (v << 6) | (_c3_c1_i1 << 1)
                             n += 6
-                            _c3_c1_ServiceName = None
-                            _c3_c1_ServiceCategory = None
                             _c3_c1_s = 3
                         elif _c3_c1_ServiceCategory is not None:
                             el = 'Service/ServiceTag/ServiceCategory'
@@ -12197,7 +11839,6 @@ def _e_ServiceTagListType(w, o):
                             if _c3_c1_i2 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                             v = (v << 6) | (1 << 4) | (_c3_c1_i2 << 1)
                             n += 6
-                            _c3_c1_ServiceCategory = None
                             _c3_c1_s = 3
                         else:
                             raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
@@ -12214,13 +11855,10 @@ def _e_ServiceTagListType(w, o):
                             else: w.v = v; w.n = n; w.string(_c3_c1_ServiceScope); v = w.v; n = w.n
                             v <<= 2
                             n += 2
-                            _c3_c1_ServiceScope = None
-                            if _c3_c1_ServiceID is not None or _c3_c1_ServiceName is not None or _c3_c1_ServiceCategory is not None or _c3_c1_ServiceScope is not None: raise _leftover(_c3_c1_o)
                             _c3_c1_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c3_c1_ServiceID is not None or _c3_c1_ServiceName is not None or _c3_c1_ServiceCategory is not None or _c3_c1_ServiceScope is not None: raise _leftover(_c3_c1_o)
                             _c3_c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (_c3_FreeService is not None): raise EncodeError('missing content: FreeService')
@@ -12376,7 +12014,6 @@ def _e_ServiceTagType(w, o):
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ServiceID = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
@@ -12397,8 +12034,6 @@ def _e_ServiceTagType(w, o):
                 if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (_i1 << 1)
                 n += 6
-                v_ServiceName = None
-                v_ServiceCategory = None
                 s = 3
             elif v_ServiceCategory is not None:
                 el = 'ServiceCategory'
@@ -12406,7 +12041,6 @@ def _e_ServiceTagType(w, o):
                 if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (1 << 4) | (_i2 << 1)
                 n += 6
-                v_ServiceCategory = None
                 s = 3
             else:
                 raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
@@ -12423,13 +12057,10 @@ def _e_ServiceTagType(w, o):
                 else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_ServiceScope = None
-                if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -12594,7 +12225,6 @@ def _e_ServiceType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_ServiceID = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -12615,8 +12245,6 @@ def _e_ServiceType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (_c1_i1 << 1)
                     n += 6
-                    _c1_ServiceName = None
-                    _c1_ServiceCategory = None
                     _c1_s = 3
                 elif _c1_ServiceCategory is not None:
                     el = 'ServiceTag/ServiceCategory'
@@ -12624,7 +12252,6 @@ def _e_ServiceType(w, o):
                     if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
                     n += 6
-                    _c1_ServiceCategory = None
                     _c1_s = 3
                 else:
                     raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
@@ -12641,13 +12268,10 @@ def _e_ServiceType(w, o):
                     else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_ServiceScope = None
-                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
@@ -12655,9 +12279,6 @@ def _e_ServiceType(w, o):
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
             v = (v << 5) | (v_FreeService << 2)
             n += 5
-            v_ServiceTag = None
-            v_FreeService = None
-            if v_ServiceTag is not None or v_FreeService is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ServiceTag')
         w.v = v; w.n = n

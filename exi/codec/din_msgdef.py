@@ -2425,7 +2425,6 @@ def _e_BodyType(w, o):
                 if _c2_c1_EVReady is not True and _c2_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVReady!r}')
                 v = (v << 4) | (_c2_c1_EVReady << 1)
                 n += 4
-                _c2_c1_EVReady = None
                 _c2_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
@@ -2435,14 +2434,12 @@ def _e_BodyType(w, o):
                     if _c2_c1_EVCabinConditioning is not True and _c2_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVCabinConditioning!r}')
                     v = (v << 5) | (_c2_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c2_c1_EVCabinConditioning = None
                     _c2_c1_s = 2
                 elif _c2_c1_EVRESSConditioning is not None:
                     el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
                     if _c2_c1_EVRESSConditioning is not True and _c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (1 << 3) | (_c2_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c2_c1_EVRESSConditioning = None
                     _c2_c1_s = 3
                 elif _c2_c1_EVErrorCode is not None:
                     el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
@@ -2450,7 +2447,6 @@ def _e_BodyType(w, o):
                     if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (2 << 6) | (_c2_c1_i1 << 1)
                     n += 8
-                    _c2_c1_EVErrorCode = None
                     _c2_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
@@ -2460,7 +2456,6 @@ def _e_BodyType(w, o):
                     if _c2_c1_EVRESSConditioning is not True and _c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (_c2_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c2_c1_EVRESSConditioning = None
                     _c2_c1_s = 3
                 elif _c2_c1_EVErrorCode is not None:
                     el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
@@ -2468,7 +2463,6 @@ def _e_BodyType(w, o):
                     if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (1 << 6) | (_c2_c1_i2 << 1)
                     n += 8
-                    _c2_c1_EVErrorCode = None
                     _c2_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
@@ -2479,7 +2473,6 @@ def _e_BodyType(w, o):
                     if _c2_c1_i3 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 7) | (_c2_c1_i3 << 1)
                     n += 7
-                    _c2_c1_EVErrorCode = None
                     _c2_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
@@ -2489,8 +2482,6 @@ def _e_BodyType(w, o):
                     if not 0 <= _c2_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 11) | (_c2_c1_EVRESSSOC << 2)
                     n += 11
-                    _c2_c1_EVRESSSOC = None
-                    if _c2_c1_EVReady is not None or _c2_c1_EVCabinConditioning is not None or _c2_c1_EVRESSConditioning is not None or _c2_c1_EVErrorCode is not None or _c2_c1_EVRESSSOC is not None: raise _leftover(_c2_c1_o)
                     _c2_c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
@@ -2528,8 +2519,6 @@ def _e_BodyType(w, o):
                 if _c3_c2_i2 is None: raise EncodeError(f'{_c3_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c3_c2_i1 << 8) | (_c3_c2_i2 << 1)
                 n += 13
-                _c3_c2_EVSEIsolationStatus = None
-                _c3_c2_EVSEStatusCode = None
                 _c3_c2_s = 2
             elif _c3_c2_EVSEStatusCode is not None:
                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
@@ -2537,7 +2526,6 @@ def _e_BodyType(w, o):
                 if _c3_c2_i3 is None: raise EncodeError(f'{_c3_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c3_c2_i3 << 1)
                 n += 8
-                _c3_c2_EVSEStatusCode = None
                 _c3_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
@@ -2557,9 +2545,6 @@ def _e_BodyType(w, o):
                     if _c3_c2_i4 is None: raise EncodeError(f'{_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_c3_c2_i4 << 2)
                     n += 7
-                    _c3_c2_NotificationMaxDelay = None
-                    _c3_c2_EVSENotification = None
-                    if _c3_c2_EVSEIsolationStatus is not None or _c3_c2_EVSEStatusCode is not None or _c3_c2_NotificationMaxDelay is not None or _c3_c2_EVSENotification is not None: raise _leftover(_c3_c2_o)
                     _c3_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -2594,14 +2579,12 @@ def _e_BodyType(w, o):
                 el = 'CertificateInstallationReq/OEMProvisioningCert'
                 v <<= 2
                 n += 2
-                _c4_Id = None
                 if len(_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c4_OEMProvisioningCert)} outside [0, 1200]')
                 _l = len(_c4_OEMProvisioningCert)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c4_OEMProvisioningCert); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c4_OEMProvisioningCert = None
                 _c4_s = 2
             elif _c4_OEMProvisioningCert is not None:
                 el = 'CertificateInstallationReq/OEMProvisioningCert'
@@ -2613,7 +2596,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c4_OEMProvisioningCert); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c4_OEMProvisioningCert = None
                 _c4_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
@@ -2629,15 +2611,12 @@ def _e_BodyType(w, o):
                     el = 'CertificateInstallationReq/DHParams'
                     v <<= 2
                     n += 2
-                    _c4_ListOfRootCertificateIDs = None
                     if len(_c4_DHParams) > 256: raise EncodeError(f'length {len(_c4_DHParams)} outside [0, 256]')
                     _l = len(_c4_DHParams)
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_DHParams, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c4_DHParams); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c4_DHParams = None
-                    if _c4_Id is not None or _c4_OEMProvisioningCert is not None or _c4_ListOfRootCertificateIDs is not None or _c4_DHParams is not None: raise _leftover(_c4_o)
                     _c4_s = -1
                 else:
                     raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
@@ -2683,7 +2662,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c5_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c5_c2_Certificate = None
                 _c5_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
@@ -2697,13 +2675,10 @@ def _e_BodyType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c5_c2_SubCertificates = None
-                    if _c5_c2_Certificate is not None or _c5_c2_SubCertificates is not None: raise _leftover(_c5_c2_o)
                     _c5_c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c5_c2_Certificate is not None or _c5_c2_SubCertificates is not None: raise _leftover(_c5_c2_o)
                     _c5_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c5_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
@@ -2785,7 +2760,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c6_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c6_c2_Certificate = None
                 _c6_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
@@ -2799,13 +2773,10 @@ def _e_BodyType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c6_c2_SubCertificates = None
-                    if _c6_c2_Certificate is not None or _c6_c2_SubCertificates is not None: raise _leftover(_c6_c2_o)
                     _c6_c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c6_c2_Certificate is not None or _c6_c2_SubCertificates is not None: raise _leftover(_c6_c2_o)
                     _c6_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c6_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
@@ -2898,7 +2869,6 @@ def _e_BodyType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c8_Id); v = w.v; n = w.n
-                _c8_Id = None
                 _c8_s = 1
             elif _c8_GenChallenge is not None:
                 el = 'ContractAuthenticationReq/GenChallenge'
@@ -2911,12 +2881,10 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.string(_c8_GenChallenge); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c8_GenChallenge = None
                 _c8_s = 2
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if _c8_Id is not None or _c8_GenChallenge is not None: raise _leftover(_c8_o)
                 _c8_s = -1
             if _c8_s == 1:
                 if _c8_GenChallenge is not None:
@@ -2930,18 +2898,15 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.string(_c8_GenChallenge); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c8_GenChallenge = None
                     _c8_s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c8_Id is not None or _c8_GenChallenge is not None: raise _leftover(_c8_o)
                     _c8_s = -1
             if _c8_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c8_Id is not None or _c8_GenChallenge is not None: raise _leftover(_c8_o)
                     _c8_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ContractAuthenticationReq = None
@@ -3003,14 +2968,12 @@ def _e_BodyType(w, o):
                 el = 'MeteringReceiptReq/SessionID'
                 v <<= 2
                 n += 2
-                _c10_Id = None
                 if len(_c10_SessionID) > 8: raise EncodeError(f'length {len(_c10_SessionID)} outside [0, 8]')
                 _l = len(_c10_SessionID)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c10_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c10_SessionID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c10_SessionID = None
                 _c10_s = 2
             elif _c10_SessionID is not None:
                 el = 'MeteringReceiptReq/SessionID'
@@ -3022,7 +2985,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c10_SessionID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c10_SessionID = None
                 _c10_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, SessionID')
@@ -3041,11 +3003,9 @@ def _e_BodyType(w, o):
                     el = 'MeteringReceiptReq/MeterInfo'
                     v <<= 2
                     n += 2
-                    _c10_SAScheduleTupleID = None
                     w.v = v; w.n = n
                     c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
                     v = w.v; n = w.n
-                    _c10_MeterInfo = None
                     _c10_s = 4
                 elif _c10_MeterInfo is not None:
                     el = 'MeteringReceiptReq/MeterInfo'
@@ -3054,7 +3014,6 @@ def _e_BodyType(w, o):
                     w.v = v; w.n = n
                     c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
                     v = w.v; n = w.n
-                    _c10_MeterInfo = None
                     _c10_s = 4
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
@@ -3062,7 +3021,6 @@ def _e_BodyType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c10_Id is not None or _c10_SessionID is not None or _c10_SAScheduleTupleID is not None or _c10_MeterInfo is not None: raise _leftover(_c10_o)
                     _c10_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_MeteringReceiptReq = None
@@ -3138,7 +3096,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c12_c1_Certificate = None
                 _c12_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
@@ -3152,13 +3109,10 @@ def _e_BodyType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c12_c1_SubCertificates = None
-                    if _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
                     _c12_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
                     _c12_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
@@ -3308,7 +3262,6 @@ def _e_BodyType(w, o):
                 if _c15_c1_EVReady is not True and _c15_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVReady!r}')
                 v = (v << 4) | (_c15_c1_EVReady << 1)
                 n += 4
-                _c15_c1_EVReady = None
                 _c15_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
@@ -3318,14 +3271,12 @@ def _e_BodyType(w, o):
                     if _c15_c1_EVCabinConditioning is not True and _c15_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVCabinConditioning!r}')
                     v = (v << 5) | (_c15_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c15_c1_EVCabinConditioning = None
                     _c15_c1_s = 2
                 elif _c15_c1_EVRESSConditioning is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
                     if _c15_c1_EVRESSConditioning is not True and _c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (1 << 3) | (_c15_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c15_c1_EVRESSConditioning = None
                     _c15_c1_s = 3
                 elif _c15_c1_EVErrorCode is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
@@ -3333,7 +3284,6 @@ def _e_BodyType(w, o):
                     if _c15_c1_i1 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (2 << 6) | (_c15_c1_i1 << 1)
                     n += 8
-                    _c15_c1_EVErrorCode = None
                     _c15_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
@@ -3343,7 +3293,6 @@ def _e_BodyType(w, o):
                     if _c15_c1_EVRESSConditioning is not True and _c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (_c15_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c15_c1_EVRESSConditioning = None
                     _c15_c1_s = 3
                 elif _c15_c1_EVErrorCode is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
@@ -3351,7 +3300,6 @@ def _e_BodyType(w, o):
                     if _c15_c1_i2 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (1 << 6) | (_c15_c1_i2 << 1)
                     n += 8
-                    _c15_c1_EVErrorCode = None
                     _c15_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
@@ -3362,7 +3310,6 @@ def _e_BodyType(w, o):
                     if _c15_c1_i3 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 7) | (_c15_c1_i3 << 1)
                     n += 7
-                    _c15_c1_EVErrorCode = None
                     _c15_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
@@ -3372,8 +3319,6 @@ def _e_BodyType(w, o):
                     if not 0 <= _c15_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c15_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 11) | (_c15_c1_EVRESSSOC << 2)
                     n += 11
-                    _c15_c1_EVRESSSOC = None
-                    if _c15_c1_EVReady is not None or _c15_c1_EVCabinConditioning is not None or _c15_c1_EVRESSConditioning is not None or _c15_c1_EVErrorCode is not None or _c15_c1_EVRESSSOC is not None: raise _leftover(_c15_c1_o)
                     _c15_c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
@@ -3391,7 +3336,6 @@ def _e_BodyType(w, o):
                 if not -3 <= _c15_c2_Multiplier <= 3: raise EncodeError(f'value {_c15_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c15_c2_Multiplier - -3) << 1)
                 n += 6
-                _c15_c2_Multiplier = None
                 _c15_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -3405,7 +3349,6 @@ def _e_BodyType(w, o):
                     if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: raise EncodeError(f'value {_c15_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c15_c2_i1 << 4) | (_c15_c2_Value < 0)
                     n += 11
-                    _c15_c2_Unit = None
                     _m = (-_c15_c2_Value - 1 if _c15_c2_Value < 0 else _c15_c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3413,7 +3356,6 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c15_c2_Value = None
                     _c15_c2_s = 3
                 elif _c15_c2_Value is not None:
                     el = 'PreChargeReq/EVTargetVoltage/Value'
@@ -3427,7 +3369,6 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c15_c2_Value = None
                     _c15_c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -3435,7 +3376,6 @@ def _e_BodyType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c15_c2_Multiplier is not None or _c15_c2_Unit is not None or _c15_c2_Value is not None: raise _leftover(_c15_c2_o)
                     _c15_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c15_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
@@ -3451,7 +3391,6 @@ def _e_BodyType(w, o):
                 if not -3 <= _c15_c3_Multiplier <= 3: raise EncodeError(f'value {_c15_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c15_c3_Multiplier - -3) << 1)
                 n += 6
-                _c15_c3_Multiplier = None
                 _c15_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -3465,7 +3404,6 @@ def _e_BodyType(w, o):
                     if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c15_c3_i1 << 4) | (_c15_c3_Value < 0)
                     n += 11
-                    _c15_c3_Unit = None
                     _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3473,7 +3411,6 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c15_c3_Value = None
                     _c15_c3_s = 3
                 elif _c15_c3_Value is not None:
                     el = 'PreChargeReq/EVTargetCurrent/Value'
@@ -3487,7 +3424,6 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c15_c3_Value = None
                     _c15_c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -3495,7 +3431,6 @@ def _e_BodyType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c15_c3_Multiplier is not None or _c15_c3_Unit is not None or _c15_c3_Value is not None: raise _leftover(_c15_c3_o)
                     _c15_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
@@ -3531,8 +3466,6 @@ def _e_BodyType(w, o):
                 if _c16_c2_i2 is None: raise EncodeError(f'{_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c16_c2_i1 << 8) | (_c16_c2_i2 << 1)
                 n += 13
-                _c16_c2_EVSEIsolationStatus = None
-                _c16_c2_EVSEStatusCode = None
                 _c16_c2_s = 2
             elif _c16_c2_EVSEStatusCode is not None:
                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
@@ -3540,7 +3473,6 @@ def _e_BodyType(w, o):
                 if _c16_c2_i3 is None: raise EncodeError(f'{_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c16_c2_i3 << 1)
                 n += 8
-                _c16_c2_EVSEStatusCode = None
                 _c16_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
@@ -3560,9 +3492,6 @@ def _e_BodyType(w, o):
                     if _c16_c2_i4 is None: raise EncodeError(f'{_c16_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_c16_c2_i4 << 2)
                     n += 7
-                    _c16_c2_NotificationMaxDelay = None
-                    _c16_c2_EVSENotification = None
-                    if _c16_c2_EVSEIsolationStatus is not None or _c16_c2_EVSEStatusCode is not None or _c16_c2_NotificationMaxDelay is not None or _c16_c2_EVSENotification is not None: raise _leftover(_c16_c2_o)
                     _c16_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -3580,7 +3509,6 @@ def _e_BodyType(w, o):
                 if not -3 <= _c16_c3_Multiplier <= 3: raise EncodeError(f'value {_c16_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c16_c3_Multiplier - -3) << 1)
                 n += 6
-                _c16_c3_Multiplier = None
                 _c16_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -3594,7 +3522,6 @@ def _e_BodyType(w, o):
                     if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c16_c3_i1 << 4) | (_c16_c3_Value < 0)
                     n += 11
-                    _c16_c3_Unit = None
                     _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3602,7 +3529,6 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c16_c3_Value = None
                     _c16_c3_s = 3
                 elif _c16_c3_Value is not None:
                     el = 'PreChargeRes/EVSEPresentVoltage/Value'
@@ -3616,7 +3542,6 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c16_c3_Value = None
                     _c16_c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -3624,7 +3549,6 @@ def _e_BodyType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c16_c3_Multiplier is not None or _c16_c3_Unit is not None or _c16_c3_Value is not None: raise _leftover(_c16_c3_o)
                     _c16_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
@@ -3665,14 +3589,12 @@ def _e_BodyType(w, o):
                 if _c18_ServiceID < 0 or _c18_ServiceID > 65535: raise EncodeError(f'value {_c18_ServiceID!r} outside [0, 65535]')
                 v = (v << 10) | (_c18_i1 << 3)
                 n += 10
-                _c18_ResponseCode = None
                 if _c18_ServiceID < 128: v = (v << 8) | _c18_ServiceID; n += 8
                 elif _c18_ServiceID < 16384: v = (v << 16) | ((_c18_ServiceID & 127) << 8) | 32768 | (_c18_ServiceID >> 7); n += 16
                 elif _c18_ServiceID < 2097152: v = (v << 24) | ((_c18_ServiceID & 127) << 16) | (((_c18_ServiceID >> 7) & 127) << 8) | 8421376 | (_c18_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c18_ServiceID = None
                 _c18_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
@@ -3686,13 +3608,10 @@ def _e_BodyType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c18_ServiceParameterList = None
-                    if _c18_ResponseCode is not None or _c18_ServiceID is not None or _c18_ServiceParameterList is not None: raise _leftover(_c18_o)
                     _c18_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c18_ResponseCode is not None or _c18_ServiceID is not None or _c18_ServiceParameterList is not None: raise _leftover(_c18_o)
                     _c18_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ServiceDetailRes = None
@@ -3716,7 +3635,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.string(_c19_ServiceScope); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c19_ServiceScope = None
                 _c19_s = 1
             elif _c19_ServiceCategory is not None:
                 el = 'ServiceDiscoveryReq/ServiceCategory'
@@ -3724,12 +3642,10 @@ def _e_BodyType(w, o):
                 if _c19_i1 is None: raise EncodeError(f'{_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (1 << 4) | (_c19_i1 << 1)
                 n += 6
-                _c19_ServiceCategory = None
                 _c19_s = 2
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if _c19_ServiceScope is not None or _c19_ServiceCategory is not None: raise _leftover(_c19_o)
                 _c19_s = -1
             if _c19_s == 1:
                 if _c19_ServiceCategory is not None:
@@ -3738,18 +3654,15 @@ def _e_BodyType(w, o):
                     if _c19_i2 is None: raise EncodeError(f'{_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (_c19_i2 << 1)
                     n += 6
-                    _c19_ServiceCategory = None
                     _c19_s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c19_ServiceScope is not None or _c19_ServiceCategory is not None: raise _leftover(_c19_o)
                     _c19_s = -1
             if _c19_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c19_ServiceScope is not None or _c19_ServiceCategory is not None: raise _leftover(_c19_o)
                     _c19_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ServiceDiscoveryReq = None
@@ -3827,14 +3740,12 @@ def _e_BodyType(w, o):
                 el = 'SessionSetupRes/EVSEID'
                 v = (v << 10) | (_c23_i1 << 3)
                 n += 10
-                _c23_ResponseCode = None
                 if len(_c23_EVSEID) > 32: raise EncodeError(f'length {len(_c23_EVSEID)} outside [0, 32]')
                 _l = len(_c23_EVSEID)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c23_EVSEID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c23_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c23_EVSEID = None
                 _c23_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
@@ -3851,13 +3762,10 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c23_DateTimeNow = None
-                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_DateTimeNow is not None: raise _leftover(_c23_o)
                     _c23_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_DateTimeNow is not None: raise _leftover(_c23_o)
                     _c23_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_SessionSetupRes = None
@@ -3900,7 +3808,6 @@ def _e_BodyType(w, o):
                 if _c26_c1_EVReady is not True and _c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVReady!r}')
                 v = (v << 4) | (_c26_c1_EVReady << 1)
                 n += 4
-                _c26_c1_EVReady = None
                 _c26_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
@@ -3910,14 +3817,12 @@ def _e_BodyType(w, o):
                     if _c26_c1_EVCabinConditioning is not True and _c26_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVCabinConditioning!r}')
                     v = (v << 5) | (_c26_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c26_c1_EVCabinConditioning = None
                     _c26_c1_s = 2
                 elif _c26_c1_EVRESSConditioning is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
                     if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (1 << 3) | (_c26_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c26_c1_EVRESSConditioning = None
                     _c26_c1_s = 3
                 elif _c26_c1_EVErrorCode is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
@@ -3925,7 +3830,6 @@ def _e_BodyType(w, o):
                     if _c26_c1_i1 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (2 << 6) | (_c26_c1_i1 << 1)
                     n += 8
-                    _c26_c1_EVErrorCode = None
                     _c26_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
@@ -3935,7 +3839,6 @@ def _e_BodyType(w, o):
                     if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
                     v = (v << 5) | (_c26_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c26_c1_EVRESSConditioning = None
                     _c26_c1_s = 3
                 elif _c26_c1_EVErrorCode is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
@@ -3943,7 +3846,6 @@ def _e_BodyType(w, o):
                     if _c26_c1_i2 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 8) | (1 << 6) | (_c26_c1_i2 << 1)
                     n += 8
-                    _c26_c1_EVErrorCode = None
                     _c26_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
@@ -3954,7 +3856,6 @@ def _e_BodyType(w, o):
                     if _c26_c1_i3 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     v = (v << 7) | (_c26_c1_i3 << 1)
                     n += 7
-                    _c26_c1_EVErrorCode = None
                     _c26_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
@@ -3964,8 +3865,6 @@ def _e_BodyType(w, o):
                     if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 11) | (_c26_c1_EVRESSSOC << 2)
                     n += 11
-                    _c26_c1_EVRESSSOC = None
-                    if _c26_c1_EVReady is not None or _c26_c1_EVCabinConditioning is not None or _c26_c1_EVRESSConditioning is not None or _c26_c1_EVErrorCode is not None or _c26_c1_EVRESSSOC is not None: raise _leftover(_c26_c1_o)
                     _c26_c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
@@ -4003,8 +3902,6 @@ def _e_BodyType(w, o):
                 if _c27_c2_i2 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c27_c2_i1 << 8) | (_c27_c2_i2 << 1)
                 n += 13
-                _c27_c2_EVSEIsolationStatus = None
-                _c27_c2_EVSEStatusCode = None
                 _c27_c2_s = 2
             elif _c27_c2_EVSEStatusCode is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
@@ -4012,7 +3909,6 @@ def _e_BodyType(w, o):
                 if _c27_c2_i3 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c27_c2_i3 << 1)
                 n += 8
-                _c27_c2_EVSEStatusCode = None
                 _c27_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
@@ -4032,9 +3928,6 @@ def _e_BodyType(w, o):
                     if _c27_c2_i4 is None: raise EncodeError(f'{_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_c27_c2_i4 << 2)
                     n += 7
-                    _c27_c2_NotificationMaxDelay = None
-                    _c27_c2_EVSENotification = None
-                    if _c27_c2_EVSEIsolationStatus is not None or _c27_c2_EVSEStatusCode is not None or _c27_c2_NotificationMaxDelay is not None or _c27_c2_EVSENotification is not None: raise _leftover(_c27_c2_o)
                     _c27_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -4052,7 +3945,6 @@ def _e_BodyType(w, o):
                 if not -3 <= _c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c27_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c27_c3_Multiplier - -3) << 1)
                 n += 6
-                _c27_c3_Multiplier = None
                 _c27_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
@@ -4066,7 +3958,6 @@ def _e_BodyType(w, o):
                     if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c27_c3_i1 << 4) | (_c27_c3_Value < 0)
                     n += 11
-                    _c27_c3_Unit = None
                     _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -4074,7 +3965,6 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c27_c3_Value = None
                     _c27_c3_s = 3
                 elif _c27_c3_Value is not None:
                     el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
@@ -4088,7 +3978,6 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c27_c3_Value = None
                     _c27_c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -4096,7 +3985,6 @@ def _e_BodyType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c27_c3_Multiplier is not None or _c27_c3_Unit is not None or _c27_c3_Value is not None: raise _leftover(_c27_c3_o)
                     _c27_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
@@ -4286,7 +4174,6 @@ def _e_V2G_Message(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_SessionID = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -4304,7 +4191,6 @@ def _e_V2G_Message(w, o):
                         if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
                         v = (v << 5) | (_c1_c1_i1 << 1)
                         n += 5
-                        _c1_c1_FaultCode = None
                         _c1_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of FaultCode')
@@ -4321,16 +4207,12 @@ def _e_V2G_Message(w, o):
                             else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
                             v <<= 2
                             n += 2
-                            _c1_c1_FaultMsg = None
-                            if _c1_c1_FaultCode is not None or _c1_c1_FaultMsg is not None: raise _leftover(_c1_c1_o)
                             _c1_c1_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c1_c1_FaultCode is not None or _c1_c1_FaultMsg is not None: raise _leftover(_c1_c1_o)
                             _c1_c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    _c1_Notification = None
                     _c1_s = 2
                 elif _c1_Signature is not None:
                     el = 'Header/Signature'
@@ -4339,12 +4221,10 @@ def _e_V2G_Message(w, o):
                     w.v = v; w.n = n
                     c_xmldsig._e_SignatureType(w, _c1_Signature)
                     v = w.v; n = w.n
-                    _c1_Signature = None
                     _c1_s = 3
                 elif True:
                     v = (v << 2) | 2
                     n += 2
-                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if _c1_s == 2:
                 if _c1_Signature is not None:
@@ -4354,32 +4234,26 @@ def _e_V2G_Message(w, o):
                     w.v = v; w.n = n
                     c_xmldsig._e_SignatureType(w, _c1_Signature)
                     v = w.v; n = w.n
-                    _c1_Signature = None
                     _c1_s = 3
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if _c1_s == 3:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_Body is not None): raise EncodeError('missing content: Body')
             el = 'Body'
             v <<= 1
             n += 1
-            v_Header = None
             w.v = v; w.n = n
             _e_BodyType(w, v_Body)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Body = None
-            if v_Header is not None or v_Body is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n

@@ -463,7 +463,6 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVMaximumChargePower = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVMaximumChargePower')
@@ -488,7 +487,6 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumChargePower_L2 = None
                 s = 2
             elif v_EVMaximumChargePower_L3 is not None:
                 el = 'EVMaximumChargePower_L3'
@@ -510,7 +508,6 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumChargePower_L3 = None
                 s = 3
             elif v_EVMinimumChargePower is not None:
                 el = 'EVMinimumChargePower'
@@ -532,7 +529,6 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumChargePower = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
@@ -557,7 +553,6 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumChargePower_L3 = None
                 s = 3
             elif v_EVMinimumChargePower is not None:
                 el = 'EVMinimumChargePower'
@@ -579,7 +574,6 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumChargePower = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVMaximumChargePower_L3, EVMinimumChargePower')
@@ -604,7 +598,6 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumChargePower = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVMinimumChargePower')
@@ -629,7 +622,6 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumChargePower_L2 = None
                 s = 5
             elif v_EVMinimumChargePower_L3 is not None:
                 el = 'EVMinimumChargePower_L3'
@@ -651,12 +643,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumChargePower_L3 = None
                 s = 6
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_EVMaximumChargePower is not None or v_EVMaximumChargePower_L2 is not None or v_EVMaximumChargePower_L3 is not None or v_EVMinimumChargePower is not None or v_EVMinimumChargePower_L2 is not None or v_EVMinimumChargePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 5:
             if v_EVMinimumChargePower_L3 is not None:
@@ -679,18 +669,15 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumChargePower_L3 = None
                 s = 6
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_EVMaximumChargePower is not None or v_EVMaximumChargePower_L2 is not None or v_EVMaximumChargePower_L3 is not None or v_EVMinimumChargePower is not None or v_EVMinimumChargePower_L2 is not None or v_EVMinimumChargePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 6:
             if True:
                 v <<= 1
                 n += 1
-                if v_EVMaximumChargePower is not None or v_EVMaximumChargePower_L2 is not None or v_EVMaximumChargePower_L3 is not None or v_EVMinimumChargePower is not None or v_EVMinimumChargePower_L2 is not None or v_EVMinimumChargePower_L3 is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -1852,7 +1839,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEMaximumChargePower = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
@@ -1877,7 +1863,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumChargePower_L2 = None
                 s = 2
             elif v_EVSEMaximumChargePower_L3 is not None:
                 el = 'EVSEMaximumChargePower_L3'
@@ -1899,7 +1884,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumChargePower_L3 = None
                 s = 3
             elif v_EVSEMinimumChargePower is not None:
                 el = 'EVSEMinimumChargePower'
@@ -1921,7 +1905,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMinimumChargePower = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L2, EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
@@ -1946,7 +1929,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumChargePower_L3 = None
                 s = 3
             elif v_EVSEMinimumChargePower is not None:
                 el = 'EVSEMinimumChargePower'
@@ -1968,7 +1950,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMinimumChargePower = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
@@ -1993,7 +1974,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMinimumChargePower = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEMinimumChargePower')
@@ -2018,7 +1998,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMinimumChargePower_L2 = None
                 s = 5
             elif v_EVSEMinimumChargePower_L3 is not None:
                 el = 'EVSEMinimumChargePower_L3'
@@ -2040,7 +2019,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMinimumChargePower_L3 = None
                 s = 6
             elif v_EVSENominalFrequency is not None:
                 el = 'EVSENominalFrequency'
@@ -2062,7 +2040,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSENominalFrequency = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVSEMinimumChargePower_L2, EVSEMinimumChargePower_L3, EVSENominalFrequency')
@@ -2087,7 +2064,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMinimumChargePower_L3 = None
                 s = 6
             elif v_EVSENominalFrequency is not None:
                 el = 'EVSENominalFrequency'
@@ -2109,7 +2085,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSENominalFrequency = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVSEMinimumChargePower_L3, EVSENominalFrequency')
@@ -2134,7 +2109,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSENominalFrequency = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVSENominalFrequency')
@@ -2159,7 +2133,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_MaximumPowerAsymmetry = None
                 s = 8
             elif v_EVSEPowerRampLimitation is not None:
                 el = 'EVSEPowerRampLimitation'
@@ -2181,7 +2154,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPowerRampLimitation = None
                 s = 9
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -2203,7 +2175,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 10
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -2225,7 +2196,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -2247,12 +2217,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 12
             elif True:
                 v = (v << 3) | 5
                 n += 3
-                if v_EVSEMaximumChargePower is not None or v_EVSEMaximumChargePower_L2 is not None or v_EVSEMaximumChargePower_L3 is not None or v_EVSEMinimumChargePower is not None or v_EVSEMinimumChargePower_L2 is not None or v_EVSEMinimumChargePower_L3 is not None or v_EVSENominalFrequency is not None or v_MaximumPowerAsymmetry is not None or v_EVSEPowerRampLimitation is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 8:
             if v_EVSEPowerRampLimitation is not None:
@@ -2275,7 +2243,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPowerRampLimitation = None
                 s = 9
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -2297,7 +2264,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 10
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -2319,7 +2285,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -2341,12 +2306,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 12
             elif True:
                 v = (v << 3) | 4
                 n += 3
-                if v_EVSEMaximumChargePower is not None or v_EVSEMaximumChargePower_L2 is not None or v_EVSEMaximumChargePower_L3 is not None or v_EVSEMinimumChargePower is not None or v_EVSEMinimumChargePower_L2 is not None or v_EVSEMinimumChargePower_L3 is not None or v_EVSENominalFrequency is not None or v_MaximumPowerAsymmetry is not None or v_EVSEPowerRampLimitation is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 9:
             if v_EVSEPresentActivePower is not None:
@@ -2369,7 +2332,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 10
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -2391,7 +2353,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -2413,12 +2374,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 12
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_EVSEMaximumChargePower is not None or v_EVSEMaximumChargePower_L2 is not None or v_EVSEMaximumChargePower_L3 is not None or v_EVSEMinimumChargePower is not None or v_EVSEMinimumChargePower_L2 is not None or v_EVSEMinimumChargePower_L3 is not None or v_EVSENominalFrequency is not None or v_MaximumPowerAsymmetry is not None or v_EVSEPowerRampLimitation is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 10:
             if v_EVSEPresentActivePower_L2 is not None:
@@ -2441,7 +2400,6 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -2463,12 +2421,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 12
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_EVSEMaximumChargePower is not None or v_EVSEMaximumChargePower_L2 is not None or v_EVSEMaximumChargePower_L3 is not None or v_EVSEMinimumChargePower is not None or v_EVSEMinimumChargePower_L2 is not None or v_EVSEMinimumChargePower_L3 is not None or v_EVSENominalFrequency is not None or v_MaximumPowerAsymmetry is not None or v_EVSEPowerRampLimitation is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 11:
             if v_EVSEPresentActivePower_L3 is not None:
@@ -2491,18 +2447,15 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 12
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_EVSEMaximumChargePower is not None or v_EVSEMaximumChargePower_L2 is not None or v_EVSEMaximumChargePower_L3 is not None or v_EVSEMinimumChargePower is not None or v_EVSEMinimumChargePower_L2 is not None or v_EVSEMinimumChargePower_L3 is not None or v_EVSENominalFrequency is not None or v_MaximumPowerAsymmetry is not None or v_EVSEPowerRampLimitation is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 12:
             if True:
                 v <<= 1
                 n += 1
-                if v_EVSEMaximumChargePower is not None or v_EVSEMaximumChargePower_L2 is not None or v_EVSEMaximumChargePower_L3 is not None or v_EVSEMinimumChargePower is not None or v_EVSEMinimumChargePower_L2 is not None or v_EVSEMinimumChargePower_L3 is not None or v_EVSENominalFrequency is not None or v_MaximumPowerAsymmetry is not None or v_EVSEPowerRampLimitation is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -2707,14 +2660,12 @@ def _e_AC_ChargeLoopReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -2728,13 +2679,10 @@ def _e_AC_ChargeLoopReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
@@ -3374,14 +3322,12 @@ def _e_AC_ChargeLoopResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -3395,13 +3341,10 @@ def _e_AC_ChargeLoopResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -3949,14 +3892,12 @@ def _e_AC_ChargeParameterDiscoveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -3970,13 +3911,10 @@ def _e_AC_ChargeParameterDiscoveryReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
@@ -4164,14 +4102,12 @@ def _e_AC_ChargeParameterDiscoveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -4185,13 +4121,10 @@ def _e_AC_ChargeParameterDiscoveryResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -23370,7 +23303,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetActivePower = None
             s = 1
         elif v_EVSETargetActivePower_L2 is not None:
             el = 'EVSETargetActivePower_L2'
@@ -23392,7 +23324,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetActivePower_L2 = None
             s = 2
         elif v_EVSETargetActivePower_L3 is not None:
             el = 'EVSETargetActivePower_L3'
@@ -23414,7 +23345,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetActivePower_L3 = None
             s = 3
         elif v_EVSETargetReactivePower is not None:
             el = 'EVSETargetReactivePower'
@@ -23436,7 +23366,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetReactivePower = None
             s = 4
         elif v_EVSETargetReactivePower_L2 is not None:
             el = 'EVSETargetReactivePower_L2'
@@ -23458,7 +23387,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetReactivePower_L2 = None
             s = 5
         elif v_EVSETargetReactivePower_L3 is not None:
             el = 'EVSETargetReactivePower_L3'
@@ -23480,7 +23408,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetReactivePower_L3 = None
             s = 6
         elif v_EVSEPresentActivePower is not None:
             el = 'EVSEPresentActivePower'
@@ -23502,7 +23429,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEPresentActivePower = None
             s = 7
         elif v_EVSEPresentActivePower_L2 is not None:
             el = 'EVSEPresentActivePower_L2'
@@ -23524,7 +23450,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEPresentActivePower_L2 = None
             s = 8
         elif v_EVSEPresentActivePower_L3 is not None:
             el = 'EVSEPresentActivePower_L3'
@@ -23546,12 +23471,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEPresentActivePower_L3 = None
             s = 9
         elif True:
             v = (v << 4) | 9
             n += 4
-            if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_EVSETargetActivePower_L2 is not None:
@@ -23574,7 +23497,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetActivePower_L2 = None
                 s = 2
             elif v_EVSETargetActivePower_L3 is not None:
                 el = 'EVSETargetActivePower_L3'
@@ -23596,7 +23518,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetActivePower_L3 = None
                 s = 3
             elif v_EVSETargetReactivePower is not None:
                 el = 'EVSETargetReactivePower'
@@ -23618,7 +23539,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower = None
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -23640,7 +23560,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L2 = None
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -23662,7 +23581,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L3 = None
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -23684,7 +23602,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -23706,7 +23623,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -23728,12 +23644,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 4) | 8
                 n += 4
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_EVSETargetActivePower_L3 is not None:
@@ -23756,7 +23670,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetActivePower_L3 = None
                 s = 3
             elif v_EVSETargetReactivePower is not None:
                 el = 'EVSETargetReactivePower'
@@ -23778,7 +23691,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower = None
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -23800,7 +23712,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L2 = None
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -23822,7 +23733,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L3 = None
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -23844,7 +23754,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -23866,7 +23775,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -23888,12 +23796,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 4) | 7
                 n += 4
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_EVSETargetReactivePower is not None:
@@ -23916,7 +23822,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower = None
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -23938,7 +23843,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L2 = None
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -23960,7 +23864,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L3 = None
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -23982,7 +23885,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -24004,7 +23906,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24026,12 +23927,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 3) | 6
                 n += 3
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if v_EVSETargetReactivePower_L2 is not None:
@@ -24054,7 +23953,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L2 = None
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -24076,7 +23974,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L3 = None
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -24098,7 +23995,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -24120,7 +24016,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24142,12 +24037,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 3) | 5
                 n += 3
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 5:
             if v_EVSETargetReactivePower_L3 is not None:
@@ -24170,7 +24063,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L3 = None
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -24192,7 +24084,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -24214,7 +24105,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24236,12 +24126,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 3) | 4
                 n += 3
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 6:
             if v_EVSEPresentActivePower is not None:
@@ -24264,7 +24152,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -24286,7 +24173,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24308,12 +24194,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 7:
             if v_EVSEPresentActivePower_L2 is not None:
@@ -24336,7 +24220,6 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24358,12 +24241,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 8:
             if v_EVSEPresentActivePower_L3 is not None:
@@ -24386,18 +24267,15 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 9:
             if True:
                 v <<= 1
                 n += 1
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -35093,7 +34971,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetActivePower = None
             s = 1
         elif v_EVSETargetActivePower_L2 is not None:
             el = 'EVSETargetActivePower_L2'
@@ -35115,7 +34992,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetActivePower_L2 = None
             s = 2
         elif v_EVSETargetActivePower_L3 is not None:
             el = 'EVSETargetActivePower_L3'
@@ -35137,7 +35013,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetActivePower_L3 = None
             s = 3
         elif v_EVSETargetReactivePower is not None:
             el = 'EVSETargetReactivePower'
@@ -35159,7 +35034,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetReactivePower = None
             s = 4
         elif v_EVSETargetReactivePower_L2 is not None:
             el = 'EVSETargetReactivePower_L2'
@@ -35181,7 +35055,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetReactivePower_L2 = None
             s = 5
         elif v_EVSETargetReactivePower_L3 is not None:
             el = 'EVSETargetReactivePower_L3'
@@ -35203,7 +35076,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETargetReactivePower_L3 = None
             s = 6
         elif v_EVSEPresentActivePower is not None:
             el = 'EVSEPresentActivePower'
@@ -35225,7 +35097,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEPresentActivePower = None
             s = 7
         elif v_EVSEPresentActivePower_L2 is not None:
             el = 'EVSEPresentActivePower_L2'
@@ -35247,7 +35118,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEPresentActivePower_L2 = None
             s = 8
         elif v_EVSEPresentActivePower_L3 is not None:
             el = 'EVSEPresentActivePower_L3'
@@ -35269,12 +35139,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEPresentActivePower_L3 = None
             s = 9
         elif True:
             v = (v << 4) | 9
             n += 4
-            if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_EVSETargetActivePower_L2 is not None:
@@ -35297,7 +35165,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetActivePower_L2 = None
                 s = 2
             elif v_EVSETargetActivePower_L3 is not None:
                 el = 'EVSETargetActivePower_L3'
@@ -35319,7 +35186,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetActivePower_L3 = None
                 s = 3
             elif v_EVSETargetReactivePower is not None:
                 el = 'EVSETargetReactivePower'
@@ -35341,7 +35207,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower = None
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -35363,7 +35228,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L2 = None
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -35385,7 +35249,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L3 = None
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -35407,7 +35270,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -35429,7 +35291,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -35451,12 +35312,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 4) | 8
                 n += 4
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_EVSETargetActivePower_L3 is not None:
@@ -35479,7 +35338,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetActivePower_L3 = None
                 s = 3
             elif v_EVSETargetReactivePower is not None:
                 el = 'EVSETargetReactivePower'
@@ -35501,7 +35359,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower = None
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -35523,7 +35380,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L2 = None
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -35545,7 +35401,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L3 = None
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -35567,7 +35422,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -35589,7 +35443,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -35611,12 +35464,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 4) | 7
                 n += 4
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_EVSETargetReactivePower is not None:
@@ -35639,7 +35490,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower = None
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -35661,7 +35511,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L2 = None
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -35683,7 +35532,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L3 = None
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -35705,7 +35553,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -35727,7 +35574,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -35749,12 +35595,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 3) | 6
                 n += 3
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if v_EVSETargetReactivePower_L2 is not None:
@@ -35777,7 +35621,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L2 = None
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -35799,7 +35642,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L3 = None
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -35821,7 +35663,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -35843,7 +35684,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -35865,12 +35705,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 3) | 5
                 n += 3
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 5:
             if v_EVSETargetReactivePower_L3 is not None:
@@ -35893,7 +35731,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETargetReactivePower_L3 = None
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -35915,7 +35752,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -35937,7 +35773,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -35959,12 +35794,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 3) | 4
                 n += 3
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 6:
             if v_EVSEPresentActivePower is not None:
@@ -35987,7 +35820,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower = None
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -36009,7 +35841,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -36031,12 +35862,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 7:
             if v_EVSEPresentActivePower_L2 is not None:
@@ -36059,7 +35888,6 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L2 = None
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -36081,12 +35909,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 8:
             if v_EVSEPresentActivePower_L3 is not None:
@@ -36109,18 +35935,15 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPresentActivePower_L3 = None
                 s = 9
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 9:
             if True:
                 v <<= 1
                 n += 1
-                if v_EVSETargetActivePower is not None or v_EVSETargetActivePower_L2 is not None or v_EVSETargetActivePower_L3 is not None or v_EVSETargetReactivePower is not None or v_EVSETargetReactivePower_L2 is not None or v_EVSETargetReactivePower_L3 is not None or v_EVSEPresentActivePower is not None or v_EVSEPresentActivePower_L2 is not None or v_EVSEPresentActivePower_L3 is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()

@@ -142,14 +142,12 @@ def _e_ACDP_ConnectReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -163,13 +161,10 @@ def _e_ACDP_ConnectReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVElectricalChargingDeviceStatus is not None): raise EncodeError('missing content: EVElectricalChargingDeviceStatus')
@@ -326,14 +321,12 @@ def _e_ACDP_ConnectResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -347,13 +340,10 @@ def _e_ACDP_ConnectResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -508,14 +498,12 @@ def _e_ACDP_SystemStatusReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -529,13 +517,10 @@ def _e_ACDP_SystemStatusReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTechnicalStatus is not None): raise EncodeError('missing content: EVTechnicalStatus')
@@ -723,14 +708,12 @@ def _e_ACDP_SystemStatusResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -744,13 +727,10 @@ def _e_ACDP_SystemStatusResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -929,14 +909,12 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -950,13 +928,10 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMobilityStatus is not None): raise EncodeError('missing content: EVMobilityStatus')
@@ -1230,14 +1205,12 @@ def _e_ACDP_VehiclePositioningResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1251,13 +1224,10 @@ def _e_ACDP_VehiclePositioningResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -1695,8 +1665,6 @@ def _e_EVTechnicalStatusType(w, o):
             if v_EVImmobilizationRequest is not True and v_EVImmobilizationRequest is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilizationRequest!r}')
             v = (v << 8) | (v_EVReadyToCharge << 5) | (v_EVImmobilizationRequest << 1)
             n += 8
-            v_EVReadyToCharge = None
-            v_EVImmobilizationRequest = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of EVReadyToCharge')
@@ -1706,7 +1674,6 @@ def _e_EVTechnicalStatusType(w, o):
                 if v_EVImmobilized is not True and v_EVImmobilized is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilized!r}')
                 v = (v << 6) | (v_EVImmobilized << 1)
                 n += 6
-                v_EVImmobilized = None
                 s = 3
             elif v_EVWLANStrength is not None:
                 el = 'EVWLANStrength'
@@ -1728,7 +1695,6 @@ def _e_EVTechnicalStatusType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVWLANStrength = None
                 s = 4
             elif v_EVCPStatus is not None:
                 el = 'EVCPStatus'
@@ -1736,14 +1702,12 @@ def _e_EVTechnicalStatusType(w, o):
                 if _i2 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
                 v = (v << 8) | (2 << 5) | (_i2 << 1)
                 n += 8
-                v_EVCPStatus = None
                 s = 5
             elif v_EVSOC is not None:
                 el = 'EVSOC'
                 if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
                 v = (v << 12) | (3 << 9) | (v_EVSOC << 1)
                 n += 12
-                v_EVSOC = None
                 s = 6
             elif v_EVErrorCode is not None:
                 el = 'EVErrorCode'
@@ -1751,19 +1715,16 @@ def _e_EVTechnicalStatusType(w, o):
                 if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
                 v = (v << 9) | (4 << 6) | (_i3 << 1)
                 n += 9
-                v_EVErrorCode = None
                 s = 7
             elif v_EVTimeout is not None:
                 el = 'EVTimeout'
                 if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
                 v = (v << 6) | (5 << 3) | (v_EVTimeout << 1)
                 n += 6
-                v_EVTimeout = None
                 s = 8
             elif True:
                 v = (v << 3) | 6
                 n += 3
-                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_EVWLANStrength is not None:
@@ -1786,7 +1747,6 @@ def _e_EVTechnicalStatusType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVWLANStrength = None
                 s = 4
             elif v_EVCPStatus is not None:
                 el = 'EVCPStatus'
@@ -1794,14 +1754,12 @@ def _e_EVTechnicalStatusType(w, o):
                 if _i5 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
                 v = (v << 8) | (1 << 5) | (_i5 << 1)
                 n += 8
-                v_EVCPStatus = None
                 s = 5
             elif v_EVSOC is not None:
                 el = 'EVSOC'
                 if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
                 v = (v << 12) | (2 << 9) | (v_EVSOC << 1)
                 n += 12
-                v_EVSOC = None
                 s = 6
             elif v_EVErrorCode is not None:
                 el = 'EVErrorCode'
@@ -1809,19 +1767,16 @@ def _e_EVTechnicalStatusType(w, o):
                 if _i6 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
                 v = (v << 9) | (3 << 6) | (_i6 << 1)
                 n += 9
-                v_EVErrorCode = None
                 s = 7
             elif v_EVTimeout is not None:
                 el = 'EVTimeout'
                 if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
                 v = (v << 6) | (4 << 3) | (v_EVTimeout << 1)
                 n += 6
-                v_EVTimeout = None
                 s = 8
             elif True:
                 v = (v << 3) | 5
                 n += 3
-                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if v_EVCPStatus is not None:
@@ -1830,14 +1785,12 @@ def _e_EVTechnicalStatusType(w, o):
                 if _i7 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
                 v = (v << 8) | (_i7 << 1)
                 n += 8
-                v_EVCPStatus = None
                 s = 5
             elif v_EVSOC is not None:
                 el = 'EVSOC'
                 if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
                 v = (v << 12) | (1 << 9) | (v_EVSOC << 1)
                 n += 12
-                v_EVSOC = None
                 s = 6
             elif v_EVErrorCode is not None:
                 el = 'EVErrorCode'
@@ -1845,19 +1798,16 @@ def _e_EVTechnicalStatusType(w, o):
                 if _i8 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
                 v = (v << 9) | (2 << 6) | (_i8 << 1)
                 n += 9
-                v_EVErrorCode = None
                 s = 7
             elif v_EVTimeout is not None:
                 el = 'EVTimeout'
                 if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
                 v = (v << 6) | (3 << 3) | (v_EVTimeout << 1)
                 n += 6
-                v_EVTimeout = None
                 s = 8
             elif True:
                 v = (v << 3) | 4
                 n += 3
-                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                 s = -1
         if s == 5:
             if v_EVSOC is not None:
@@ -1865,7 +1815,6 @@ def _e_EVTechnicalStatusType(w, o):
                 if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
                 v = (v << 12) | (v_EVSOC << 1)
                 n += 12
-                v_EVSOC = None
                 s = 6
             elif v_EVErrorCode is not None:
                 el = 'EVErrorCode'
@@ -1873,19 +1822,16 @@ def _e_EVTechnicalStatusType(w, o):
                 if _i9 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
                 v = (v << 9) | (1 << 6) | (_i9 << 1)
                 n += 9
-                v_EVErrorCode = None
                 s = 7
             elif v_EVTimeout is not None:
                 el = 'EVTimeout'
                 if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
                 v = (v << 6) | (2 << 3) | (v_EVTimeout << 1)
                 n += 6
-                v_EVTimeout = None
                 s = 8
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                 s = -1
         if s == 6:
             if v_EVErrorCode is not None:
@@ -1894,19 +1840,16 @@ def _e_EVTechnicalStatusType(w, o):
                 if _i10 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
                 v = (v << 8) | (_i10 << 1)
                 n += 8
-                v_EVErrorCode = None
                 s = 7
             elif v_EVTimeout is not None:
                 el = 'EVTimeout'
                 if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
                 v = (v << 5) | (1 << 3) | (v_EVTimeout << 1)
                 n += 5
-                v_EVTimeout = None
                 s = 8
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                 s = -1
         if s == 7:
             if v_EVTimeout is not None:
@@ -1914,18 +1857,15 @@ def _e_EVTechnicalStatusType(w, o):
                 if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
                 v = (v << 5) | (v_EVTimeout << 1)
                 n += 5
-                v_EVTimeout = None
                 s = 8
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                 s = -1
         if s == 8:
             if True:
                 v <<= 1
                 n += 1
-                if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()

@@ -1172,7 +1172,6 @@ def _e_AdditionalServiceType(w, o):
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
-            v_ServiceName = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -1180,8 +1179,6 @@ def _e_AdditionalServiceType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_ServiceFee = None
-            if v_ServiceName is not None or v_ServiceFee is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ServiceName')
         w.v = v; w.n = n
@@ -1383,14 +1380,12 @@ def _e_AuthorizationReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1404,13 +1399,10 @@ def _e_AuthorizationReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SelectedAuthorizationService is not None): raise EncodeError('missing content: SelectedAuthorizationService')
@@ -1614,14 +1606,12 @@ def _e_AuthorizationResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1635,13 +1625,10 @@ def _e_AuthorizationResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -1776,14 +1763,12 @@ def _e_AuthorizationSetupReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1797,19 +1782,14 @@ def _e_AuthorizationSetupReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Header = None
-            if v_Header is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
@@ -2039,14 +2019,12 @@ def _e_AuthorizationSetupResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -2060,13 +2038,10 @@ def _e_AuthorizationSetupResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -2135,7 +2110,6 @@ def _e_AuthorizationSetupResType(w, o):
                     else: w.v = v; w.n = n; w.binary(_c6_GenChallenge); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c6_GenChallenge = None
                     _c6_s = 1
                 else:
                     raise EncodeError('missing content: expected one of GenChallenge')
@@ -2149,13 +2123,10 @@ def _e_AuthorizationSetupResType(w, o):
                         v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c6_SupportedProviders = None
-                        if _c6_GenChallenge is not None or _c6_SupportedProviders is not None: raise _leftover(_c6_o)
                         _c6_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c6_GenChallenge is not None or _c6_SupportedProviders is not None: raise _leftover(_c6_o)
                         _c6_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
@@ -2244,7 +2215,6 @@ def _e_CertificateChainType(w, o):
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Certificate = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Certificate')
@@ -2258,13 +2228,10 @@ def _e_CertificateChainType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SubCertificates = None
-                if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -2481,14 +2448,12 @@ def _e_CertificateInstallationReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -2502,13 +2467,10 @@ def _e_CertificateInstallationReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_OEMProvisioningCertificateChain is not None): raise EncodeError('missing content: OEMProvisioningCertificateChain')
@@ -2533,14 +2495,12 @@ def _e_CertificateInstallationReqType(w, o):
                 el = 'OEMProvisioningCertificateChain/Certificate'
                 v <<= 2
                 n += 2
-                _c2_Id = None
                 if len(_c2_Certificate) > 1600: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 1600]')
                 _l = len(_c2_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_Certificate = None
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id')
@@ -2554,13 +2514,10 @@ def _e_CertificateInstallationReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_SubCertificates = None
-                    if _c2_Id is not None or _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c2_Id is not None or _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
@@ -2798,14 +2755,12 @@ def _e_CertificateInstallationResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -2819,13 +2774,10 @@ def _e_CertificateInstallationResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -2856,7 +2808,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c4_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c4_Certificate = None
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
@@ -2870,13 +2821,10 @@ def _e_CertificateInstallationResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c4_SubCertificates = None
-                    if _c4_Certificate is not None or _c4_SubCertificates is not None: raise _leftover(_c4_o)
                     _c4_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c4_Certificate is not None or _c4_SubCertificates is not None: raise _leftover(_c4_o)
                     _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SignedInstallationData is not None): raise EncodeError('missing content: SignedInstallationData')
@@ -3077,14 +3025,11 @@ def _e_ContractCertificateChainType(w, o):
             el = 'SubCertificates'
             v <<= 2
             n += 2
-            v_Certificate = None
             w.v = v; w.n = n
             _e_SubCertificatesType(w, v_SubCertificates)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SubCertificates = None
-            if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Certificate')
         w.v = v; w.n = n
@@ -3546,7 +3491,6 @@ def _e_Dynamic_SEReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_DepartureTime = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of DepartureTime')
@@ -3556,14 +3500,12 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
                 v = (v << 11) | (v_MinimumSOC << 1)
                 n += 11
-                v_MinimumSOC = None
                 s = 2
             elif v_TargetSOC is not None:
                 el = 'TargetSOC'
                 if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
                 v = (v << 11) | (1 << 9) | (v_TargetSOC << 1)
                 n += 11
-                v_TargetSOC = None
                 s = 3
             elif v_EVTargetEnergyRequest is not None:
                 el = 'EVTargetEnergyRequest'
@@ -3585,7 +3527,6 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVTargetEnergyRequest = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of MinimumSOC, TargetSOC, EVTargetEnergyRequest')
@@ -3595,7 +3536,6 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
                 v = (v << 11) | (v_TargetSOC << 1)
                 n += 11
-                v_TargetSOC = None
                 s = 3
             elif v_EVTargetEnergyRequest is not None:
                 el = 'EVTargetEnergyRequest'
@@ -3617,7 +3557,6 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVTargetEnergyRequest = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of TargetSOC, EVTargetEnergyRequest')
@@ -3642,7 +3581,6 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVTargetEnergyRequest = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
@@ -3678,7 +3616,6 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
-                v_EVMaximumEnergyRequest = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3686,7 +3623,6 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumEnergyRequest = None
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
@@ -3711,7 +3647,6 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumV2XEnergyRequest = None
                 s = 7
             elif v_EVMinimumV2XEnergyRequest is not None:
                 el = 'EVMinimumV2XEnergyRequest'
@@ -3733,12 +3668,10 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumV2XEnergyRequest = None
                 s = 8
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVMaximumV2XEnergyRequest is not None or v_EVMinimumV2XEnergyRequest is not None: raise _leftover(o)
                 s = -1
         if s == 7:
             if v_EVMinimumV2XEnergyRequest is not None:
@@ -3761,18 +3694,15 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumV2XEnergyRequest = None
                 s = 8
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVMaximumV2XEnergyRequest is not None or v_EVMinimumV2XEnergyRequest is not None: raise _leftover(o)
                 s = -1
         if s == 8:
             if True:
                 v <<= 1
                 n += 1
-                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVMaximumV2XEnergyRequest is not None or v_EVMinimumV2XEnergyRequest is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -4475,7 +4405,6 @@ def _e_EVAbsolutePriceScheduleType(w, o):
             el = 'Currency'
             v <<= 3
             n += 3
-            v_TimeAnchor = None
             if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
             _l = len(v_Currency)
             if _l < 126 and v_Currency.isascii():
@@ -4486,7 +4415,6 @@ def _e_EVAbsolutePriceScheduleType(w, o):
             el = 'PriceAlgorithm'
             v <<= 3
             n += 3
-            v_Currency = None
             if len(v_PriceAlgorithm) > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
             _l = len(v_PriceAlgorithm)
             if _l < 126 and v_PriceAlgorithm.isascii():
@@ -4497,14 +4425,11 @@ def _e_EVAbsolutePriceScheduleType(w, o):
             el = 'EVPriceRuleStacks'
             v <<= 2
             n += 2
-            v_PriceAlgorithm = None
             w.v = v; w.n = n
             _e_EVPriceRuleStackListType(w, v_EVPriceRuleStacks)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_EVPriceRuleStacks = None
-            if v_TimeAnchor is not None or v_Currency is not None or v_PriceAlgorithm is not None or v_EVPriceRuleStacks is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
         w.v = v; w.n = n
@@ -4678,7 +4603,6 @@ def _e_EVEnergyOfferType(w, o):
             if _c2_TimeAnchor < 0 or _c2_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c2_TimeAnchor!r} outside [0, 18446744073709551615]')
             v <<= 4
             n += 4
-            v_EVPowerSchedule = None
             if _c2_TimeAnchor < 128: v = (v << 8) | _c2_TimeAnchor; n += 8
             elif _c2_TimeAnchor < 16384: v = (v << 16) | ((_c2_TimeAnchor & 127) << 8) | 32768 | (_c2_TimeAnchor >> 7); n += 16
             elif _c2_TimeAnchor < 2097152: v = (v << 24) | ((_c2_TimeAnchor & 127) << 16) | (((_c2_TimeAnchor >> 7) & 127) << 8) | 8421376 | (_c2_TimeAnchor >> 14); n += 24
@@ -4712,8 +4636,6 @@ def _e_EVEnergyOfferType(w, o):
             v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVAbsolutePriceSchedule = None
-            if v_EVPowerSchedule is not None or v_EVAbsolutePriceSchedule is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of EVPowerSchedule')
         w.v = v; w.n = n
@@ -5008,7 +4930,6 @@ def _e_EVPowerProfileType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_SelectedScheduleTupleID = None
                     _c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
@@ -5019,13 +4940,10 @@ def _e_EVPowerProfileType(w, o):
                         if _c2_i1 is None: raise EncodeError(f'{_c2_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
                         v = (v << 6) | (_c2_i1 << 2)
                         n += 6
-                        _c2_PowerToleranceAcceptance = None
-                        if _c2_SelectedScheduleTupleID is not None or _c2_PowerToleranceAcceptance is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c2_SelectedScheduleTupleID is not None or _c2_PowerToleranceAcceptance is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (v_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
@@ -5419,7 +5337,6 @@ def _e_EVPowerScheduleEntryType(w, o):
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
-            v_Duration = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5427,8 +5344,6 @@ def _e_EVPowerScheduleEntryType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_Power = None
-            if v_Duration is not None or v_Power is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Duration')
         w.v = v; w.n = n
@@ -5506,14 +5421,11 @@ def _e_EVPowerScheduleType(w, o):
             el = 'EVPowerScheduleEntries'
             v <<= 2
             n += 2
-            v_TimeAnchor = None
             w.v = v; w.n = n
             _e_EVPowerScheduleEntryListType(w, v_EVPowerScheduleEntries)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_EVPowerScheduleEntries = None
-            if v_TimeAnchor is not None or v_EVPowerScheduleEntries is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
         w.v = v; w.n = n
@@ -6078,7 +5990,6 @@ def _e_EVPriceRuleType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
-            v_EnergyFee = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -6086,8 +5997,6 @@ def _e_EVPriceRuleType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_PowerRangeStart = None
-            if v_EnergyFee is not None or v_PowerRangeStart is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of EnergyFee')
         w.v = v; w.n = n
@@ -6216,14 +6125,12 @@ def _e_MeteringConfirmationReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -6237,13 +6144,10 @@ def _e_MeteringConfirmationReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SignedMeteringData is not None): raise EncodeError('missing content: SignedMeteringData')
@@ -6384,14 +6288,12 @@ def _e_MeteringConfirmationResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -6405,13 +6307,10 @@ def _e_MeteringConfirmationResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -6926,14 +6825,12 @@ def _e_OverstayRuleType(w, o):
             if v_StartTime < 0 or v_StartTime > 4294967295: raise EncodeError(f'value {v_StartTime!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            v_OverstayRuleDescription = None
             if v_StartTime < 128: v = (v << 8) | v_StartTime; n += 8
             elif v_StartTime < 16384: v = (v << 16) | ((v_StartTime & 127) << 8) | 32768 | (v_StartTime >> 7); n += 16
             elif v_StartTime < 2097152: v = (v << 24) | ((v_StartTime & 127) << 16) | (((v_StartTime >> 7) & 127) << 8) | 8421376 | (v_StartTime >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_StartTime); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_StartTime = None
             s = 2
         elif v_StartTime is not None:
             el = 'StartTime'
@@ -6946,7 +6843,6 @@ def _e_OverstayRuleType(w, o):
             else: w.v = v; w.n = n; w.uint(v_StartTime); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_StartTime = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
@@ -6974,15 +6870,12 @@ def _e_OverstayRuleType(w, o):
                 if v_OverstayFeePeriod < 0 or v_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {v_OverstayFeePeriod!r} outside [0, 4294967295]')
                 v <<= 4
                 n += 4
-                v_OverstayFee = None
                 if v_OverstayFeePeriod < 128: v = (v << 8) | v_OverstayFeePeriod; n += 8
                 elif v_OverstayFeePeriod < 16384: v = (v << 16) | ((v_OverstayFeePeriod & 127) << 8) | 32768 | (v_OverstayFeePeriod >> 7); n += 16
                 elif v_OverstayFeePeriod < 2097152: v = (v << 24) | ((v_OverstayFeePeriod & 127) << 16) | (((v_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (v_OverstayFeePeriod >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(v_OverstayFeePeriod); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_OverstayFeePeriod = None
-                if v_OverstayRuleDescription is not None or v_StartTime is not None or v_OverstayFee is not None or v_OverstayFeePeriod is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of OverstayFee')
@@ -7519,7 +7412,6 @@ def _e_PnC_AReqAuthorizationModeType(w, o):
             el = 'GenChallenge'
             v <<= 2
             n += 2
-            v_Id = None
             if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
             _l = len(v_GenChallenge)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_GenChallenge, 'big'); n += (_l + 1) << 3
@@ -7533,7 +7425,6 @@ def _e_PnC_AReqAuthorizationModeType(w, o):
             el = 'ContractCertificateChain/Certificate'
             v <<= 4
             n += 4
-            v_GenChallenge = None
             if len(_c1_Certificate) > 1600: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 1600]')
             _l = len(_c1_Certificate)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
@@ -7547,8 +7438,6 @@ def _e_PnC_AReqAuthorizationModeType(w, o):
             v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_ContractCertificateChain = None
-            if v_Id is not None or v_GenChallenge is not None or v_ContractCertificateChain is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
@@ -7622,7 +7511,6 @@ def _e_PnC_ASResAuthorizationModeType(w, o):
             else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_GenChallenge = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of GenChallenge')
@@ -7636,13 +7524,10 @@ def _e_PnC_ASResAuthorizationModeType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SupportedProviders = None
-                if v_GenChallenge is not None or v_SupportedProviders is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_GenChallenge is not None or v_SupportedProviders is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -7939,14 +7824,12 @@ def _e_PowerDeliveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -7960,13 +7843,10 @@ def _e_PowerDeliveryReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
@@ -8042,7 +7922,6 @@ def _e_PowerDeliveryReqType(w, o):
                             else: w.v = v; w.n = n; w.uint(_c4_c2_SelectedScheduleTupleID); v = w.v; n = w.n
                             v <<= 1
                             n += 1
-                            _c4_c2_SelectedScheduleTupleID = None
                             _c4_c2_s = 1
                         else:
                             raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
@@ -8053,13 +7932,10 @@ def _e_PowerDeliveryReqType(w, o):
                                 if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
                                 v = (v << 6) | (_c4_c2_i1 << 2)
                                 n += 6
-                                _c4_c2_PowerToleranceAcceptance = None
-                                if _c4_c2_SelectedScheduleTupleID is not None or _c4_c2_PowerToleranceAcceptance is not None: raise _leftover(_c4_c2_o)
                                 _c4_c2_s = -1
                             elif True:
                                 v = (v << 2) | 1
                                 n += 2
-                                if _c4_c2_SelectedScheduleTupleID is not None or _c4_c2_PowerToleranceAcceptance is not None: raise _leftover(_c4_c2_o)
                                 _c4_c2_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         if not (_c4_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
@@ -8289,14 +8165,12 @@ def _e_PowerDeliveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -8310,13 +8184,10 @@ def _e_PowerDeliveryResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -8707,7 +8578,6 @@ def _e_PowerScheduleEntryType(w, o):
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
-            v_Duration = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -8715,7 +8585,6 @@ def _e_PowerScheduleEntryType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_Power = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of Duration')
@@ -8740,7 +8609,6 @@ def _e_PowerScheduleEntryType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_Power_L2 = None
                 s = 3
             elif v_Power_L3 is not None:
                 el = 'Power_L3'
@@ -8762,12 +8630,10 @@ def _e_PowerScheduleEntryType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_Power_L3 = None
                 s = 4
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_Duration is not None or v_Power is not None or v_Power_L2 is not None or v_Power_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_Power_L3 is not None:
@@ -8790,18 +8656,15 @@ def _e_PowerScheduleEntryType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_Power_L3 = None
                 s = 4
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_Duration is not None or v_Power is not None or v_Power_L2 is not None or v_Power_L3 is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if True:
                 v <<= 1
                 n += 1
-                if v_Duration is not None or v_Power is not None or v_Power_L2 is not None or v_Power_L3 is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -9022,7 +8885,6 @@ def _e_PowerScheduleType(w, o):
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_TimeAnchor = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
@@ -9047,7 +8909,6 @@ def _e_PowerScheduleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_AvailableEnergy = None
                 s = 2
             elif v_PowerTolerance is not None:
                 el = 'PowerTolerance'
@@ -9069,7 +8930,6 @@ def _e_PowerScheduleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_PowerTolerance = None
                 s = 3
             elif v_PowerScheduleEntries is not None:
                 el = 'PowerScheduleEntries'
@@ -9078,7 +8938,6 @@ def _e_PowerScheduleType(w, o):
                 w.v = v; w.n = n
                 _e_PowerScheduleEntryListType(w, v_PowerScheduleEntries)
                 v = w.v; n = w.n
-                v_PowerScheduleEntries = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of AvailableEnergy, PowerTolerance, PowerScheduleEntries')
@@ -9103,7 +8962,6 @@ def _e_PowerScheduleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_PowerTolerance = None
                 s = 3
             elif v_PowerScheduleEntries is not None:
                 el = 'PowerScheduleEntries'
@@ -9112,7 +8970,6 @@ def _e_PowerScheduleType(w, o):
                 w.v = v; w.n = n
                 _e_PowerScheduleEntryListType(w, v_PowerScheduleEntries)
                 v = w.v; n = w.n
-                v_PowerScheduleEntries = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of PowerTolerance, PowerScheduleEntries')
@@ -9124,7 +8981,6 @@ def _e_PowerScheduleType(w, o):
                 w.v = v; w.n = n
                 _e_PowerScheduleEntryListType(w, v_PowerScheduleEntries)
                 v = w.v; n = w.n
-                v_PowerScheduleEntries = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of PowerScheduleEntries')
@@ -9132,7 +8988,6 @@ def _e_PowerScheduleType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_TimeAnchor is not None or v_AvailableEnergy is not None or v_PowerTolerance is not None or v_PowerScheduleEntries is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -9385,9 +9240,6 @@ def _e_PriceLevelScheduleEntryType(w, o):
             if not 0 <= v_PriceLevel <= 255: raise EncodeError(f'value {v_PriceLevel!r} outside [0, 255]')
             v = (v << 13) | (v_PriceLevel << 2)
             n += 13
-            v_Duration = None
-            v_PriceLevel = None
-            if v_Duration is not None or v_PriceLevel is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Duration')
         w.v = v; w.n = n
@@ -10424,7 +10276,6 @@ def _e_PriceRuleType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EnergyFee = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of EnergyFee')
@@ -10449,7 +10300,6 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_ParkingFee = None
                 s = 2
             elif v_ParkingFeePeriod is not None:
                 el = 'ParkingFeePeriod'
@@ -10462,7 +10312,6 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_ParkingFeePeriod = None
                 s = 3
             elif v_CarbonDioxideEmission is not None:
                 el = 'CarbonDioxideEmission'
@@ -10475,14 +10324,12 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_CarbonDioxideEmission = None
                 s = 4
             elif v_RenewableGenerationPercentage is not None:
                 el = 'RenewableGenerationPercentage'
                 if not 0 <= v_RenewableGenerationPercentage <= 255: raise EncodeError(f'value {v_RenewableGenerationPercentage!r} outside [0, 255]')
                 v = (v << 13) | (3 << 10) | (v_RenewableGenerationPercentage << 1)
                 n += 13
-                v_RenewableGenerationPercentage = None
                 s = 5
             elif v_PowerRangeStart is not None:
                 el = 'PowerRangeStart'
@@ -10504,7 +10351,6 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_PowerRangeStart = None
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of ParkingFee, ParkingFeePeriod, CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
@@ -10520,7 +10366,6 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_ParkingFeePeriod = None
                 s = 3
             elif v_CarbonDioxideEmission is not None:
                 el = 'CarbonDioxideEmission'
@@ -10533,14 +10378,12 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_CarbonDioxideEmission = None
                 s = 4
             elif v_RenewableGenerationPercentage is not None:
                 el = 'RenewableGenerationPercentage'
                 if not 0 <= v_RenewableGenerationPercentage <= 255: raise EncodeError(f'value {v_RenewableGenerationPercentage!r} outside [0, 255]')
                 v = (v << 13) | (2 << 10) | (v_RenewableGenerationPercentage << 1)
                 n += 13
-                v_RenewableGenerationPercentage = None
                 s = 5
             elif v_PowerRangeStart is not None:
                 el = 'PowerRangeStart'
@@ -10562,7 +10405,6 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_PowerRangeStart = None
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of ParkingFeePeriod, CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
@@ -10578,14 +10420,12 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_CarbonDioxideEmission = None
                 s = 4
             elif v_RenewableGenerationPercentage is not None:
                 el = 'RenewableGenerationPercentage'
                 if not 0 <= v_RenewableGenerationPercentage <= 255: raise EncodeError(f'value {v_RenewableGenerationPercentage!r} outside [0, 255]')
                 v = (v << 12) | (1 << 10) | (v_RenewableGenerationPercentage << 1)
                 n += 12
-                v_RenewableGenerationPercentage = None
                 s = 5
             elif v_PowerRangeStart is not None:
                 el = 'PowerRangeStart'
@@ -10607,7 +10447,6 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_PowerRangeStart = None
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
@@ -10617,7 +10456,6 @@ def _e_PriceRuleType(w, o):
                 if not 0 <= v_RenewableGenerationPercentage <= 255: raise EncodeError(f'value {v_RenewableGenerationPercentage!r} outside [0, 255]')
                 v = (v << 12) | (v_RenewableGenerationPercentage << 1)
                 n += 12
-                v_RenewableGenerationPercentage = None
                 s = 5
             elif v_PowerRangeStart is not None:
                 el = 'PowerRangeStart'
@@ -10639,7 +10477,6 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_PowerRangeStart = None
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of RenewableGenerationPercentage, PowerRangeStart')
@@ -10664,7 +10501,6 @@ def _e_PriceRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_PowerRangeStart = None
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of PowerRangeStart')
@@ -10672,7 +10508,6 @@ def _e_PriceRuleType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_EnergyFee is not None or v_ParkingFee is not None or v_ParkingFeePeriod is not None or v_CarbonDioxideEmission is not None or v_RenewableGenerationPercentage is not None or v_PowerRangeStart is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -10800,14 +10635,12 @@ def _e_PriceScheduleType(w, o):
             if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
             v <<= 3
             n += 3
-            v_TimeAnchor = None
             if v_PriceScheduleID < 128: v = (v << 8) | v_PriceScheduleID; n += 8
             elif v_PriceScheduleID < 16384: v = (v << 16) | ((v_PriceScheduleID & 127) << 8) | 32768 | (v_PriceScheduleID >> 7); n += 16
             elif v_PriceScheduleID < 2097152: v = (v << 24) | ((v_PriceScheduleID & 127) << 16) | (((v_PriceScheduleID >> 7) & 127) << 8) | 8421376 | (v_PriceScheduleID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_PriceScheduleID = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
@@ -10824,13 +10657,10 @@ def _e_PriceScheduleType(w, o):
                 else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_PriceScheduleDescription = None
-                if v_TimeAnchor is not None or v_PriceScheduleID is not None or v_PriceScheduleDescription is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_TimeAnchor is not None or v_PriceScheduleID is not None or v_PriceScheduleDescription is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -10986,14 +10816,12 @@ def _e_ScheduleExchangeReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11007,13 +10835,10 @@ def _e_ScheduleExchangeReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_MaximumSupportingPoints is not None): raise EncodeError('missing content: MaximumSupportingPoints')
@@ -11248,14 +11073,12 @@ def _e_ScheduleExchangeResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11269,13 +11092,10 @@ def _e_ScheduleExchangeResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -11527,7 +11347,6 @@ def _e_ScheduleTupleType(w, o):
             el = 'ChargingSchedule'
             v <<= 2
             n += 2
-            v_ScheduleTupleID = None
             _c1_o = v_ChargingSchedule
             _c1_PowerSchedule = _c1_o.PowerSchedule
             _c1_AbsolutePriceSchedule = _c1_o.AbsolutePriceSchedule
@@ -11574,7 +11393,6 @@ def _e_ScheduleTupleType(w, o):
                     if _c1_PowerSchedule is not None or _c1_AbsolutePriceSchedule is not None or _c1_PriceLevelSchedule is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_ChargingSchedule = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of ScheduleTupleID')
@@ -11631,13 +11449,10 @@ def _e_ScheduleTupleType(w, o):
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_DischargingSchedule = None
-                if v_ScheduleTupleID is not None or v_ChargingSchedule is not None or v_DischargingSchedule is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ScheduleTupleID is not None or v_ChargingSchedule is not None or v_DischargingSchedule is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -11723,7 +11538,6 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SelectedScheduleTupleID = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
@@ -11734,13 +11548,10 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
                 if _i1 is None: raise EncodeError(f'{v_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
                 v = (v << 6) | (_i1 << 2)
                 n += 6
-                v_PowerToleranceAcceptance = None
-                if v_SelectedScheduleTupleID is not None or v_PowerToleranceAcceptance is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_SelectedScheduleTupleID is not None or v_PowerToleranceAcceptance is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -12762,7 +12573,6 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_DepartureTime = None
             s = 1
         elif v_EVTargetEnergyRequest is not None:
             el = 'EVTargetEnergyRequest'
@@ -12784,7 +12594,6 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVTargetEnergyRequest = None
             s = 2
         elif v_EVMaximumEnergyRequest is not None:
             el = 'EVMaximumEnergyRequest'
@@ -12806,7 +12615,6 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVMaximumEnergyRequest = None
             s = 3
         elif v_EVMinimumEnergyRequest is not None:
             el = 'EVMinimumEnergyRequest'
@@ -12828,7 +12636,6 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVMinimumEnergyRequest = None
             s = 4
         elif v_EVEnergyOffer is not None:
             el = 'EVEnergyOffer'
@@ -12901,12 +12708,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVEnergyOffer = None
             s = 5
         elif True:
             v = (v << 3) | 5
             n += 3
-            if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVEnergyOffer is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_EVTargetEnergyRequest is not None:
@@ -12929,7 +12734,6 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVTargetEnergyRequest = None
                 s = 2
             elif v_EVMaximumEnergyRequest is not None:
                 el = 'EVMaximumEnergyRequest'
@@ -12951,7 +12755,6 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumEnergyRequest = None
                 s = 3
             elif v_EVMinimumEnergyRequest is not None:
                 el = 'EVMinimumEnergyRequest'
@@ -12973,7 +12776,6 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumEnergyRequest = None
                 s = 4
             elif v_EVEnergyOffer is not None:
                 el = 'EVEnergyOffer'
@@ -13046,12 +12848,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVEnergyOffer = None
                 s = 5
             elif True:
                 v = (v << 3) | 4
                 n += 3
-                if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVEnergyOffer is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_EVMaximumEnergyRequest is not None:
@@ -13074,7 +12874,6 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumEnergyRequest = None
                 s = 3
             elif v_EVMinimumEnergyRequest is not None:
                 el = 'EVMinimumEnergyRequest'
@@ -13096,7 +12895,6 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumEnergyRequest = None
                 s = 4
             elif v_EVEnergyOffer is not None:
                 el = 'EVEnergyOffer'
@@ -13169,12 +12967,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVEnergyOffer = None
                 s = 5
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVEnergyOffer is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_EVMinimumEnergyRequest is not None:
@@ -13197,7 +12993,6 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumEnergyRequest = None
                 s = 4
             elif v_EVEnergyOffer is not None:
                 el = 'EVEnergyOffer'
@@ -13270,12 +13065,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVEnergyOffer = None
                 s = 5
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVEnergyOffer is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if v_EVEnergyOffer is not None:
@@ -13349,18 +13142,15 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVEnergyOffer = None
                 s = 5
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVEnergyOffer is not None: raise _leftover(o)
                 s = -1
         if s == 5:
             if True:
                 v <<= 1
                 n += 1
-                if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVEnergyOffer is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -13541,8 +13331,6 @@ def _e_Scheduled_SMDTControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_SelectedScheduleTupleID = None
-            if v_SelectedScheduleTupleID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
         w.v = v; w.n = n
@@ -13868,15 +13656,12 @@ def _e_SelectedServiceType(w, o):
             if v_ParameterSetID < 0 or v_ParameterSetID > 65535: raise EncodeError(f'value {v_ParameterSetID!r} outside [0, 65535]')
             v <<= 3
             n += 3
-            v_ServiceID = None
             if v_ParameterSetID < 128: v = (v << 8) | v_ParameterSetID; n += 8
             elif v_ParameterSetID < 16384: v = (v << 16) | ((v_ParameterSetID & 127) << 8) | 32768 | (v_ParameterSetID >> 7); n += 16
             elif v_ParameterSetID < 2097152: v = (v << 24) | ((v_ParameterSetID & 127) << 16) | (((v_ParameterSetID >> 7) & 127) << 8) | 8421376 | (v_ParameterSetID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ParameterSetID); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_ParameterSetID = None
-            if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         w.v = v; w.n = n
@@ -14021,14 +13806,12 @@ def _e_ServiceDetailReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -14042,13 +13825,10 @@ def _e_ServiceDetailReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
@@ -14227,14 +14007,12 @@ def _e_ServiceDetailResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -14248,13 +14026,10 @@ def _e_ServiceDetailResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -14421,14 +14196,12 @@ def _e_ServiceDiscoveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -14442,13 +14215,10 @@ def _e_ServiceDiscoveryReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
@@ -14631,14 +14401,12 @@ def _e_ServiceDiscoveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -14652,13 +14420,10 @@ def _e_ServiceDiscoveryResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -15322,14 +15087,12 @@ def _e_ServiceSelectionReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -15343,13 +15106,10 @@ def _e_ServiceSelectionReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SelectedEnergyTransferService is not None): raise EncodeError('missing content: SelectedEnergyTransferService')
@@ -15524,14 +15284,12 @@ def _e_ServiceSelectionResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -15545,13 +15303,10 @@ def _e_ServiceSelectionResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -15637,9 +15392,6 @@ def _e_ServiceType(w, o):
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
             v = (v << 6) | (v_FreeService << 2)
             n += 6
-            v_ServiceID = None
-            v_FreeService = None
-            if v_ServiceID is not None or v_FreeService is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         w.v = v; w.n = n
@@ -15780,14 +15532,12 @@ def _e_SessionSetupReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -15801,13 +15551,10 @@ def _e_SessionSetupReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVCCID is not None): raise EncodeError('missing content: EVCCID')
@@ -15973,14 +15720,12 @@ def _e_SessionSetupResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -15994,13 +15739,10 @@ def _e_SessionSetupResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -16233,14 +15975,12 @@ def _e_SessionStopReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -16254,13 +15994,10 @@ def _e_SessionStopReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
@@ -16458,14 +16195,12 @@ def _e_SessionStopResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -16479,13 +16214,10 @@ def _e_SessionStopResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -16591,14 +16323,12 @@ def _e_SignedCertificateChainType(w, o):
             el = 'Certificate'
             v <<= 2
             n += 2
-            v_Id = None
             if len(v_Certificate) > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
             _l = len(v_Certificate)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Certificate = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id')
@@ -16612,13 +16342,10 @@ def _e_SignedCertificateChainType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SubCertificates = None
-                if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -17530,15 +17257,12 @@ def _e_TargetPositionType(w, o):
             if v_TargetOffsetY < 0 or v_TargetOffsetY > 65535: raise EncodeError(f'value {v_TargetOffsetY!r} outside [0, 65535]')
             v <<= 3
             n += 3
-            v_TargetOffsetX = None
             if v_TargetOffsetY < 128: v = (v << 8) | v_TargetOffsetY; n += 8
             elif v_TargetOffsetY < 16384: v = (v << 16) | ((v_TargetOffsetY & 127) << 8) | 32768 | (v_TargetOffsetY >> 7); n += 16
             elif v_TargetOffsetY < 2097152: v = (v << 24) | ((v_TargetOffsetY & 127) << 16) | (((v_TargetOffsetY >> 7) & 127) << 8) | 8421376 | (v_TargetOffsetY >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TargetOffsetY); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_TargetOffsetY = None
-            if v_TargetOffsetX is not None or v_TargetOffsetY is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of TargetOffsetX')
         w.v = v; w.n = n
@@ -17858,7 +17582,6 @@ def _e_TaxRuleType(w, o):
             else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_TaxRuleID = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of TaxRuleID')
@@ -17886,7 +17609,6 @@ def _e_TaxRuleType(w, o):
                 if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 16
-                v_TaxRuleName = None
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -17894,7 +17616,6 @@ def _e_TaxRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_TaxRate = None
                 s = 3
             elif v_TaxRate is not None:
                 el = 'TaxRate'
@@ -17916,7 +17637,6 @@ def _e_TaxRuleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_TaxRate = None
                 s = 3
             else:
                 raise EncodeError('missing content: expected one of TaxRuleName, TaxRate')
@@ -17929,15 +17649,12 @@ def _e_TaxRuleType(w, o):
                 if v_AppliesToEnergyFee is not True and v_AppliesToEnergyFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
                 v = (v << 9) | (v_TaxIncludedInPrice << 5) | (v_AppliesToEnergyFee << 1)
                 n += 9
-                v_TaxIncludedInPrice = None
-                v_AppliesToEnergyFee = None
                 s = 5
             elif v_AppliesToEnergyFee is not None:
                 el = 'AppliesToEnergyFee'
                 if v_AppliesToEnergyFee is not True and v_AppliesToEnergyFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
                 v = (v << 5) | (1 << 3) | (v_AppliesToEnergyFee << 1)
                 n += 5
-                v_AppliesToEnergyFee = None
                 s = 5
             else:
                 raise EncodeError('missing content: expected one of TaxIncludedInPrice, AppliesToEnergyFee')
@@ -17953,10 +17670,6 @@ def _e_TaxRuleType(w, o):
                 if v_AppliesMinimumMaximumCost is not True and v_AppliesMinimumMaximumCost is not False: raise EncodeError(f'expected a bool, got {v_AppliesMinimumMaximumCost!r}')
                 v = (v << 13) | (v_AppliesToParkingFee << 10) | (v_AppliesToOverstayFee << 6) | (v_AppliesMinimumMaximumCost << 2)
                 n += 13
-                v_AppliesToParkingFee = None
-                v_AppliesToOverstayFee = None
-                v_AppliesMinimumMaximumCost = None
-                if v_TaxRuleID is not None or v_TaxRuleName is not None or v_TaxRate is not None or v_TaxIncludedInPrice is not None or v_AppliesToEnergyFee is not None or v_AppliesToParkingFee is not None or v_AppliesToOverstayFee is not None or v_AppliesMinimumMaximumCost is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of AppliesToParkingFee')
@@ -18319,14 +18032,12 @@ def _e_VehicleCheckInReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -18340,13 +18051,10 @@ def _e_VehicleCheckInReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVCheckInStatus is not None): raise EncodeError('missing content: EVCheckInStatus')
@@ -18825,14 +18533,12 @@ def _e_VehicleCheckInResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -18846,13 +18552,10 @@ def _e_VehicleCheckInResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -19124,14 +18827,12 @@ def _e_VehicleCheckOutReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -19145,13 +18846,10 @@ def _e_VehicleCheckOutReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVCheckOutStatus is not None): raise EncodeError('missing content: EVCheckOutStatus')
@@ -19304,14 +19002,12 @@ def _e_VehicleCheckOutResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -19325,13 +19021,10 @@ def _e_VehicleCheckOutResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')

@@ -215,14 +215,12 @@ def _e_ChargeLoopReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -236,13 +234,10 @@ def _e_ChargeLoopReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
@@ -512,14 +507,12 @@ def _e_ChargeLoopResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -533,13 +526,10 @@ def _e_ChargeLoopResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -760,14 +750,12 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -781,19 +769,14 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Header = None
-            if v_Header is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
@@ -920,14 +903,12 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -941,13 +922,10 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -1086,7 +1064,6 @@ def _e_DetailedCostType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
-            v_Amount = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -1094,8 +1071,6 @@ def _e_DetailedCostType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_CostPerUnit = None
-            if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Amount')
         w.v = v; w.n = n
@@ -1206,7 +1181,6 @@ def _e_DetailedTaxType(w, o):
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
-            v_TaxRuleID = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -1214,8 +1188,6 @@ def _e_DetailedTaxType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_Amount = None
-            if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of TaxRuleID')
         w.v = v; w.n = n
@@ -2444,28 +2416,24 @@ def _e_DisplayParametersType(w, o):
             if not 0 <= v_PresentSOC <= 100: raise EncodeError(f'value {v_PresentSOC!r} outside [0, 100]')
             v = (v << 13) | (v_PresentSOC << 1)
             n += 13
-            v_PresentSOC = None
             s = 1
         elif v_MinimumSOC is not None:
             el = 'MinimumSOC'
             if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
             v = (v << 13) | (1 << 9) | (v_MinimumSOC << 1)
             n += 13
-            v_MinimumSOC = None
             s = 2
         elif v_TargetSOC is not None:
             el = 'TargetSOC'
             if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
             v = (v << 13) | (2 << 9) | (v_TargetSOC << 1)
             n += 13
-            v_TargetSOC = None
             s = 3
         elif v_MaximumSOC is not None:
             el = 'MaximumSOC'
             if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
             v = (v << 13) | (3 << 9) | (v_MaximumSOC << 1)
             n += 13
-            v_MaximumSOC = None
             s = 4
         elif v_RemainingTimeToMinimumSOC is not None:
             el = 'RemainingTimeToMinimumSOC'
@@ -2478,7 +2446,6 @@ def _e_DisplayParametersType(w, o):
             else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_RemainingTimeToMinimumSOC = None
             s = 5
         elif v_RemainingTimeToTargetSOC is not None:
             el = 'RemainingTimeToTargetSOC'
@@ -2491,7 +2458,6 @@ def _e_DisplayParametersType(w, o):
             else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_RemainingTimeToTargetSOC = None
             s = 6
         elif v_RemainingTimeToMaximumSOC is not None:
             el = 'RemainingTimeToMaximumSOC'
@@ -2504,14 +2470,12 @@ def _e_DisplayParametersType(w, o):
             else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_RemainingTimeToMaximumSOC = None
             s = 7
         elif v_ChargingComplete is not None:
             el = 'ChargingComplete'
             if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
             v = (v << 7) | (7 << 3) | (v_ChargingComplete << 1)
             n += 7
-            v_ChargingComplete = None
             s = 8
         elif v_BatteryEnergyCapacity is not None:
             el = 'BatteryEnergyCapacity'
@@ -2533,19 +2497,16 @@ def _e_DisplayParametersType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_BatteryEnergyCapacity = None
             s = 9
         elif v_InletHot is not None:
             el = 'InletHot'
             if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
             v = (v << 7) | (9 << 3) | (v_InletHot << 1)
             n += 7
-            v_InletHot = None
             s = 10
         elif True:
             v = (v << 4) | 10
             n += 4
-            if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_MinimumSOC is not None:
@@ -2553,21 +2514,18 @@ def _e_DisplayParametersType(w, o):
                 if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
                 v = (v << 13) | (v_MinimumSOC << 1)
                 n += 13
-                v_MinimumSOC = None
                 s = 2
             elif v_TargetSOC is not None:
                 el = 'TargetSOC'
                 if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
                 v = (v << 13) | (1 << 9) | (v_TargetSOC << 1)
                 n += 13
-                v_TargetSOC = None
                 s = 3
             elif v_MaximumSOC is not None:
                 el = 'MaximumSOC'
                 if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
                 v = (v << 13) | (2 << 9) | (v_MaximumSOC << 1)
                 n += 13
-                v_MaximumSOC = None
                 s = 4
             elif v_RemainingTimeToMinimumSOC is not None:
                 el = 'RemainingTimeToMinimumSOC'
@@ -2580,7 +2538,6 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToMinimumSOC = None
                 s = 5
             elif v_RemainingTimeToTargetSOC is not None:
                 el = 'RemainingTimeToTargetSOC'
@@ -2593,7 +2550,6 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToTargetSOC = None
                 s = 6
             elif v_RemainingTimeToMaximumSOC is not None:
                 el = 'RemainingTimeToMaximumSOC'
@@ -2606,14 +2562,12 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToMaximumSOC = None
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 7) | (6 << 3) | (v_ChargingComplete << 1)
                 n += 7
-                v_ChargingComplete = None
                 s = 8
             elif v_BatteryEnergyCapacity is not None:
                 el = 'BatteryEnergyCapacity'
@@ -2635,19 +2589,16 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_BatteryEnergyCapacity = None
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
                 if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
                 v = (v << 7) | (8 << 3) | (v_InletHot << 1)
                 n += 7
-                v_InletHot = None
                 s = 10
             elif True:
                 v = (v << 4) | 9
                 n += 4
-                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_TargetSOC is not None:
@@ -2655,14 +2606,12 @@ def _e_DisplayParametersType(w, o):
                 if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
                 v = (v << 13) | (v_TargetSOC << 1)
                 n += 13
-                v_TargetSOC = None
                 s = 3
             elif v_MaximumSOC is not None:
                 el = 'MaximumSOC'
                 if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
                 v = (v << 13) | (1 << 9) | (v_MaximumSOC << 1)
                 n += 13
-                v_MaximumSOC = None
                 s = 4
             elif v_RemainingTimeToMinimumSOC is not None:
                 el = 'RemainingTimeToMinimumSOC'
@@ -2675,7 +2624,6 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToMinimumSOC = None
                 s = 5
             elif v_RemainingTimeToTargetSOC is not None:
                 el = 'RemainingTimeToTargetSOC'
@@ -2688,7 +2636,6 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToTargetSOC = None
                 s = 6
             elif v_RemainingTimeToMaximumSOC is not None:
                 el = 'RemainingTimeToMaximumSOC'
@@ -2701,14 +2648,12 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToMaximumSOC = None
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 7) | (5 << 3) | (v_ChargingComplete << 1)
                 n += 7
-                v_ChargingComplete = None
                 s = 8
             elif v_BatteryEnergyCapacity is not None:
                 el = 'BatteryEnergyCapacity'
@@ -2730,19 +2675,16 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_BatteryEnergyCapacity = None
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
                 if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
                 v = (v << 7) | (7 << 3) | (v_InletHot << 1)
                 n += 7
-                v_InletHot = None
                 s = 10
             elif True:
                 v = (v << 4) | 8
                 n += 4
-                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_MaximumSOC is not None:
@@ -2750,7 +2692,6 @@ def _e_DisplayParametersType(w, o):
                 if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
                 v = (v << 13) | (v_MaximumSOC << 1)
                 n += 13
-                v_MaximumSOC = None
                 s = 4
             elif v_RemainingTimeToMinimumSOC is not None:
                 el = 'RemainingTimeToMinimumSOC'
@@ -2763,7 +2704,6 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToMinimumSOC = None
                 s = 5
             elif v_RemainingTimeToTargetSOC is not None:
                 el = 'RemainingTimeToTargetSOC'
@@ -2776,7 +2716,6 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToTargetSOC = None
                 s = 6
             elif v_RemainingTimeToMaximumSOC is not None:
                 el = 'RemainingTimeToMaximumSOC'
@@ -2789,14 +2728,12 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToMaximumSOC = None
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 7) | (4 << 3) | (v_ChargingComplete << 1)
                 n += 7
-                v_ChargingComplete = None
                 s = 8
             elif v_BatteryEnergyCapacity is not None:
                 el = 'BatteryEnergyCapacity'
@@ -2818,19 +2755,16 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_BatteryEnergyCapacity = None
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
                 if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
                 v = (v << 7) | (6 << 3) | (v_InletHot << 1)
                 n += 7
-                v_InletHot = None
                 s = 10
             elif True:
                 v = (v << 4) | 7
                 n += 4
-                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if v_RemainingTimeToMinimumSOC is not None:
@@ -2844,7 +2778,6 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToMinimumSOC = None
                 s = 5
             elif v_RemainingTimeToTargetSOC is not None:
                 el = 'RemainingTimeToTargetSOC'
@@ -2857,7 +2790,6 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToTargetSOC = None
                 s = 6
             elif v_RemainingTimeToMaximumSOC is not None:
                 el = 'RemainingTimeToMaximumSOC'
@@ -2870,14 +2802,12 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToMaximumSOC = None
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
                 n += 6
-                v_ChargingComplete = None
                 s = 8
             elif v_BatteryEnergyCapacity is not None:
                 el = 'BatteryEnergyCapacity'
@@ -2899,19 +2829,16 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_BatteryEnergyCapacity = None
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
                 if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
                 v = (v << 6) | (5 << 3) | (v_InletHot << 1)
                 n += 6
-                v_InletHot = None
                 s = 10
             elif True:
                 v = (v << 3) | 6
                 n += 3
-                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                 s = -1
         if s == 5:
             if v_RemainingTimeToTargetSOC is not None:
@@ -2925,7 +2852,6 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToTargetSOC = None
                 s = 6
             elif v_RemainingTimeToMaximumSOC is not None:
                 el = 'RemainingTimeToMaximumSOC'
@@ -2938,14 +2864,12 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToMaximumSOC = None
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 6) | (2 << 3) | (v_ChargingComplete << 1)
                 n += 6
-                v_ChargingComplete = None
                 s = 8
             elif v_BatteryEnergyCapacity is not None:
                 el = 'BatteryEnergyCapacity'
@@ -2967,19 +2891,16 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_BatteryEnergyCapacity = None
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
                 if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
                 v = (v << 6) | (4 << 3) | (v_InletHot << 1)
                 n += 6
-                v_InletHot = None
                 s = 10
             elif True:
                 v = (v << 3) | 5
                 n += 3
-                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                 s = -1
         if s == 6:
             if v_RemainingTimeToMaximumSOC is not None:
@@ -2993,14 +2914,12 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_RemainingTimeToMaximumSOC = None
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 6) | (1 << 3) | (v_ChargingComplete << 1)
                 n += 6
-                v_ChargingComplete = None
                 s = 8
             elif v_BatteryEnergyCapacity is not None:
                 el = 'BatteryEnergyCapacity'
@@ -3022,19 +2941,16 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_BatteryEnergyCapacity = None
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
                 if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
                 v = (v << 6) | (3 << 3) | (v_InletHot << 1)
                 n += 6
-                v_InletHot = None
                 s = 10
             elif True:
                 v = (v << 3) | 4
                 n += 3
-                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                 s = -1
         if s == 7:
             if v_ChargingComplete is not None:
@@ -3042,7 +2958,6 @@ def _e_DisplayParametersType(w, o):
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 6) | (v_ChargingComplete << 1)
                 n += 6
-                v_ChargingComplete = None
                 s = 8
             elif v_BatteryEnergyCapacity is not None:
                 el = 'BatteryEnergyCapacity'
@@ -3064,19 +2979,16 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_BatteryEnergyCapacity = None
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
                 if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
                 v = (v << 6) | (2 << 3) | (v_InletHot << 1)
                 n += 6
-                v_InletHot = None
                 s = 10
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                 s = -1
         if s == 8:
             if v_BatteryEnergyCapacity is not None:
@@ -3099,19 +3011,16 @@ def _e_DisplayParametersType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_BatteryEnergyCapacity = None
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
                 if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
                 v = (v << 5) | (1 << 3) | (v_InletHot << 1)
                 n += 5
-                v_InletHot = None
                 s = 10
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                 s = -1
         if s == 9:
             if v_InletHot is not None:
@@ -3119,18 +3028,15 @@ def _e_DisplayParametersType(w, o):
                 if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
                 v = (v << 5) | (v_InletHot << 1)
                 n += 5
-                v_InletHot = None
                 s = 10
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                 s = -1
         if s == 10:
             if True:
                 v <<= 1
                 n += 1
-                if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -3356,7 +3262,6 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
-            v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3364,7 +3269,6 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVTargetEnergyRequest = None
             s = 2
         elif v_EVTargetEnergyRequest is not None:
             el = 'EVTargetEnergyRequest'
@@ -3386,7 +3290,6 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVTargetEnergyRequest = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
@@ -3422,7 +3325,6 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
-                v_EVMaximumEnergyRequest = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3430,8 +3332,6 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
-                v_EVMinimumEnergyRequest = None
-                if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
@@ -3706,21 +3606,18 @@ def _e_Dynamic_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_DepartureTime = None
             s = 1
         elif v_MinimumSOC is not None:
             el = 'MinimumSOC'
             if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
             v = (v << 12) | (1 << 9) | (v_MinimumSOC << 1)
             n += 12
-            v_MinimumSOC = None
             s = 2
         elif v_TargetSOC is not None:
             el = 'TargetSOC'
             if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
             v = (v << 12) | (2 << 9) | (v_TargetSOC << 1)
             n += 12
-            v_TargetSOC = None
             s = 3
         elif v_AckMaxDelay is not None:
             el = 'AckMaxDelay'
@@ -3733,12 +3630,10 @@ def _e_Dynamic_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_AckMaxDelay = None
             s = 4
         elif True:
             v = (v << 3) | 4
             n += 3
-            if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_MinimumSOC is not None:
@@ -3746,14 +3641,12 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
                 v = (v << 12) | (v_MinimumSOC << 1)
                 n += 12
-                v_MinimumSOC = None
                 s = 2
             elif v_TargetSOC is not None:
                 el = 'TargetSOC'
                 if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
                 v = (v << 12) | (1 << 9) | (v_TargetSOC << 1)
                 n += 12
-                v_TargetSOC = None
                 s = 3
             elif v_AckMaxDelay is not None:
                 el = 'AckMaxDelay'
@@ -3766,12 +3659,10 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_AckMaxDelay = None
                 s = 4
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_TargetSOC is not None:
@@ -3779,7 +3670,6 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
                 v = (v << 11) | (v_TargetSOC << 1)
                 n += 11
-                v_TargetSOC = None
                 s = 3
             elif v_AckMaxDelay is not None:
                 el = 'AckMaxDelay'
@@ -3792,12 +3682,10 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_AckMaxDelay = None
                 s = 4
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_AckMaxDelay is not None:
@@ -3811,18 +3699,15 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_AckMaxDelay = None
                 s = 4
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if True:
                 v <<= 1
                 n += 1
-                if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -3899,9 +3784,6 @@ def _e_EVSEStatusType(w, o):
             if _i1 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
             v = (v << 8) | (_i1 << 2)
             n += 8
-            v_NotificationMaxDelay = None
-            v_EVSENotification = None
-            if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
@@ -4231,14 +4113,12 @@ def _e_MessageHeaderType(w, o):
             if v_TimeStamp < 0 or v_TimeStamp > 18446744073709551615: raise EncodeError(f'value {v_TimeStamp!r} outside [0, 18446744073709551615]')
             v <<= 3
             n += 3
-            v_SessionID = None
             if v_TimeStamp < 128: v = (v << 8) | v_TimeStamp; n += 8
             elif v_TimeStamp < 16384: v = (v << 16) | ((v_TimeStamp & 127) << 8) | 32768 | (v_TimeStamp >> 7); n += 16
             elif v_TimeStamp < 2097152: v = (v << 24) | ((v_TimeStamp & 127) << 16) | (((v_TimeStamp >> 7) & 127) << 8) | 8421376 | (v_TimeStamp >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_TimeStamp = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of SessionID')
@@ -4252,13 +4132,10 @@ def _e_MessageHeaderType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_Signature = None
-                if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -4998,14 +4875,12 @@ def _e_MeterInfoType(w, o):
             if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
             v <<= 3
             n += 3
-            v_MeterID = None
             if v_ChargedEnergyReadingWh < 128: v = (v << 8) | v_ChargedEnergyReadingWh; n += 8
             elif v_ChargedEnergyReadingWh < 16384: v = (v << 16) | ((v_ChargedEnergyReadingWh & 127) << 8) | 32768 | (v_ChargedEnergyReadingWh >> 7); n += 16
             elif v_ChargedEnergyReadingWh < 2097152: v = (v << 24) | ((v_ChargedEnergyReadingWh & 127) << 16) | (((v_ChargedEnergyReadingWh >> 7) & 127) << 8) | 8421376 | (v_ChargedEnergyReadingWh >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ChargedEnergyReadingWh); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ChargedEnergyReadingWh = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of MeterID')
@@ -5021,7 +4896,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_BPT_DischargedEnergyReadingWh = None
                 s = 3
             elif v_CapacitiveEnergyReadingVARh is not None:
                 el = 'CapacitiveEnergyReadingVARh'
@@ -5034,7 +4908,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_CapacitiveEnergyReadingVARh = None
                 s = 4
             elif v_BPT_InductiveEnergyReadingVARh is not None:
                 el = 'BPT_InductiveEnergyReadingVARh'
@@ -5047,7 +4920,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_BPT_InductiveEnergyReadingVARh = None
                 s = 5
             elif v_MeterSignature is not None:
                 el = 'MeterSignature'
@@ -5059,7 +4931,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterSignature = None
                 s = 6
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
@@ -5073,7 +4944,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 7
             elif v_MeterTimestamp is not None:
                 el = 'MeterTimestamp'
@@ -5086,12 +4956,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterTimestamp = None
                 s = 8
             elif True:
                 v = (v << 3) | 6
                 n += 3
-                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_CapacitiveEnergyReadingVARh is not None:
@@ -5105,7 +4973,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_CapacitiveEnergyReadingVARh = None
                 s = 4
             elif v_BPT_InductiveEnergyReadingVARh is not None:
                 el = 'BPT_InductiveEnergyReadingVARh'
@@ -5118,7 +4985,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_BPT_InductiveEnergyReadingVARh = None
                 s = 5
             elif v_MeterSignature is not None:
                 el = 'MeterSignature'
@@ -5130,7 +4996,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterSignature = None
                 s = 6
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
@@ -5144,7 +5009,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 7
             elif v_MeterTimestamp is not None:
                 el = 'MeterTimestamp'
@@ -5157,12 +5021,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterTimestamp = None
                 s = 8
             elif True:
                 v = (v << 3) | 5
                 n += 3
-                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if v_BPT_InductiveEnergyReadingVARh is not None:
@@ -5176,7 +5038,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_BPT_InductiveEnergyReadingVARh = None
                 s = 5
             elif v_MeterSignature is not None:
                 el = 'MeterSignature'
@@ -5188,7 +5049,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterSignature = None
                 s = 6
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
@@ -5202,7 +5062,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 7
             elif v_MeterTimestamp is not None:
                 el = 'MeterTimestamp'
@@ -5215,12 +5074,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterTimestamp = None
                 s = 8
             elif True:
                 v = (v << 3) | 4
                 n += 3
-                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                 s = -1
         if s == 5:
             if v_MeterSignature is not None:
@@ -5233,7 +5090,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterSignature = None
                 s = 6
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
@@ -5247,7 +5103,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 7
             elif v_MeterTimestamp is not None:
                 el = 'MeterTimestamp'
@@ -5260,12 +5115,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterTimestamp = None
                 s = 8
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                 s = -1
         if s == 6:
             if v_MeterStatus is not None:
@@ -5280,7 +5133,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 7
             elif v_MeterTimestamp is not None:
                 el = 'MeterTimestamp'
@@ -5293,12 +5145,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterTimestamp = None
                 s = 8
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                 s = -1
         if s == 7:
             if v_MeterTimestamp is not None:
@@ -5312,18 +5162,15 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterTimestamp = None
                 s = 8
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                 s = -1
         if s == 8:
             if True:
                 v <<= 1
                 n += 1
-                if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -5393,7 +5240,6 @@ def _e_RationalNumberType(w, o):
             if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
             v = (v << 14) | ((v_Exponent - -128) << 4) | (v_Value < 0)
             n += 14
-            v_Exponent = None
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5401,8 +5247,6 @@ def _e_RationalNumberType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_Value = None
-            if v_Exponent is not None or v_Value is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Exponent')
         w.v = v; w.n = n
@@ -7646,7 +7490,6 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVTargetEnergyRequest = None
             s = 1
         elif v_EVMaximumEnergyRequest is not None:
             el = 'EVMaximumEnergyRequest'
@@ -7668,7 +7511,6 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVMaximumEnergyRequest = None
             s = 2
         elif v_EVMinimumEnergyRequest is not None:
             el = 'EVMinimumEnergyRequest'
@@ -7690,12 +7532,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVMinimumEnergyRequest = None
             s = 3
         elif True:
             v = (v << 3) | 3
             n += 3
-            if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_EVMaximumEnergyRequest is not None:
@@ -7718,7 +7558,6 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumEnergyRequest = None
                 s = 2
             elif v_EVMinimumEnergyRequest is not None:
                 el = 'EVMinimumEnergyRequest'
@@ -7740,12 +7579,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumEnergyRequest = None
                 s = 3
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_EVMinimumEnergyRequest is not None:
@@ -7768,18 +7605,15 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMinimumEnergyRequest = None
                 s = 3
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if True:
                 v <<= 1
                 n += 1
-                if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -7926,14 +7760,12 @@ def _e_V2GMessageType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -7947,19 +7779,14 @@ def _e_V2GMessageType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Header = None
-            if v_Header is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
@@ -8078,14 +7905,12 @@ def _e_V2GRequestType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -8099,19 +7924,14 @@ def _e_V2GRequestType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Header = None
-            if v_Header is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
@@ -8238,14 +8058,12 @@ def _e_V2GResponseType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -8259,13 +8077,10 @@ def _e_V2GResponseType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')

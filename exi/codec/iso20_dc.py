@@ -8856,7 +8856,6 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
-            v_EVMaximumChargePower = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -8875,7 +8874,6 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
-            v_EVMinimumChargePower = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -8894,7 +8892,6 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
-            v_EVMaximumChargeCurrent = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -8913,7 +8910,6 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
-            v_EVMinimumChargeCurrent = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -8932,7 +8928,6 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 17
-            v_EVMaximumVoltage = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -8940,7 +8935,6 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVMinimumVoltage = None
             s = 6
         else:
             raise EncodeError('missing content: expected one of EVMaximumChargePower')
@@ -8950,13 +8944,10 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
                 if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
                 v = (v << 12) | (v_TargetSOC << 2)
                 n += 12
-                v_TargetSOC = None
-                if v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMinimumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_TargetSOC is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMinimumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_TargetSOC is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -9268,7 +9259,6 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
-            v_EVSEMaximumChargePower = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9287,7 +9277,6 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
-            v_EVSEMinimumChargePower = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9306,7 +9295,6 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
-            v_EVSEMaximumChargeCurrent = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9325,7 +9313,6 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
-            v_EVSEMinimumChargeCurrent = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9344,7 +9331,6 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 17
-            v_EVSEMaximumVoltage = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9352,7 +9338,6 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEMinimumVoltage = None
             s = 6
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
@@ -9377,13 +9362,10 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
-                v_EVSEPowerRampLimitation = None
-                if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMinimumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMinimumVoltage is not None or v_EVSEPowerRampLimitation is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMinimumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMinimumVoltage is not None or v_EVSEPowerRampLimitation is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -9501,14 +9483,12 @@ def _e_DC_CableCheckReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -9522,19 +9502,14 @@ def _e_DC_CableCheckReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Header = None
-            if v_Header is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
@@ -9668,14 +9643,12 @@ def _e_DC_CableCheckResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -9689,13 +9662,10 @@ def _e_DC_CableCheckResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -9956,14 +9926,12 @@ def _e_DC_ChargeLoopReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -9977,13 +9945,10 @@ def _e_DC_ChargeLoopReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
@@ -10569,14 +10534,12 @@ def _e_DC_ChargeLoopResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -10590,13 +10553,10 @@ def _e_DC_ChargeLoopResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -11009,14 +10969,12 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11030,13 +10988,10 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
@@ -11224,14 +11179,12 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11245,13 +11198,10 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -11483,14 +11433,12 @@ def _e_DC_PreChargeReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11504,13 +11452,10 @@ def _e_DC_PreChargeReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
@@ -11719,14 +11664,12 @@ def _e_DC_PreChargeResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11740,13 +11683,10 @@ def _e_DC_PreChargeResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -11903,14 +11843,12 @@ def _e_DC_WeldingDetectionReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11924,13 +11862,10 @@ def _e_DC_WeldingDetectionReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
@@ -12101,14 +12036,12 @@ def _e_DC_WeldingDetectionResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -12122,13 +12055,10 @@ def _e_DC_WeldingDetectionResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -15683,7 +15613,6 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEMaximumChargePower = None
             s = 1
         elif v_EVSEMinimumChargePower is not None:
             el = 'EVSEMinimumChargePower'
@@ -15705,7 +15634,6 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEMinimumChargePower = None
             s = 2
         elif v_EVSEMaximumChargeCurrent is not None:
             el = 'EVSEMaximumChargeCurrent'
@@ -15727,7 +15655,6 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEMaximumChargeCurrent = None
             s = 3
         elif v_EVSEMaximumVoltage is not None:
             el = 'EVSEMaximumVoltage'
@@ -15749,12 +15676,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEMaximumVoltage = None
             s = 4
         elif True:
             v = (v << 3) | 4
             n += 3
-            if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMaximumVoltage is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_EVSEMinimumChargePower is not None:
@@ -15777,7 +15702,6 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMinimumChargePower = None
                 s = 2
             elif v_EVSEMaximumChargeCurrent is not None:
                 el = 'EVSEMaximumChargeCurrent'
@@ -15799,7 +15723,6 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumChargeCurrent = None
                 s = 3
             elif v_EVSEMaximumVoltage is not None:
                 el = 'EVSEMaximumVoltage'
@@ -15821,12 +15744,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumVoltage = None
                 s = 4
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMaximumVoltage is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_EVSEMaximumChargeCurrent is not None:
@@ -15849,7 +15770,6 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumChargeCurrent = None
                 s = 3
             elif v_EVSEMaximumVoltage is not None:
                 el = 'EVSEMaximumVoltage'
@@ -15871,12 +15791,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumVoltage = None
                 s = 4
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMaximumVoltage is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_EVSEMaximumVoltage is not None:
@@ -15899,18 +15817,15 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumVoltage = None
                 s = 4
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMaximumVoltage is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if True:
                 v <<= 1
                 n += 1
-                if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMaximumVoltage is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()

@@ -433,7 +433,6 @@ def _e_AlternativeSECCType(w, o):
             else: w.v = v; w.n = n; w.string(v_SSID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SSID = None
             s = 1
         elif v_BSSID is not None:
             el = 'BSSID'
@@ -447,7 +446,6 @@ def _e_AlternativeSECCType(w, o):
             else: w.v = v; w.n = n; w.string(v_BSSID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_BSSID = None
             s = 2
         elif v_IPAddress is not None:
             el = 'IPAddress'
@@ -461,7 +459,6 @@ def _e_AlternativeSECCType(w, o):
             else: w.v = v; w.n = n; w.string(v_IPAddress); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_IPAddress = None
             s = 3
         elif v_Port is not None:
             el = 'Port'
@@ -474,12 +471,10 @@ def _e_AlternativeSECCType(w, o):
             else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Port = None
             s = 4
         elif True:
             v = (v << 3) | 4
             n += 3
-            if v_SSID is not None or v_BSSID is not None or v_IPAddress is not None or v_Port is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_BSSID is not None:
@@ -494,7 +489,6 @@ def _e_AlternativeSECCType(w, o):
                 else: w.v = v; w.n = n; w.string(v_BSSID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_BSSID = None
                 s = 2
             elif v_IPAddress is not None:
                 el = 'IPAddress'
@@ -508,7 +502,6 @@ def _e_AlternativeSECCType(w, o):
                 else: w.v = v; w.n = n; w.string(v_IPAddress); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_IPAddress = None
                 s = 3
             elif v_Port is not None:
                 el = 'Port'
@@ -521,12 +514,10 @@ def _e_AlternativeSECCType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_Port = None
                 s = 4
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_SSID is not None or v_BSSID is not None or v_IPAddress is not None or v_Port is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_IPAddress is not None:
@@ -541,7 +532,6 @@ def _e_AlternativeSECCType(w, o):
                 else: w.v = v; w.n = n; w.string(v_IPAddress); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_IPAddress = None
                 s = 3
             elif v_Port is not None:
                 el = 'Port'
@@ -554,12 +544,10 @@ def _e_AlternativeSECCType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_Port = None
                 s = 4
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_SSID is not None or v_BSSID is not None or v_IPAddress is not None or v_Port is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_Port is not None:
@@ -573,18 +561,15 @@ def _e_AlternativeSECCType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_Port = None
                 s = 4
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_SSID is not None or v_BSSID is not None or v_IPAddress is not None or v_Port is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if True:
                 v <<= 1
                 n += 1
-                if v_SSID is not None or v_BSSID is not None or v_IPAddress is not None or v_Port is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -927,14 +912,12 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -948,13 +931,10 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
@@ -1426,14 +1406,12 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1447,13 +1425,10 @@ def _e_WPT_AlignmentCheckResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -2301,14 +2276,12 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -2322,13 +2295,10 @@ def _e_WPT_ChargeLoopReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
@@ -3470,14 +3440,12 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -3491,13 +3459,10 @@ def _e_WPT_ChargeLoopResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -4223,14 +4188,12 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -4244,13 +4207,10 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVPCMaxReceivablePower is not None): raise EncodeError('missing content: EVPCMaxReceivablePower')
@@ -4716,14 +4676,12 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -4737,13 +4695,10 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -5016,7 +4971,6 @@ def _e_WPT_CoordinateXYZType(w, o):
             if v_Coord_Y < -32768 or v_Coord_Y > 32767: raise EncodeError(f'value {v_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (v_Coord_Y < 0)
             n += 4
-            v_Coord_X = None
             _m = (-v_Coord_Y - 1 if v_Coord_Y < 0 else v_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5027,7 +4981,6 @@ def _e_WPT_CoordinateXYZType(w, o):
             if v_Coord_Z < -32768 or v_Coord_Z > 32767: raise EncodeError(f'value {v_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (v_Coord_Z < 0)
             n += 4
-            v_Coord_Y = None
             _m = (-v_Coord_Z - 1 if v_Coord_Z < 0 else v_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5035,8 +4988,6 @@ def _e_WPT_CoordinateXYZType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_Coord_Z = None
-            if v_Coord_X is not None or v_Coord_Y is not None or v_Coord_Z is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Coord_X')
         w.v = v; w.n = n
@@ -5232,7 +5183,6 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
-            v_EVPCCoilCurrentRequest = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5251,7 +5201,6 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
-            v_EVPCCoilCurrentInformation = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5270,7 +5219,6 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
-            v_EVPCCurrentOutputInformation = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -5278,8 +5226,6 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_EVPCVoltageOutputInformation = None
-            if v_EVPCCoilCurrentRequest is not None or v_EVPCCoilCurrentInformation is not None or v_EVPCCurrentOutputInformation is not None or v_EVPCVoltageOutputInformation is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of EVPCCoilCurrentRequest')
         w.v = v; w.n = n
@@ -5622,14 +5568,12 @@ def _e_WPT_FinePositioningReqType(w, o):
                         if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                         v <<= 3
                         n += 3
-                        _c1_SessionID = None
                         if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                         elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                         elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c1_TimeStamp = None
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
@@ -5643,13 +5587,10 @@ def _e_WPT_FinePositioningReqType(w, o):
                             v = w.v; n = w.n
                             v <<= 1
                             n += 1
-                            _c1_Signature = None
-                            if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
@@ -5978,14 +5919,12 @@ def _e_WPT_FinePositioningResType(w, o):
                         if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                         v <<= 3
                         n += 3
-                        _c1_SessionID = None
                         if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                         elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                         elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c1_TimeStamp = None
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
@@ -5999,13 +5938,10 @@ def _e_WPT_FinePositioningResType(w, o):
                             v = w.v; n = w.n
                             v <<= 1
                             n += 1
-                            _c1_Signature = None
-                            if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -6405,14 +6341,12 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                         if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                         v <<= 3
                         n += 3
-                        _c1_SessionID = None
                         if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                         elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                         elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c1_TimeStamp = None
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
@@ -6426,13 +6360,10 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                             v = w.v; n = w.n
                             v <<= 1
                             n += 1
-                            _c1_Signature = None
-                            if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
@@ -6891,14 +6822,12 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                         if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                         v <<= 3
                         n += 3
-                        _c1_SessionID = None
                         if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                         elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                         elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c1_TimeStamp = None
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
@@ -6912,13 +6841,10 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                             v = w.v; n = w.n
                             v <<= 1
                             n += 1
-                            _c1_Signature = None
-                            if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -7120,14 +7046,11 @@ def _e_WPT_LF_DataPackageListType(w, o):
             el = 'WPT_LF_DataPackage'
             v = (v << 12) | (v_NumPackages << 2)
             n += 12
-            v_NumPackages = None
             w.v = v; w.n = n
             _e_WPT_LF_DataPackageType(w, v_WPT_LF_DataPackage)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_WPT_LF_DataPackage = None
-            if v_NumPackages is not None or v_WPT_LF_DataPackage is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of NumPackages')
         w.v = v; w.n = n
@@ -8547,8 +8470,6 @@ def _e_WPT_LF_RxDataListType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 6
             n += 6
-            v_WPT_LF_RxDataList = None
-            if v_WPT_LF_RxDataList is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of WPT_LF_RxDataList')
         w.v = v; w.n = n
@@ -8688,7 +8609,6 @@ def _e_WPT_LF_RxDataType(w, o):
             if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c1_c1_TxIdentifier!r} outside [1, 4294967295]')
             v <<= 5
             n += 5
-            v_RxIdentifier = None
             if _c1_c1_TxIdentifier < 128: v = (v << 8) | _c1_c1_TxIdentifier; n += 8
             elif _c1_c1_TxIdentifier < 16384: v = (v << 16) | ((_c1_c1_TxIdentifier & 127) << 8) | 32768 | (_c1_c1_TxIdentifier >> 7); n += 16
             elif _c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_c1_c1_TxIdentifier & 127) << 16) | (((_c1_c1_TxIdentifier >> 7) & 127) << 8) | 8421376 | (_c1_c1_TxIdentifier >> 14); n += 24
@@ -8713,8 +8633,6 @@ def _e_WPT_LF_RxDataType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 5
             n += 5
-            v_RSSIData = None
-            if v_RxIdentifier is not None or v_RSSIData is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of RxIdentifier')
         w.v = v; w.n = n
@@ -8837,8 +8755,6 @@ def _e_WPT_LF_RxRSSIListType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
-            v_RSSIDataList = None
-            if v_RSSIDataList is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of RSSIDataList')
         w.v = v; w.n = n
@@ -8949,7 +8865,6 @@ def _e_WPT_LF_RxRSSIType(w, o):
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
-            v_TxIdentifier = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -8957,8 +8872,6 @@ def _e_WPT_LF_RxRSSIType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_RSSI = None
-            if v_TxIdentifier is not None or v_RSSI is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of TxIdentifier')
         w.v = v; w.n = n
@@ -10201,8 +10114,6 @@ def _e_WPT_LF_TxDataListType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
-            v_WPT_LF_TxDataList = None
-            if v_WPT_LF_TxDataList is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of WPT_LF_TxDataList')
         w.v = v; w.n = n
@@ -10313,7 +10224,6 @@ def _e_WPT_LF_TxDataType(w, o):
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
-            v_TxIdentifier = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -10321,8 +10231,6 @@ def _e_WPT_LF_TxDataType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_EIRP = None
-            if v_TxIdentifier is not None or v_EIRP is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of TxIdentifier')
         w.v = v; w.n = n
@@ -10658,14 +10566,12 @@ def _e_WPT_PairingReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -10679,13 +10585,10 @@ def _e_WPT_PairingReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
@@ -11080,14 +10983,12 @@ def _e_WPT_PairingResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                _c1_SessionID = None
                 if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
                 elif _c1_TimeStamp < 16384: v = (v << 16) | ((_c1_TimeStamp & 127) << 8) | 32768 | (_c1_TimeStamp >> 7); n += 16
                 elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_c1_TimeStamp & 127) << 16) | (((_c1_TimeStamp >> 7) & 127) << 8) | 8421376 | (_c1_TimeStamp >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_TimeStamp = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11101,13 +11002,10 @@ def _e_WPT_PairingResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_Signature = None
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_TimeStamp is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
@@ -11321,8 +11219,6 @@ def _e_WPT_SPCPowerControlParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_SPCPrimaryDeviceCoilCurrentInformation = None
-            if v_SPCPrimaryDeviceCoilCurrentInformation is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of SPCPrimaryDeviceCoilCurrentInformation')
         w.v = v; w.n = n
@@ -11894,15 +11790,12 @@ def _e_WPT_TxRxPulseOrderType(w, o):
             if v_TxRxIdentifier < 1 or v_TxRxIdentifier > 4294967295: raise EncodeError(f'value {v_TxRxIdentifier!r} outside [1, 4294967295]')
             v <<= 3
             n += 3
-            v_IndexNumber = None
             if v_TxRxIdentifier < 128: v = (v << 8) | v_TxRxIdentifier; n += 8
             elif v_TxRxIdentifier < 16384: v = (v << 16) | ((v_TxRxIdentifier & 127) << 8) | 32768 | (v_TxRxIdentifier >> 7); n += 16
             elif v_TxRxIdentifier < 2097152: v = (v << 24) | ((v_TxRxIdentifier & 127) << 16) | (((v_TxRxIdentifier >> 7) & 127) << 8) | 8421376 | (v_TxRxIdentifier >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_TxRxIdentifier); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_TxRxIdentifier = None
-            if v_IndexNumber is not None or v_TxRxIdentifier is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of IndexNumber')
         w.v = v; w.n = n
@@ -12147,7 +12040,6 @@ def _e_WPT_TxRxSpecDataType(w, o):
             if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: raise EncodeError(f'value {_c1_Coord_X!r} outside [-32768, 32767]')
             v = (v << 5) | (_c1_Coord_X < 0)
             n += 5
-            v_TxRxIdentifier = None
             _m = (-_c1_Coord_X - 1 if _c1_Coord_X < 0 else _c1_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -12184,7 +12076,6 @@ def _e_WPT_TxRxSpecDataType(w, o):
             if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: raise EncodeError(f'value {_c2_Coord_X!r} outside [-32768, 32767]')
             v = (v << 6) | (_c2_Coord_X < 0)
             n += 6
-            v_TxRxPosition = None
             _m = (-_c2_Coord_X - 1 if _c2_Coord_X < 0 else _c2_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -12212,8 +12103,6 @@ def _e_WPT_TxRxSpecDataType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_TxRxOrientation = None
-            if v_TxRxIdentifier is not None or v_TxRxPosition is not None or v_TxRxOrientation is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of TxRxIdentifier')
         w.v = v; w.n = n

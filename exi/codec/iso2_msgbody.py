@@ -122,7 +122,6 @@ def _e_AuthorizationReqType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-            v_Id = None
             s = 1
         elif v_GenChallenge is not None:
             el = 'GenChallenge'
@@ -134,12 +133,10 @@ def _e_AuthorizationReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_GenChallenge = None
             s = 2
         elif True:
             v = (v << 2) | 2
             n += 2
-            if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_GenChallenge is not None:
@@ -152,18 +149,15 @@ def _e_AuthorizationReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_GenChallenge = None
                 s = 2
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if True:
                 v <<= 1
                 n += 1
-                if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -216,9 +210,6 @@ def _e_AuthorizationResType(w, o):
             if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
             v = (v << 14) | (_i1 << 7) | (_i2 << 2)
             n += 14
-            v_ResponseCode = None
-            v_EVSEProcessing = None
-            if v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -2206,7 +2197,6 @@ def _e_BodyType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c1_Id); v = w.v; n = w.n
-                _c1_Id = None
                 _c1_s = 1
             elif _c1_GenChallenge is not None:
                 el = 'AuthorizationReq/GenChallenge'
@@ -2218,12 +2208,10 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_GenChallenge); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_GenChallenge = None
                 _c1_s = 2
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if _c1_Id is not None or _c1_GenChallenge is not None: raise _leftover(_c1_o)
                 _c1_s = -1
             if _c1_s == 1:
                 if _c1_GenChallenge is not None:
@@ -2236,18 +2224,15 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.binary(_c1_GenChallenge); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_GenChallenge = None
                     _c1_s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_Id is not None or _c1_GenChallenge is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if _c1_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c1_Id is not None or _c1_GenChallenge is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_AuthorizationReq = None
@@ -2446,14 +2431,12 @@ def _e_BodyType(w, o):
                 el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                 v <<= 2
                 n += 2
-                _c7_c2_Id = None
                 if len(_c7_c2_Certificate) > 800: raise EncodeError(f'length {len(_c7_c2_Certificate)} outside [0, 800]')
                 _l = len(_c7_c2_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c7_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c2_Certificate = None
                 _c7_c2_s = 2
             elif _c7_c2_Certificate is not None:
                 el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
@@ -2465,7 +2448,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c7_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c2_Certificate = None
                 _c7_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
@@ -2479,13 +2461,10 @@ def _e_BodyType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c7_c2_SubCertificates = None
-                    if _c7_c2_Id is not None or _c7_c2_Certificate is not None or _c7_c2_SubCertificates is not None: raise _leftover(_c7_c2_o)
                     _c7_c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c7_c2_Id is not None or _c7_c2_Certificate is not None or _c7_c2_SubCertificates is not None: raise _leftover(_c7_c2_o)
                     _c7_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c7_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
@@ -2509,14 +2488,12 @@ def _e_BodyType(w, o):
                 el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                _c7_c3_Id = None
                 if len(_c7_c3_Certificate) > 800: raise EncodeError(f'length {len(_c7_c3_Certificate)} outside [0, 800]')
                 _l = len(_c7_c3_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c3_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c7_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c3_Certificate = None
                 _c7_c3_s = 2
             elif _c7_c3_Certificate is not None:
                 el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
@@ -2528,7 +2505,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c7_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c3_Certificate = None
                 _c7_c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
@@ -2542,13 +2518,10 @@ def _e_BodyType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c7_c3_SubCertificates = None
-                    if _c7_c3_Id is not None or _c7_c3_Certificate is not None or _c7_c3_SubCertificates is not None: raise _leftover(_c7_c3_o)
                     _c7_c3_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c7_c3_Id is not None or _c7_c3_Certificate is not None or _c7_c3_SubCertificates is not None: raise _leftover(_c7_c3_o)
                     _c7_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c7_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
@@ -2567,7 +2540,6 @@ def _e_BodyType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_c4_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c7_c4_Id); v = w.v; n = w.n
-                _c7_c4_Id = None
                 _c7_c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
@@ -2581,8 +2553,6 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.binary(_c7_c4_value); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c7_c4_value = None
-                    if _c7_c4_Id is not None or _c7_c4_value is not None: raise _leftover(_c7_c4_o)
                     _c7_c4_s = -1
                 else:
                     raise EncodeError('missing content: expected one of text')
@@ -2603,7 +2573,6 @@ def _e_BodyType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_c5_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c7_c5_Id); v = w.v; n = w.n
-                _c7_c5_Id = None
                 _c7_c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
@@ -2617,8 +2586,6 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.binary(_c7_c5_value); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c7_c5_value = None
-                    if _c7_c5_Id is not None or _c7_c5_value is not None: raise _leftover(_c7_c5_o)
                     _c7_c5_s = -1
                 else:
                     raise EncodeError('missing content: expected one of text')
@@ -2671,14 +2638,12 @@ def _e_BodyType(w, o):
                 el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                _c8_c1_Id = None
                 if len(_c8_c1_Certificate) > 800: raise EncodeError(f'length {len(_c8_c1_Certificate)} outside [0, 800]')
                 _l = len(_c8_c1_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c8_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c8_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c8_c1_Certificate = None
                 _c8_c1_s = 2
             elif _c8_c1_Certificate is not None:
                 el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
@@ -2690,7 +2655,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c8_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c8_c1_Certificate = None
                 _c8_c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
@@ -2704,13 +2668,10 @@ def _e_BodyType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c8_c1_SubCertificates = None
-                    if _c8_c1_Id is not None or _c8_c1_Certificate is not None or _c8_c1_SubCertificates is not None: raise _leftover(_c8_c1_o)
                     _c8_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c8_c1_Id is not None or _c8_c1_Certificate is not None or _c8_c1_SubCertificates is not None: raise _leftover(_c8_c1_o)
                     _c8_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c8_eMAID is not None): raise EncodeError('missing content: eMAID')
@@ -2817,12 +2778,9 @@ def _e_BodyType(w, o):
                         else: w.v = v; w.n = n; w.uint(_c9_c3_DepartureTime); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c9_c3_DepartureTime = None
-                        if _c9_c3_DepartureTime is not None: raise _leftover(_c9_c3_o)
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c9_c3_DepartureTime is not None: raise _leftover(_c9_c3_o)
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     _c9_EVChargeParameter = None
                     _c9_s = 3
@@ -2902,14 +2860,12 @@ def _e_BodyType(w, o):
                 el = 'MeteringReceiptReq/SessionID'
                 v <<= 2
                 n += 2
-                _c11_Id = None
                 if len(_c11_SessionID) > 8: raise EncodeError(f'length {len(_c11_SessionID)} outside [0, 8]')
                 _l = len(_c11_SessionID)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c11_SessionID, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c11_SessionID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c11_SessionID = None
                 _c11_s = 2
             elif _c11_SessionID is not None:
                 el = 'MeteringReceiptReq/SessionID'
@@ -2921,7 +2877,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c11_SessionID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c11_SessionID = None
                 _c11_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, SessionID')
@@ -2933,11 +2888,9 @@ def _e_BodyType(w, o):
                     el = 'MeteringReceiptReq/MeterInfo'
                     v = (v << 13) | ((_c11_SAScheduleTupleID - 1) << 2)
                     n += 13
-                    _c11_SAScheduleTupleID = None
                     w.v = v; w.n = n
                     c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
                     v = w.v; n = w.n
-                    _c11_MeterInfo = None
                     _c11_s = 4
                 elif _c11_MeterInfo is not None:
                     el = 'MeteringReceiptReq/MeterInfo'
@@ -2946,7 +2899,6 @@ def _e_BodyType(w, o):
                     w.v = v; w.n = n
                     c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
                     v = w.v; n = w.n
-                    _c11_MeterInfo = None
                     _c11_s = 4
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
@@ -2954,7 +2906,6 @@ def _e_BodyType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c11_Id is not None or _c11_SessionID is not None or _c11_SAScheduleTupleID is not None or _c11_MeterInfo is not None: raise _leftover(_c11_o)
                     _c11_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_MeteringReceiptReq = None
@@ -3004,14 +2955,12 @@ def _e_BodyType(w, o):
                 el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                _c12_c1_Id = None
                 if len(_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 800]')
                 _l = len(_c12_c1_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c12_c1_Certificate = None
                 _c12_c1_s = 2
             elif _c12_c1_Certificate is not None:
                 el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
@@ -3023,7 +2972,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c12_c1_Certificate = None
                 _c12_c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
@@ -3037,13 +2985,10 @@ def _e_BodyType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c12_c1_SubCertificates = None
-                    if _c12_c1_Id is not None or _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
                     _c12_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c12_c1_Id is not None or _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
                     _c12_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
@@ -3335,14 +3280,12 @@ def _e_BodyType(w, o):
                 if _c19_ServiceID < 0 or _c19_ServiceID > 65535: raise EncodeError(f'value {_c19_ServiceID!r} outside [0, 65535]')
                 v = (v << 10) | (_c19_i1 << 3)
                 n += 10
-                _c19_ResponseCode = None
                 if _c19_ServiceID < 128: v = (v << 8) | _c19_ServiceID; n += 8
                 elif _c19_ServiceID < 16384: v = (v << 16) | ((_c19_ServiceID & 127) << 8) | 32768 | (_c19_ServiceID >> 7); n += 16
                 elif _c19_ServiceID < 2097152: v = (v << 24) | ((_c19_ServiceID & 127) << 16) | (((_c19_ServiceID >> 7) & 127) << 8) | 8421376 | (_c19_ServiceID >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c19_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c19_ServiceID = None
                 _c19_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
@@ -3356,13 +3299,10 @@ def _e_BodyType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c19_ServiceParameterList = None
-                    if _c19_ResponseCode is not None or _c19_ServiceID is not None or _c19_ServiceParameterList is not None: raise _leftover(_c19_o)
                     _c19_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c19_ResponseCode is not None or _c19_ServiceID is not None or _c19_ServiceParameterList is not None: raise _leftover(_c19_o)
                     _c19_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ServiceDetailRes = None
@@ -3386,7 +3326,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.string(_c20_ServiceScope); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c20_ServiceScope = None
                 _c20_s = 1
             elif _c20_ServiceCategory is not None:
                 el = 'ServiceDiscoveryReq/ServiceCategory'
@@ -3394,12 +3333,10 @@ def _e_BodyType(w, o):
                 if _c20_i1 is None: raise EncodeError(f'{_c20_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (1 << 4) | (_c20_i1 << 1)
                 n += 6
-                _c20_ServiceCategory = None
                 _c20_s = 2
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if _c20_ServiceScope is not None or _c20_ServiceCategory is not None: raise _leftover(_c20_o)
                 _c20_s = -1
             if _c20_s == 1:
                 if _c20_ServiceCategory is not None:
@@ -3408,18 +3345,15 @@ def _e_BodyType(w, o):
                     if _c20_i2 is None: raise EncodeError(f'{_c20_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (_c20_i2 << 1)
                     n += 6
-                    _c20_ServiceCategory = None
                     _c20_s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c20_ServiceScope is not None or _c20_ServiceCategory is not None: raise _leftover(_c20_o)
                     _c20_s = -1
             if _c20_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c20_ServiceScope is not None or _c20_ServiceCategory is not None: raise _leftover(_c20_o)
                     _c20_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ServiceDiscoveryReq = None
@@ -3441,7 +3375,6 @@ def _e_BodyType(w, o):
                 el = 'ServiceDiscoveryRes/PaymentOptionList'
                 v = (v << 9) | (_c21_i1 << 2)
                 n += 9
-                _c21_ResponseCode = None
                 w.v = v; w.n = n
                 c_iso2_msgdatatypes._e_PaymentOptionListType(w, _c21_PaymentOptionList)
                 v = w.v; n = w.n
@@ -3449,11 +3382,9 @@ def _e_BodyType(w, o):
                 el = 'ServiceDiscoveryRes/ChargeService'
                 v <<= 1
                 n += 1
-                _c21_PaymentOptionList = None
                 w.v = v; w.n = n
                 c_iso2_msgdatatypes._e_ChargeServiceType(w, _c21_ChargeService)
                 v = w.v; n = w.n
-                _c21_ChargeService = None
                 _c21_s = 3
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
@@ -3467,13 +3398,10 @@ def _e_BodyType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c21_ServiceList = None
-                    if _c21_ResponseCode is not None or _c21_PaymentOptionList is not None or _c21_ChargeService is not None or _c21_ServiceList is not None: raise _leftover(_c21_o)
                     _c21_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c21_ResponseCode is not None or _c21_PaymentOptionList is not None or _c21_ChargeService is not None or _c21_ServiceList is not None: raise _leftover(_c21_o)
                     _c21_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ServiceDiscoveryRes = None
@@ -3510,7 +3438,6 @@ def _e_BodyType(w, o):
                 el = 'SessionSetupRes/EVSEID'
                 v = (v << 10) | (_c23_i1 << 3)
                 n += 10
-                _c23_ResponseCode = None
                 if len(_c23_EVSEID) < 7 or len(_c23_EVSEID) > 37: raise EncodeError(f'length {len(_c23_EVSEID)} outside [7, 37]')
                 _l = len(_c23_EVSEID)
                 if _l < 126 and _c23_EVSEID.isascii():
@@ -3519,7 +3446,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.string(_c23_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c23_EVSEID = None
                 _c23_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
@@ -3536,13 +3462,10 @@ def _e_BodyType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c23_EVSETimeStamp = None
-                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_EVSETimeStamp is not None: raise _leftover(_c23_o)
                     _c23_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_EVSETimeStamp is not None: raise _leftover(_c23_o)
                     _c23_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_SessionSetupRes = None
@@ -3764,8 +3687,6 @@ def _e_CableCheckReqType(w, o):
             if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
             v = (v << 24) | (_c1_EVReady << 20) | (_c1_i1 << 13) | (_c1_EVRESSSOC << 3)
             n += 24
-            v_DC_EVStatus = None
-            if v_DC_EVStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
@@ -3901,7 +3822,6 @@ def _e_CableCheckResType(w, o):
             el = 'DC_EVSEStatus'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             _c2_o = v_DC_EVSEStatus
             _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
             _c2_EVSENotification = _c2_o.EVSENotification
@@ -3964,9 +3884,6 @@ def _e_CableCheckResType(w, o):
             if _i3 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
             v = (v << 6) | (_i3 << 2)
             n += 6
-            v_DC_EVSEStatus = None
-            v_EVSEProcessing = None
-            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEProcessing is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -4052,7 +3969,6 @@ def _e_CertificateInstallationReqType(w, o):
             el = 'OEMProvisioningCert'
             v <<= 2
             n += 2
-            v_Id = None
             if len(v_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 800]')
             _l = len(v_OEMProvisioningCert)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
@@ -4061,14 +3977,11 @@ def _e_CertificateInstallationReqType(w, o):
             el = 'ListOfRootCertificateIDs'
             v <<= 2
             n += 2
-            v_OEMProvisioningCert = None
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ListOfRootCertificateIDs = None
-            if v_Id is not None or v_OEMProvisioningCert is not None or v_ListOfRootCertificateIDs is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
@@ -4377,7 +4290,6 @@ def _e_CertificateInstallationResType(w, o):
             el = 'SAProvisioningCertificateChain'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             _c2_o = v_SAProvisioningCertificateChain
             _c2_Id = _c2_o.Id
             _c2_Certificate = _c2_o.Certificate
@@ -4395,14 +4307,12 @@ def _e_CertificateInstallationResType(w, o):
                 el = 'SAProvisioningCertificateChain/Certificate'
                 v <<= 2
                 n += 2
-                _c2_Id = None
                 if len(_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
                 _l = len(_c2_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_Certificate = None
                 _c2_s = 2
             elif _c2_Certificate is not None:
                 el = 'SAProvisioningCertificateChain/Certificate'
@@ -4414,7 +4324,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_Certificate = None
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
@@ -4428,20 +4337,16 @@ def _e_CertificateInstallationResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_SubCertificates = None
-                    if _c2_Id is not None or _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c2_Id is not None or _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
             v <<= 1
             n += 1
-            v_SAProvisioningCertificateChain = None
             _c3_o = v_ContractSignatureCertChain
             _c3_Id = _c3_o.Id
             _c3_Certificate = _c3_o.Certificate
@@ -4459,14 +4364,12 @@ def _e_CertificateInstallationResType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                _c3_Id = None
                 if len(_c3_Certificate) > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
                 _l = len(_c3_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c3_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c3_Certificate = None
                 _c3_s = 2
             elif _c3_Certificate is not None:
                 el = 'ContractSignatureCertChain/Certificate'
@@ -4478,7 +4381,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c3_Certificate = None
                 _c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
@@ -4492,20 +4394,16 @@ def _e_CertificateInstallationResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_SubCertificates = None
-                    if _c3_Id is not None or _c3_Certificate is not None or _c3_SubCertificates is not None: raise _leftover(_c3_o)
                     _c3_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c3_Id is not None or _c3_Certificate is not None or _c3_SubCertificates is not None: raise _leftover(_c3_o)
                     _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
             v <<= 1
             n += 1
-            v_ContractSignatureCertChain = None
             _c4_o = v_ContractSignatureEncryptedPrivateKey
             _c4_Id = _c4_o.Id
             _c4_value = _c4_o.value
@@ -4518,7 +4416,6 @@ def _e_CertificateInstallationResType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
-                _c4_Id = None
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
@@ -4532,8 +4429,6 @@ def _e_CertificateInstallationResType(w, o):
                     else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c4_value = None
-                    if _c4_Id is not None or _c4_value is not None: raise _leftover(_c4_o)
                     _c4_s = -1
                 else:
                     raise EncodeError('missing content: expected one of text')
@@ -4542,7 +4437,6 @@ def _e_CertificateInstallationResType(w, o):
             el = 'DHpublickey'
             v <<= 1
             n += 1
-            v_ContractSignatureEncryptedPrivateKey = None
             _c5_o = v_DHpublickey
             _c5_Id = _c5_o.Id
             _c5_value = _c5_o.value
@@ -4555,7 +4449,6 @@ def _e_CertificateInstallationResType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c5_Id); v = w.v; n = w.n
-                _c5_Id = None
                 _c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
@@ -4569,8 +4462,6 @@ def _e_CertificateInstallationResType(w, o):
                     else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c5_value = None
-                    if _c5_Id is not None or _c5_value is not None: raise _leftover(_c5_o)
                     _c5_s = -1
                 else:
                     raise EncodeError('missing content: expected one of text')
@@ -4579,14 +4470,11 @@ def _e_CertificateInstallationResType(w, o):
             el = 'eMAID'
             v <<= 1
             n += 1
-            v_DHpublickey = None
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_EMAIDType(w, v_eMAID)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_eMAID = None
-            if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -4743,7 +4631,6 @@ def _e_CertificateUpdateReqType(w, o):
             el = 'ContractSignatureCertChain'
             v <<= 1
             n += 1
-            v_Id = None
             _c1_o = v_ContractSignatureCertChain
             _c1_Id = _c1_o.Id
             _c1_Certificate = _c1_o.Certificate
@@ -4761,14 +4648,12 @@ def _e_CertificateUpdateReqType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                _c1_Id = None
                 if len(_c1_Certificate) > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
                 _l = len(_c1_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_Certificate = None
                 _c1_s = 2
             elif _c1_Certificate is not None:
                 el = 'ContractSignatureCertChain/Certificate'
@@ -4780,7 +4665,6 @@ def _e_CertificateUpdateReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_Certificate = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
@@ -4794,20 +4678,16 @@ def _e_CertificateUpdateReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_SubCertificates = None
-                    if _c1_Id is not None or _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_Id is not None or _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'eMAID'
             v <<= 2
             n += 2
-            v_ContractSignatureCertChain = None
             if len(v_eMAID) < 14 or len(v_eMAID) > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
             _l = len(v_eMAID)
             if _l < 126 and v_eMAID.isascii():
@@ -4818,14 +4698,11 @@ def _e_CertificateUpdateReqType(w, o):
             el = 'ListOfRootCertificateIDs'
             v <<= 2
             n += 2
-            v_eMAID = None
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ListOfRootCertificateIDs = None
-            if v_Id is not None or v_ContractSignatureCertChain is not None or v_eMAID is not None or v_ListOfRootCertificateIDs is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
@@ -5175,7 +5052,6 @@ def _e_CertificateUpdateResType(w, o):
             el = 'SAProvisioningCertificateChain'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             _c2_o = v_SAProvisioningCertificateChain
             _c2_Id = _c2_o.Id
             _c2_Certificate = _c2_o.Certificate
@@ -5193,14 +5069,12 @@ def _e_CertificateUpdateResType(w, o):
                 el = 'SAProvisioningCertificateChain/Certificate'
                 v <<= 2
                 n += 2
-                _c2_Id = None
                 if len(_c2_Certificate) > 800: raise EncodeError(f'length {len(_c2_Certificate)} outside [0, 800]')
                 _l = len(_c2_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_Certificate = None
                 _c2_s = 2
             elif _c2_Certificate is not None:
                 el = 'SAProvisioningCertificateChain/Certificate'
@@ -5212,7 +5086,6 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_Certificate = None
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
@@ -5226,20 +5099,16 @@ def _e_CertificateUpdateResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_SubCertificates = None
-                    if _c2_Id is not None or _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c2_Id is not None or _c2_Certificate is not None or _c2_SubCertificates is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
             v <<= 1
             n += 1
-            v_SAProvisioningCertificateChain = None
             _c3_o = v_ContractSignatureCertChain
             _c3_Id = _c3_o.Id
             _c3_Certificate = _c3_o.Certificate
@@ -5257,14 +5126,12 @@ def _e_CertificateUpdateResType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                _c3_Id = None
                 if len(_c3_Certificate) > 800: raise EncodeError(f'length {len(_c3_Certificate)} outside [0, 800]')
                 _l = len(_c3_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c3_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c3_Certificate = None
                 _c3_s = 2
             elif _c3_Certificate is not None:
                 el = 'ContractSignatureCertChain/Certificate'
@@ -5276,7 +5143,6 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c3_Certificate = None
                 _c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
@@ -5290,20 +5156,16 @@ def _e_CertificateUpdateResType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_SubCertificates = None
-                    if _c3_Id is not None or _c3_Certificate is not None or _c3_SubCertificates is not None: raise _leftover(_c3_o)
                     _c3_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c3_Id is not None or _c3_Certificate is not None or _c3_SubCertificates is not None: raise _leftover(_c3_o)
                     _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
             v <<= 1
             n += 1
-            v_ContractSignatureCertChain = None
             _c4_o = v_ContractSignatureEncryptedPrivateKey
             _c4_Id = _c4_o.Id
             _c4_value = _c4_o.value
@@ -5316,7 +5178,6 @@ def _e_CertificateUpdateResType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
-                _c4_Id = None
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
@@ -5330,8 +5191,6 @@ def _e_CertificateUpdateResType(w, o):
                     else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c4_value = None
-                    if _c4_Id is not None or _c4_value is not None: raise _leftover(_c4_o)
                     _c4_s = -1
                 else:
                     raise EncodeError('missing content: expected one of text')
@@ -5340,7 +5199,6 @@ def _e_CertificateUpdateResType(w, o):
             el = 'DHpublickey'
             v <<= 1
             n += 1
-            v_ContractSignatureEncryptedPrivateKey = None
             _c5_o = v_DHpublickey
             _c5_Id = _c5_o.Id
             _c5_value = _c5_o.value
@@ -5353,7 +5211,6 @@ def _e_CertificateUpdateResType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c5_Id); v = w.v; n = w.n
-                _c5_Id = None
                 _c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
@@ -5367,8 +5224,6 @@ def _e_CertificateUpdateResType(w, o):
                     else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c5_value = None
-                    if _c5_Id is not None or _c5_value is not None: raise _leftover(_c5_o)
                     _c5_s = -1
                 else:
                     raise EncodeError('missing content: expected one of text')
@@ -5377,11 +5232,9 @@ def _e_CertificateUpdateResType(w, o):
             el = 'eMAID'
             v <<= 1
             n += 1
-            v_DHpublickey = None
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_EMAIDType(w, v_eMAID)
             v = w.v; n = w.n
-            v_eMAID = None
             s = 6
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -5398,13 +5251,10 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_RetryCounter = None
-                if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None or v_RetryCounter is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None or v_RetryCounter is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -5619,12 +5469,9 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c3_DepartureTime); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c3_DepartureTime = None
-                    if _c3_DepartureTime is not None: raise _leftover(_c3_o)
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c3_DepartureTime is not None: raise _leftover(_c3_o)
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVChargeParameter = None
                 s = 3
@@ -6571,7 +6418,6 @@ def _e_ChargingStatusResType(w, o):
             el = 'EVSEID'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            v_ResponseCode = None
             if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
             _l = len(v_EVSEID)
             if _l < 126 and v_EVSEID.isascii():
@@ -6583,8 +6429,6 @@ def _e_ChargingStatusResType(w, o):
             if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
             v = (v << 12) | ((v_SAScheduleTupleID - 1) << 1)
             n += 12
-            v_EVSEID = None
-            v_SAScheduleTupleID = None
             s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -6614,7 +6458,6 @@ def _e_ChargingStatusResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaxCurrent = None
                 s = 4
             elif v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -6623,14 +6466,12 @@ def _e_ChargingStatusResType(w, o):
                 w.v = v; w.n = n
                 c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
                 v = w.v; n = w.n
-                v_MeterInfo = None
                 s = 5
             elif v_ReceiptRequired is not None:
                 el = 'ReceiptRequired'
                 if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
                 v = (v << 6) | (2 << 3) | (v_ReceiptRequired << 1)
                 n += 6
-                v_ReceiptRequired = None
                 s = 6
             elif v_AC_EVSEStatus is not None:
                 el = 'AC_EVSEStatus'
@@ -6656,7 +6497,6 @@ def _e_ChargingStatusResType(w, o):
                 if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
                 v = (v << 11) | (_c3_i1 << 6) | (_c3_RCD << 2)
                 n += 11
-                v_AC_EVSEStatus = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired, AC_EVSEStatus')
@@ -6668,14 +6508,12 @@ def _e_ChargingStatusResType(w, o):
                 w.v = v; w.n = n
                 c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
                 v = w.v; n = w.n
-                v_MeterInfo = None
                 s = 5
             elif v_ReceiptRequired is not None:
                 el = 'ReceiptRequired'
                 if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
                 v = (v << 5) | (1 << 3) | (v_ReceiptRequired << 1)
                 n += 5
-                v_ReceiptRequired = None
                 s = 6
             elif v_AC_EVSEStatus is not None:
                 el = 'AC_EVSEStatus'
@@ -6701,7 +6539,6 @@ def _e_ChargingStatusResType(w, o):
                 if _c4_RCD is not True and _c4_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_RCD!r}')
                 v = (v << 11) | (_c4_i1 << 6) | (_c4_RCD << 2)
                 n += 11
-                v_AC_EVSEStatus = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of MeterInfo, ReceiptRequired, AC_EVSEStatus')
@@ -6711,7 +6548,6 @@ def _e_ChargingStatusResType(w, o):
                 if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
                 v = (v << 5) | (v_ReceiptRequired << 1)
                 n += 5
-                v_ReceiptRequired = None
                 s = 6
             elif v_AC_EVSEStatus is not None:
                 el = 'AC_EVSEStatus'
@@ -6737,7 +6573,6 @@ def _e_ChargingStatusResType(w, o):
                 if _c5_RCD is not True and _c5_RCD is not False: raise EncodeError(f'expected a bool, got {_c5_RCD!r}')
                 v = (v << 11) | (_c5_i1 << 6) | (_c5_RCD << 2)
                 n += 11
-                v_AC_EVSEStatus = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of ReceiptRequired, AC_EVSEStatus')
@@ -6766,7 +6601,6 @@ def _e_ChargingStatusResType(w, o):
                 if _c6_RCD is not True and _c6_RCD is not False: raise EncodeError(f'expected a bool, got {_c6_RCD!r}')
                 v = (v << 11) | (_c6_i1 << 6) | (_c6_RCD << 2)
                 n += 11
-                v_AC_EVSEStatus = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of AC_EVSEStatus')
@@ -6774,7 +6608,6 @@ def _e_ChargingStatusResType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -7534,7 +7367,6 @@ def _e_CurrentDemandReqType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 39) | (_c1_EVReady << 35) | (_c1_i1 << 28) | (_c1_EVRESSSOC << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 39
-            v_DC_EVStatus = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -7542,7 +7374,6 @@ def _e_CurrentDemandReqType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVTargetCurrent = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
@@ -7572,7 +7403,6 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumVoltageLimit = None
                 s = 3
             elif v_EVMaximumCurrentLimit is not None:
                 el = 'EVMaximumCurrentLimit'
@@ -7599,7 +7429,6 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumCurrentLimit = None
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
                 el = 'EVMaximumPowerLimit'
@@ -7626,21 +7455,18 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
                 el = 'BulkChargingComplete'
                 if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
                 v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
                 n += 6
-                v_BulkChargingComplete = None
                 s = 6
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
                 n += 6
-                v_ChargingComplete = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
@@ -7670,7 +7496,6 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumCurrentLimit = None
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
                 el = 'EVMaximumPowerLimit'
@@ -7697,21 +7522,18 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
                 el = 'BulkChargingComplete'
                 if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
                 v = (v << 6) | (2 << 3) | (v_BulkChargingComplete << 1)
                 n += 6
-                v_BulkChargingComplete = None
                 s = 6
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
                 n += 6
-                v_ChargingComplete = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
@@ -7741,21 +7563,18 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
                 el = 'BulkChargingComplete'
                 if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
                 v = (v << 5) | (1 << 3) | (v_BulkChargingComplete << 1)
                 n += 5
-                v_BulkChargingComplete = None
                 s = 6
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 5) | (2 << 3) | (v_ChargingComplete << 1)
                 n += 5
-                v_ChargingComplete = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
@@ -7765,14 +7584,12 @@ def _e_CurrentDemandReqType(w, o):
                 if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
                 v = (v << 5) | (v_BulkChargingComplete << 1)
                 n += 5
-                v_BulkChargingComplete = None
                 s = 6
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
                 n += 5
-                v_ChargingComplete = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
@@ -7782,7 +7599,6 @@ def _e_CurrentDemandReqType(w, o):
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 4) | (v_ChargingComplete << 1)
                 n += 4
-                v_ChargingComplete = None
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of ChargingComplete')
@@ -7812,7 +7628,6 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_RemainingTimeToFullSoC = None
                 s = 8
             elif v_RemainingTimeToBulkSoC is not None:
                 el = 'RemainingTimeToBulkSoC'
@@ -7839,7 +7654,6 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_RemainingTimeToBulkSoC = None
                 s = 9
             elif v_EVTargetVoltage is not None:
                 el = 'EVTargetVoltage'
@@ -7866,7 +7680,6 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVTargetVoltage = None
                 s = 10
             else:
                 raise EncodeError('missing content: expected one of RemainingTimeToFullSoC, RemainingTimeToBulkSoC, EVTargetVoltage')
@@ -7896,7 +7709,6 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_RemainingTimeToBulkSoC = None
                 s = 9
             elif v_EVTargetVoltage is not None:
                 el = 'EVTargetVoltage'
@@ -7923,7 +7735,6 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVTargetVoltage = None
                 s = 10
             else:
                 raise EncodeError('missing content: expected one of RemainingTimeToBulkSoC, EVTargetVoltage')
@@ -7953,7 +7764,6 @@ def _e_CurrentDemandReqType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVTargetVoltage = None
                 s = 10
             else:
                 raise EncodeError('missing content: expected one of EVTargetVoltage')
@@ -7961,7 +7771,6 @@ def _e_CurrentDemandReqType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_DC_EVStatus is not None or v_EVTargetCurrent is not None or v_EVMaximumVoltageLimit is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None or v_RemainingTimeToFullSoC is not None or v_RemainingTimeToBulkSoC is not None or v_EVTargetVoltage is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -8582,7 +8391,6 @@ def _e_CurrentDemandResType(w, o):
             el = 'DC_EVSEStatus'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             _c2_o = v_DC_EVSEStatus
             _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
             _c2_EVSENotification = _c2_o.EVSENotification
@@ -8657,7 +8465,6 @@ def _e_CurrentDemandResType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
-            v_DC_EVSEStatus = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -8681,7 +8488,6 @@ def _e_CurrentDemandResType(w, o):
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
             n += 18
-            v_EVSEPresentVoltage = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -8698,10 +8504,6 @@ def _e_CurrentDemandResType(w, o):
             if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
             v = (v << 14) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
             n += 14
-            v_EVSEPresentCurrent = None
-            v_EVSECurrentLimitAchieved = None
-            v_EVSEVoltageLimitAchieved = None
-            v_EVSEPowerLimitAchieved = None
             s = 7
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -8731,7 +8533,6 @@ def _e_CurrentDemandResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumVoltageLimit = None
                 s = 8
             elif v_EVSEMaximumCurrentLimit is not None:
                 el = 'EVSEMaximumCurrentLimit'
@@ -8758,7 +8559,6 @@ def _e_CurrentDemandResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumCurrentLimit = None
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
                 el = 'EVSEMaximumPowerLimit'
@@ -8785,7 +8585,6 @@ def _e_CurrentDemandResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumPowerLimit = None
                 s = 10
             elif v_EVSEID is not None:
                 el = 'EVSEID'
@@ -8799,7 +8598,6 @@ def _e_CurrentDemandResType(w, o):
                 else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_EVSEID = None
                 s = 11
             else:
                 raise EncodeError('missing content: expected one of EVSEMaximumVoltageLimit, EVSEMaximumCurrentLimit, EVSEMaximumPowerLimit, EVSEID')
@@ -8829,7 +8627,6 @@ def _e_CurrentDemandResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumCurrentLimit = None
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
                 el = 'EVSEMaximumPowerLimit'
@@ -8856,7 +8653,6 @@ def _e_CurrentDemandResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumPowerLimit = None
                 s = 10
             elif v_EVSEID is not None:
                 el = 'EVSEID'
@@ -8870,7 +8666,6 @@ def _e_CurrentDemandResType(w, o):
                 else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_EVSEID = None
                 s = 11
             else:
                 raise EncodeError('missing content: expected one of EVSEMaximumCurrentLimit, EVSEMaximumPowerLimit, EVSEID')
@@ -8900,7 +8695,6 @@ def _e_CurrentDemandResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEMaximumPowerLimit = None
                 s = 10
             elif v_EVSEID is not None:
                 el = 'EVSEID'
@@ -8914,7 +8708,6 @@ def _e_CurrentDemandResType(w, o):
                 else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_EVSEID = None
                 s = 11
             else:
                 raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEID')
@@ -8931,7 +8724,6 @@ def _e_CurrentDemandResType(w, o):
                 else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_EVSEID = None
                 s = 11
             else:
                 raise EncodeError('missing content: expected one of EVSEID')
@@ -8941,7 +8733,6 @@ def _e_CurrentDemandResType(w, o):
                 if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
                 v = (v << 11) | ((v_SAScheduleTupleID - 1) << 1)
                 n += 11
-                v_SAScheduleTupleID = None
                 s = 12
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID')
@@ -8953,19 +8744,16 @@ def _e_CurrentDemandResType(w, o):
                 w.v = v; w.n = n
                 c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
                 v = w.v; n = w.n
-                v_MeterInfo = None
                 s = 13
             elif v_ReceiptRequired is not None:
                 el = 'ReceiptRequired'
                 if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
                 v = (v << 5) | (1 << 3) | (v_ReceiptRequired << 1)
                 n += 5
-                v_ReceiptRequired = None
                 s = 14
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None or v_ReceiptRequired is not None: raise _leftover(o)
                 s = -1
         if s == 13:
             if v_ReceiptRequired is not None:
@@ -8973,18 +8761,15 @@ def _e_CurrentDemandResType(w, o):
                 if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
                 v = (v << 5) | (v_ReceiptRequired << 1)
                 n += 5
-                v_ReceiptRequired = None
                 s = 14
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None or v_ReceiptRequired is not None: raise _leftover(o)
                 s = -1
         if s == 14:
             if True:
                 v <<= 1
                 n += 1
-                if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None or v_ReceiptRequired is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -9116,14 +8901,12 @@ def _e_MeteringReceiptReqType(w, o):
             el = 'SessionID'
             v <<= 2
             n += 2
-            v_Id = None
             if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
             _l = len(v_SessionID)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SessionID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SessionID = None
             s = 2
         elif v_SessionID is not None:
             el = 'SessionID'
@@ -9135,7 +8918,6 @@ def _e_MeteringReceiptReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SessionID = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, SessionID')
@@ -9147,11 +8929,9 @@ def _e_MeteringReceiptReqType(w, o):
                 el = 'MeterInfo'
                 v = (v << 13) | ((v_SAScheduleTupleID - 1) << 2)
                 n += 13
-                v_SAScheduleTupleID = None
                 w.v = v; w.n = n
                 c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
                 v = w.v; n = w.n
-                v_MeterInfo = None
                 s = 4
             elif v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -9160,7 +8940,6 @@ def _e_MeteringReceiptReqType(w, o):
                 w.v = v; w.n = n
                 c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
                 v = w.v; n = w.n
-                v_MeterInfo = None
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
@@ -9168,7 +8947,6 @@ def _e_MeteringReceiptReqType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_Id is not None or v_SessionID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -9643,7 +9421,6 @@ def _e_PaymentDetailsReqType(w, o):
             el = 'ContractSignatureCertChain'
             v <<= 2
             n += 2
-            v_eMAID = None
             _c1_o = v_ContractSignatureCertChain
             _c1_Id = _c1_o.Id
             _c1_Certificate = _c1_o.Certificate
@@ -9661,14 +9438,12 @@ def _e_PaymentDetailsReqType(w, o):
                 el = 'ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                _c1_Id = None
                 if len(_c1_Certificate) > 800: raise EncodeError(f'length {len(_c1_Certificate)} outside [0, 800]')
                 _l = len(_c1_Certificate)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_Certificate, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_Certificate = None
                 _c1_s = 2
             elif _c1_Certificate is not None:
                 el = 'ContractSignatureCertChain/Certificate'
@@ -9680,7 +9455,6 @@ def _e_PaymentDetailsReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_Certificate = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
@@ -9694,19 +9468,14 @@ def _e_PaymentDetailsReqType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_SubCertificates = None
-                    if _c1_Id is not None or _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_Id is not None or _c1_Certificate is not None or _c1_SubCertificates is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ContractSignatureCertChain = None
-            if v_eMAID is not None or v_ContractSignatureCertChain is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of eMAID')
         w.v = v; w.n = n
@@ -9793,7 +9562,6 @@ def _e_PaymentDetailsResType(w, o):
             el = 'GenChallenge'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            v_ResponseCode = None
             if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
             _l = len(v_GenChallenge)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_GenChallenge, 'big'); n += (_l + 1) << 3
@@ -9803,7 +9571,6 @@ def _e_PaymentDetailsResType(w, o):
             if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
             v = (v << 4) | (v_EVSETimeStamp < 0)
             n += 4
-            v_GenChallenge = None
             _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -9811,8 +9578,6 @@ def _e_PaymentDetailsResType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSETimeStamp = None
-            if v_ResponseCode is not None or v_GenChallenge is not None or v_EVSETimeStamp is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -9865,14 +9630,11 @@ def _e_PaymentServiceSelectionReqType(w, o):
             el = 'SelectedServiceList'
             v = (v << 5) | (_i1 << 2)
             n += 5
-            v_SelectedPaymentOption = None
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_SelectedServiceListType(w, v_SelectedServiceList)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SelectedServiceList = None
-            if v_SelectedPaymentOption is not None or v_SelectedServiceList is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of SelectedPaymentOption')
         w.v = v; w.n = n
@@ -9915,8 +9677,6 @@ def _e_PaymentServiceSelectionResType(w, o):
             if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
-            if v_ResponseCode is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -10176,7 +9936,6 @@ def _e_PowerDeliveryReqType(w, o):
                     if not 0 <= _c2_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 23) | (_c2_c1_EVReady << 19) | (_c2_c1_i1 << 12) | (_c2_c1_EVRESSSOC << 2)
                     n += 23
-                    _c2_DC_EVStatus = None
                     _c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of DC_EVStatus')
@@ -10189,15 +9948,12 @@ def _e_PowerDeliveryReqType(w, o):
                         if _c2_ChargingComplete is not True and _c2_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_ChargingComplete!r}')
                         v = (v << 9) | (_c2_BulkChargingComplete << 5) | (_c2_ChargingComplete << 1)
                         n += 9
-                        _c2_BulkChargingComplete = None
-                        _c2_ChargingComplete = None
                         _c2_s = 3
                     elif _c2_ChargingComplete is not None:
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                         if _c2_ChargingComplete is not True and _c2_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_ChargingComplete!r}')
                         v = (v << 5) | (1 << 3) | (_c2_ChargingComplete << 1)
                         n += 5
-                        _c2_ChargingComplete = None
                         _c2_s = 3
                     else:
                         raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
@@ -10205,7 +9961,6 @@ def _e_PowerDeliveryReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c2_DC_EVStatus is not None or _c2_BulkChargingComplete is not None or _c2_ChargingComplete is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_DC_EVPowerDeliveryParameter = None
@@ -10249,7 +10004,6 @@ def _e_PowerDeliveryReqType(w, o):
                     if not 0 <= _c4_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c4_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 23) | (_c4_c1_EVReady << 19) | (_c4_c1_i1 << 12) | (_c4_c1_EVRESSSOC << 2)
                     n += 23
-                    _c4_DC_EVStatus = None
                     _c4_s = 1
                 else:
                     raise EncodeError('missing content: expected one of DC_EVStatus')
@@ -10262,15 +10016,12 @@ def _e_PowerDeliveryReqType(w, o):
                         if _c4_ChargingComplete is not True and _c4_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_ChargingComplete!r}')
                         v = (v << 9) | (_c4_BulkChargingComplete << 5) | (_c4_ChargingComplete << 1)
                         n += 9
-                        _c4_BulkChargingComplete = None
-                        _c4_ChargingComplete = None
                         _c4_s = 3
                     elif _c4_ChargingComplete is not None:
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                         if _c4_ChargingComplete is not True and _c4_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_ChargingComplete!r}')
                         v = (v << 5) | (1 << 3) | (_c4_ChargingComplete << 1)
                         n += 5
-                        _c4_ChargingComplete = None
                         _c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
@@ -10278,7 +10029,6 @@ def _e_PowerDeliveryReqType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c4_DC_EVStatus is not None or _c4_BulkChargingComplete is not None or _c4_ChargingComplete is not None: raise _leftover(_c4_o)
                         _c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_DC_EVPowerDeliveryParameter = None
@@ -10795,7 +10545,6 @@ def _e_PreChargeReqType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 39) | (_c1_EVReady << 35) | (_c1_i1 << 28) | (_c1_EVRESSSOC << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 39
-            v_DC_EVStatus = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -10819,7 +10568,6 @@ def _e_PreChargeReqType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 18
-            v_EVTargetVoltage = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -10827,8 +10575,6 @@ def _e_PreChargeReqType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_EVTargetCurrent = None
-            if v_DC_EVStatus is not None or v_EVTargetVoltage is not None or v_EVTargetCurrent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
@@ -10996,7 +10742,6 @@ def _e_PreChargeResType(w, o):
             el = 'DC_EVSEStatus'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             _c2_o = v_DC_EVSEStatus
             _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
             _c2_EVSENotification = _c2_o.EVSENotification
@@ -11071,7 +10816,6 @@ def _e_PreChargeResType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
-            v_DC_EVSEStatus = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -11079,8 +10823,6 @@ def _e_PreChargeResType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_EVSEPresentVoltage = None
-            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -11146,8 +10888,6 @@ def _e_ServiceDetailReqType(w, o):
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_ServiceID = None
-            if v_ServiceID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         w.v = v; w.n = n
@@ -11241,14 +10981,12 @@ def _e_ServiceDetailResType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v = (v << 10) | (_i1 << 3)
             n += 10
-            v_ResponseCode = None
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
             elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
             elif v_ServiceID < 2097152: v = (v << 24) | ((v_ServiceID & 127) << 16) | (((v_ServiceID >> 7) & 127) << 8) | 8421376 | (v_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ServiceID = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -11262,13 +11000,10 @@ def _e_ServiceDetailResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_ServiceParameterList = None
-                if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -11367,7 +11102,6 @@ def _e_ServiceDiscoveryReqType(w, o):
             else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ServiceScope = None
             s = 1
         elif v_ServiceCategory is not None:
             el = 'ServiceCategory'
@@ -11375,12 +11109,10 @@ def _e_ServiceDiscoveryReqType(w, o):
             if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
             v = (v << 6) | (1 << 4) | (_i1 << 1)
             n += 6
-            v_ServiceCategory = None
             s = 2
         elif True:
             v = (v << 2) | 2
             n += 2
-            if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_ServiceCategory is not None:
@@ -11389,18 +11121,15 @@ def _e_ServiceDiscoveryReqType(w, o):
                 if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (_i2 << 1)
                 n += 6
-                v_ServiceCategory = None
                 s = 2
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if True:
                 v <<= 1
                 n += 1
-                if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -11483,7 +11212,6 @@ def _e_ServiceDiscoveryResType(w, o):
             el = 'PaymentOptionList'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_PaymentOptionListType(w, v_PaymentOptionList)
             v = w.v; n = w.n
@@ -11491,11 +11219,9 @@ def _e_ServiceDiscoveryResType(w, o):
             el = 'ChargeService'
             v <<= 1
             n += 1
-            v_PaymentOptionList = None
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_ChargeServiceType(w, v_ChargeService)
             v = w.v; n = w.n
-            v_ChargeService = None
             s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -11509,13 +11235,10 @@ def _e_ServiceDiscoveryResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_ServiceList = None
-                if v_ResponseCode is not None or v_PaymentOptionList is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ResponseCode is not None or v_PaymentOptionList is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -11577,8 +11300,6 @@ def _e_SessionSetupReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_EVCCID); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVCCID = None
-            if v_EVCCID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of EVCCID')
         w.v = v; w.n = n
@@ -11678,7 +11399,6 @@ def _e_SessionSetupResType(w, o):
             el = 'EVSEID'
             v = (v << 10) | (_i1 << 3)
             n += 10
-            v_ResponseCode = None
             if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
             _l = len(v_EVSEID)
             if _l < 126 and v_EVSEID.isascii():
@@ -11687,7 +11407,6 @@ def _e_SessionSetupResType(w, o):
             else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_EVSEID = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -11704,13 +11423,10 @@ def _e_SessionSetupResType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSETimeStamp = None
-                if v_ResponseCode is not None or v_EVSEID is not None or v_EVSETimeStamp is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ResponseCode is not None or v_EVSEID is not None or v_EVSETimeStamp is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -11750,8 +11466,6 @@ def _e_SessionStopReqType(w, o):
             if _i1 is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
             v = (v << 5) | (_i1 << 2)
             n += 5
-            v_ChargingSession = None
-            if v_ChargingSession is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ChargingSession')
         w.v = v; w.n = n
@@ -11794,8 +11508,6 @@ def _e_SessionStopResType(w, o):
             if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
-            if v_ResponseCode is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -11859,8 +11571,6 @@ def _e_WeldingDetectionReqType(w, o):
             if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
             v = (v << 24) | (_c1_EVReady << 20) | (_c1_i1 << 13) | (_c1_EVRESSSOC << 3)
             n += 24
-            v_DC_EVStatus = None
-            if v_DC_EVStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
@@ -12028,7 +11738,6 @@ def _e_WeldingDetectionResType(w, o):
             el = 'DC_EVSEStatus'
             v = (v << 9) | (_i1 << 2)
             n += 9
-            v_ResponseCode = None
             _c2_o = v_DC_EVSEStatus
             _c2_NotificationMaxDelay = _c2_o.NotificationMaxDelay
             _c2_EVSENotification = _c2_o.EVSENotification
@@ -12103,7 +11812,6 @@ def _e_WeldingDetectionResType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
-            v_DC_EVSEStatus = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -12111,8 +11819,6 @@ def _e_WeldingDetectionResType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_EVSEPresentVoltage = None
-            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n

@@ -614,7 +614,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 27) | (_c1_i1 << 22) | (_c1_RCD << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 27
-            v_AC_EVSEStatus = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -638,7 +637,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 18
-            v_EVSENominalVoltage = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -646,8 +644,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            v_EVSEMaxCurrent = None
-            if v_AC_EVSEStatus is not None or v_EVSENominalVoltage is not None or v_EVSEMaxCurrent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of AC_EVSEStatus')
         w.v = v; w.n = n
@@ -854,14 +850,12 @@ def _e_CertificateChainType(w, o):
             el = 'Certificate'
             v <<= 2
             n += 2
-            v_Id = None
             if len(v_Certificate) > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
             _l = len(v_Certificate)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Certificate = None
             s = 2
         elif v_Certificate is not None:
             el = 'Certificate'
@@ -873,7 +867,6 @@ def _e_CertificateChainType(w, o):
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Certificate = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, Certificate')
@@ -887,13 +880,10 @@ def _e_CertificateChainType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SubCertificates = None
-                if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -1410,7 +1400,6 @@ def _e_ChargingProfileType(w, o):
                 if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c1_c1_Multiplier - -3) << 10) | (_c1_c1_i1 << 4) | (_c1_c1_Value < 0)
                 n += 17
-                _c1_ChargingProfileEntryStart = None
                 _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -1418,7 +1407,6 @@ def _e_ChargingProfileType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                _c1_ChargingProfileEntryMaxPower = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
@@ -1428,13 +1416,10 @@ def _e_ChargingProfileType(w, o):
                     if not 1 <= _c1_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
                     v = (v << 7) | ((_c1_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
                     n += 7
-                    _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                    if _c1_ChargingProfileEntryStart is not None or _c1_ChargingProfileEntryMaxPower is not None or _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_ChargingProfileEntryStart is not None or _c1_ChargingProfileEntryMaxPower is not None or _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_ProfileEntry += 1
@@ -1479,7 +1464,6 @@ def _e_ChargingProfileType(w, o):
                         if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                         v = (v << 17) | ((_c2_c1_Multiplier - -3) << 10) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
                         n += 17
-                        _c2_ChargingProfileEntryStart = None
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -1487,7 +1471,6 @@ def _e_ChargingProfileType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c2_ChargingProfileEntryMaxPower = None
                         _c2_s = 2
                     else:
                         raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
@@ -1497,13 +1480,10 @@ def _e_ChargingProfileType(w, o):
                             if not 1 <= _c2_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
                             v = (v << 7) | ((_c2_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
                             n += 7
-                            _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                            if _c2_ChargingProfileEntryStart is not None or _c2_ChargingProfileEntryMaxPower is not None or _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c2_o)
                             _c2_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c2_ChargingProfileEntryStart is not None or _c2_ChargingProfileEntryMaxPower is not None or _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c2_o)
                             _c2_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_ProfileEntry += 1
@@ -1838,14 +1818,12 @@ def _e_ConsumptionCostType(w, o):
                 if _c2_amount < 0 or _c2_amount > 4294967295: raise EncodeError(f'value {_c2_amount!r} outside [0, 4294967295]')
                 v = (v << 7) | (_c2_i1 << 3)
                 n += 7
-                _c2_costKind = None
                 if _c2_amount < 128: v = (v << 8) | _c2_amount; n += 8
                 elif _c2_amount < 16384: v = (v << 16) | ((_c2_amount & 127) << 8) | 32768 | (_c2_amount >> 7); n += 16
                 elif _c2_amount < 2097152: v = (v << 24) | ((_c2_amount & 127) << 16) | (((_c2_amount >> 7) & 127) << 8) | 8421376 | (_c2_amount >> 14); n += 24
                 else: w.v = v; w.n = n; w.uint(_c2_amount); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_amount = None
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of costKind')
@@ -1855,13 +1833,10 @@ def _e_ConsumptionCostType(w, o):
                     if not -3 <= _c2_amountMultiplier <= 3: raise EncodeError(f'value {_c2_amountMultiplier!r} outside [-3, 3]')
                     v = (v << 8) | ((_c2_amountMultiplier - -3) << 2)
                     n += 8
-                    _c2_amountMultiplier = None
-                    if _c2_costKind is not None or _c2_amount is not None or _c2_amountMultiplier is not None: raise _leftover(_c2_o)
                     _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c2_costKind is not None or _c2_amount is not None or _c2_amountMultiplier is not None: raise _leftover(_c2_o)
                     _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_Cost += 1
@@ -1886,14 +1861,12 @@ def _e_ConsumptionCostType(w, o):
                     if _c3_amount < 0 or _c3_amount > 4294967295: raise EncodeError(f'value {_c3_amount!r} outside [0, 4294967295]')
                     v = (v << 7) | (_c3_i1 << 3)
                     n += 7
-                    _c3_costKind = None
                     if _c3_amount < 128: v = (v << 8) | _c3_amount; n += 8
                     elif _c3_amount < 16384: v = (v << 16) | ((_c3_amount & 127) << 8) | 32768 | (_c3_amount >> 7); n += 16
                     elif _c3_amount < 2097152: v = (v << 24) | ((_c3_amount & 127) << 16) | (((_c3_amount >> 7) & 127) << 8) | 8421376 | (_c3_amount >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c3_amount); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_amount = None
                     _c3_s = 2
                 else:
                     raise EncodeError('missing content: expected one of costKind')
@@ -1903,13 +1876,10 @@ def _e_ConsumptionCostType(w, o):
                         if not -3 <= _c3_amountMultiplier <= 3: raise EncodeError(f'value {_c3_amountMultiplier!r} outside [-3, 3]')
                         v = (v << 8) | ((_c3_amountMultiplier - -3) << 2)
                         n += 8
-                        _c3_amountMultiplier = None
-                        if _c3_costKind is not None or _c3_amount is not None or _c3_amountMultiplier is not None: raise _leftover(_c3_o)
                         _c3_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c3_costKind is not None or _c3_amount is not None or _c3_amountMultiplier is not None: raise _leftover(_c3_o)
                         _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_Cost += 1
@@ -1937,14 +1907,12 @@ def _e_ConsumptionCostType(w, o):
                     if _c4_amount < 0 or _c4_amount > 4294967295: raise EncodeError(f'value {_c4_amount!r} outside [0, 4294967295]')
                     v = (v << 7) | (_c4_i1 << 3)
                     n += 7
-                    _c4_costKind = None
                     if _c4_amount < 128: v = (v << 8) | _c4_amount; n += 8
                     elif _c4_amount < 16384: v = (v << 16) | ((_c4_amount & 127) << 8) | 32768 | (_c4_amount >> 7); n += 16
                     elif _c4_amount < 2097152: v = (v << 24) | ((_c4_amount & 127) << 16) | (((_c4_amount >> 7) & 127) << 8) | 8421376 | (_c4_amount >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_c4_amount); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c4_amount = None
                     _c4_s = 2
                 else:
                     raise EncodeError('missing content: expected one of costKind')
@@ -1954,13 +1922,10 @@ def _e_ConsumptionCostType(w, o):
                         if not -3 <= _c4_amountMultiplier <= 3: raise EncodeError(f'value {_c4_amountMultiplier!r} outside [-3, 3]')
                         v = (v << 8) | ((_c4_amountMultiplier - -3) << 2)
                         n += 8
-                        _c4_amountMultiplier = None
-                        if _c4_costKind is not None or _c4_amount is not None or _c4_amountMultiplier is not None: raise _leftover(_c4_o)
                         _c4_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c4_costKind is not None or _c4_amount is not None or _c4_amountMultiplier is not None: raise _leftover(_c4_o)
                         _c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_Cost += 1
@@ -2042,7 +2007,6 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-            v_Id = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Id')
@@ -2056,8 +2020,6 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_value = None
-                if v_Id is not None or v_value is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of text')
@@ -2152,14 +2114,12 @@ def _e_CostType(w, o):
             if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
             v = (v << 7) | (_i1 << 3)
             n += 7
-            v_costKind = None
             if v_amount < 128: v = (v << 8) | v_amount; n += 8
             elif v_amount < 16384: v = (v << 16) | ((v_amount & 127) << 8) | 32768 | (v_amount >> 7); n += 16
             elif v_amount < 2097152: v = (v << 24) | ((v_amount & 127) << 16) | (((v_amount >> 7) & 127) << 8) | 8421376 | (v_amount >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_amount = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of costKind')
@@ -2169,13 +2129,10 @@ def _e_CostType(w, o):
                 if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
                 v = (v << 8) | ((v_amountMultiplier - -3) << 2)
                 n += 8
-                v_amountMultiplier = None
-                if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -3112,7 +3069,6 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
             v = (v << 23) | (_c1_EVReady << 19) | (_c1_i1 << 12) | (_c1_EVRESSSOC << 2)
             n += 23
-            v_DC_EVStatus = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
@@ -3125,15 +3081,12 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
                 n += 9
-                v_BulkChargingComplete = None
-                v_ChargingComplete = None
                 s = 3
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
                 if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
                 v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
                 n += 5
-                v_ChargingComplete = None
                 s = 3
             else:
                 raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
@@ -3141,7 +3094,6 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_DC_EVStatus is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -3718,7 +3670,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 16
-            v_DC_EVSEStatus = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3742,7 +3693,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 18
-            v_EVSEMaximumCurrentLimit = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3766,7 +3716,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
             n += 18
-            v_EVSEMaximumPowerLimit = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3790,7 +3739,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
             n += 18
-            v_EVSEMaximumVoltageLimit = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3814,7 +3762,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
             n += 18
-            v_EVSEMinimumCurrentLimit = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3822,7 +3769,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_EVSEMinimumVoltageLimit = None
             s = 6
         else:
             raise EncodeError('missing content: expected one of DC_EVSEStatus')
@@ -3868,7 +3814,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
                 n += 18
-                v_EVSECurrentRegulationTolerance = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -3876,7 +3821,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPeakCurrentRipple = None
                 s = 8
             elif v_EVSEPeakCurrentRipple is not None:
                 el = 'EVSEPeakCurrentRipple'
@@ -3903,7 +3847,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_EVSEPeakCurrentRipple = None
                 s = 8
             else:
                 raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
@@ -3933,13 +3876,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
-                v_EVSEEnergyToBeDelivered = None
-                if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -4150,10 +4090,6 @@ def _e_DC_EVStatusType(w, o):
             if not 0 <= v_EVRESSSOC <= 100: raise EncodeError(f'value {v_EVRESSSOC!r} outside [0, 100]')
             v = (v << 22) | (v_EVReady << 19) | (_i1 << 12) | (v_EVRESSSOC << 2)
             n += 22
-            v_EVReady = None
-            v_EVErrorCode = None
-            v_EVRESSSOC = None
-            if v_EVReady is not None or v_EVErrorCode is not None or v_EVRESSSOC is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of EVReady')
         w.v = v; w.n = n
@@ -4225,7 +4161,6 @@ def _e_DiffieHellmanPublickeyType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-            v_Id = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Id')
@@ -4239,8 +4174,6 @@ def _e_DiffieHellmanPublickeyType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_value = None
-                if v_Id is not None or v_value is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of text')
@@ -4302,7 +4235,6 @@ def _e_EMAIDType(w, o):
             if not (v_value is not None): raise EncodeError('missing content: text')
             v <<= 1
             n += 1
-            v_Id = None
             if len(v_value) < 14 or len(v_value) > 15: raise EncodeError(f'length {len(v_value)} outside [14, 15]')
             _l = len(v_value)
             if _l < 126 and v_value.isascii():
@@ -4311,8 +4243,6 @@ def _e_EMAIDType(w, o):
             else: w.v = v; w.n = n; w.string(v_value); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_value = None
-            if v_Id is not None or v_value is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
@@ -4386,12 +4316,9 @@ def _e_EVChargeParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_DepartureTime = None
-            if v_DepartureTime is not None: raise _leftover(o)
         elif True:
             v = (v << 2) | 1
             n += 2
-            if v_DepartureTime is not None: raise _leftover(o)
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4525,9 +4452,6 @@ def _e_EVSEStatusType(w, o):
             if _i1 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             v = (v << 7) | (_i1 << 2)
             n += 7
-            v_NotificationMaxDelay = None
-            v_EVSENotification = None
-            if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
@@ -4695,7 +4619,6 @@ def _e_EntryType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_start = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -4711,13 +4634,10 @@ def _e_EntryType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_duration = None
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
@@ -5389,7 +5309,6 @@ def _e_MeterInfoType(w, o):
             else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_MeterID = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of MeterID')
@@ -5405,7 +5324,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_MeterReading); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterReading = None
                 s = 2
             elif v_SigMeterReading is not None:
                 el = 'SigMeterReading'
@@ -5417,7 +5335,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SigMeterReading = None
                 s = 3
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
@@ -5431,7 +5348,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -5445,12 +5361,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_TMeter = None
                 s = 5
             elif True:
                 v = (v << 3) | 4
                 n += 3
-                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_SigMeterReading is not None:
@@ -5463,7 +5377,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SigMeterReading = None
                 s = 3
             elif v_MeterStatus is not None:
                 el = 'MeterStatus'
@@ -5477,7 +5390,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -5491,12 +5403,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_TMeter = None
                 s = 5
             elif True:
                 v = (v << 3) | 3
                 n += 3
-                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if v_MeterStatus is not None:
@@ -5511,7 +5421,6 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_MeterStatus = None
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -5525,12 +5434,10 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_TMeter = None
                 s = 5
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                 s = -1
         if s == 4:
             if v_TMeter is not None:
@@ -5545,18 +5452,15 @@ def _e_MeterInfoType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_TMeter = None
                 s = 5
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                 s = -1
         if s == 5:
             if True:
                 v <<= 1
                 n += 1
-                if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -5632,7 +5536,6 @@ def _e_NotificationType(w, o):
             if _i1 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
             v = (v << 5) | (_i1 << 1)
             n += 5
-            v_FaultCode = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of FaultCode')
@@ -5649,13 +5552,10 @@ def _e_NotificationType(w, o):
                 else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_FaultMsg = None
-                if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -5833,7 +5733,6 @@ def _e_PMaxScheduleEntryType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_start = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -5849,13 +5748,10 @@ def _e_PMaxScheduleEntryType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_duration = None
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
@@ -6614,8 +6510,6 @@ def _e_PhysicalValueType(w, o):
             if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((v_Multiplier - -3) << 10) | (_i1 << 4) | (v_Value < 0)
             n += 15
-            v_Multiplier = None
-            v_Unit = None
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -6623,8 +6517,6 @@ def _e_PhysicalValueType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_Value = None
-            if v_Multiplier is not None or v_Unit is not None or v_Value is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Multiplier')
         w.v = v; w.n = n
@@ -6768,7 +6660,6 @@ def _e_ProfileEntryType(w, o):
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
             n += 17
-            v_ChargingProfileEntryStart = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -6776,7 +6667,6 @@ def _e_ProfileEntryType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_ChargingProfileEntryMaxPower = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
@@ -6786,13 +6676,10 @@ def _e_ProfileEntryType(w, o):
                 if not 1 <= v_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {v_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
                 v = (v << 7) | ((v_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
                 n += 7
-                v_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None or v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None or v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -6898,7 +6785,6 @@ def _e_RelativeTimeIntervalType(w, o):
             else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_start = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of start')
@@ -6914,13 +6800,10 @@ def _e_RelativeTimeIntervalType(w, o):
                 else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_duration = None
-                if v_start is not None or v_duration is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_start is not None or v_duration is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -7111,11 +6994,9 @@ def _e_SAScheduleListType(w, o):
                 el = 'SAScheduleTuple/PMaxSchedule'
                 v = (v << 12) | ((_c1_SAScheduleTupleID - 1) << 2)
                 n += 12
-                _c1_SAScheduleTupleID = None
                 w.v = v; w.n = n
                 _e_PMaxScheduleType(w, _c1_PMaxSchedule)
                 v = w.v; n = w.n
-                _c1_PMaxSchedule = None
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID')
@@ -7129,13 +7010,10 @@ def _e_SAScheduleListType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c1_SalesTariff = None
-                    if _c1_SAScheduleTupleID is not None or _c1_PMaxSchedule is not None or _c1_SalesTariff is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SAScheduleTupleID is not None or _c1_PMaxSchedule is not None or _c1_SalesTariff is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SAScheduleTuple += 1
@@ -7158,11 +7036,9 @@ def _e_SAScheduleListType(w, o):
                     el = 'SAScheduleTuple/PMaxSchedule'
                     v = (v << 12) | ((_c2_SAScheduleTupleID - 1) << 2)
                     n += 12
-                    _c2_SAScheduleTupleID = None
                     w.v = v; w.n = n
                     _e_PMaxScheduleType(w, _c2_PMaxSchedule)
                     v = w.v; n = w.n
-                    _c2_PMaxSchedule = None
                     _c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID')
@@ -7176,13 +7052,10 @@ def _e_SAScheduleListType(w, o):
                         v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_SalesTariff = None
-                        if _c2_SAScheduleTupleID is not None or _c2_PMaxSchedule is not None or _c2_SalesTariff is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c2_SAScheduleTupleID is not None or _c2_PMaxSchedule is not None or _c2_SalesTariff is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_SAScheduleTuple += 1
@@ -7208,11 +7081,9 @@ def _e_SAScheduleListType(w, o):
                     el = 'SAScheduleTuple/PMaxSchedule'
                     v = (v << 12) | ((_c3_SAScheduleTupleID - 1) << 2)
                     n += 12
-                    _c3_SAScheduleTupleID = None
                     w.v = v; w.n = n
                     _e_PMaxScheduleType(w, _c3_PMaxSchedule)
                     v = w.v; n = w.n
-                    _c3_PMaxSchedule = None
                     _c3_s = 2
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID')
@@ -7226,13 +7097,10 @@ def _e_SAScheduleListType(w, o):
                         v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c3_SalesTariff = None
-                        if _c3_SAScheduleTupleID is not None or _c3_PMaxSchedule is not None or _c3_SalesTariff is not None: raise _leftover(_c3_o)
                         _c3_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c3_SAScheduleTupleID is not None or _c3_PMaxSchedule is not None or _c3_SalesTariff is not None: raise _leftover(_c3_o)
                         _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_SAScheduleTuple += 1
@@ -7314,11 +7182,9 @@ def _e_SAScheduleTupleType(w, o):
             el = 'PMaxSchedule'
             v = (v << 12) | ((v_SAScheduleTupleID - 1) << 2)
             n += 12
-            v_SAScheduleTupleID = None
             w.v = v; w.n = n
             _e_PMaxScheduleType(w, v_PMaxSchedule)
             v = w.v; n = w.n
-            v_PMaxSchedule = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of SAScheduleTupleID')
@@ -7332,13 +7198,10 @@ def _e_SAScheduleTupleType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_SalesTariff = None
-                if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -7583,7 +7446,6 @@ def _e_SalesTariffEntryType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_start = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -7599,13 +7461,10 @@ def _e_SalesTariffEntryType(w, o):
                     else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_duration = None
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_start is not None or _c1_duration is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
@@ -8190,7 +8049,6 @@ def _e_SelectedServiceListType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_ServiceID = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -8207,13 +8065,10 @@ def _e_SelectedServiceListType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_ParameterSetID = None
-                    if _c1_ServiceID is not None or _c1_ParameterSetID is not None: raise _leftover(_c1_o)
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_ServiceID is not None or _c1_ParameterSetID is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SelectedService += 1
@@ -8241,7 +8096,6 @@ def _e_SelectedServiceListType(w, o):
                         else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_ServiceID = None
                         _c2_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
@@ -8258,13 +8112,10 @@ def _e_SelectedServiceListType(w, o):
                             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                             v <<= 2
                             n += 2
-                            _c2_ParameterSetID = None
-                            if _c2_ServiceID is not None or _c2_ParameterSetID is not None: raise _leftover(_c2_o)
                             _c2_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c2_ServiceID is not None or _c2_ParameterSetID is not None: raise _leftover(_c2_o)
                             _c2_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_SelectedService += 1
@@ -8391,7 +8242,6 @@ def _e_SelectedServiceType(w, o):
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ServiceID = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
@@ -8408,13 +8258,10 @@ def _e_SelectedServiceType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_ParameterSetID = None
-                if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                 s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -8733,7 +8580,6 @@ def _e_ServiceListType(w, o):
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_ServiceID = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -8754,8 +8600,6 @@ def _e_ServiceListType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (_c1_i1 << 1)
                     n += 6
-                    _c1_ServiceName = None
-                    _c1_ServiceCategory = None
                     _c1_s = 3
                 elif _c1_ServiceCategory is not None:
                     el = 'Service/ServiceCategory'
@@ -8763,7 +8607,6 @@ def _e_ServiceListType(w, o):
                     if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
                     n += 6
-                    _c1_ServiceCategory = None
                     _c1_s = 3
                 else:
                     raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
@@ -8783,15 +8626,12 @@ def _e_ServiceListType(w, o):
                     if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
                     v = (v << 5) | (_c1_FreeService << 1)
                     n += 5
-                    _c1_ServiceScope = None
-                    _c1_FreeService = None
                     _c1_s = 5
                 elif _c1_FreeService is not None:
                     el = 'Service/FreeService'
                     if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
                     v = (v << 5) | (1 << 3) | (_c1_FreeService << 1)
                     n += 5
-                    _c1_FreeService = None
                     _c1_s = 5
                 else:
                     raise EncodeError('missing content: expected one of ServiceScope, FreeService')
@@ -8799,7 +8639,6 @@ def _e_ServiceListType(w, o):
                 if True:
                     v <<= 1
                     n += 1
-                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None or _c1_FreeService is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_Service += 1
@@ -8830,7 +8669,6 @@ def _e_ServiceListType(w, o):
                         else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c2_ServiceID = None
                         _c2_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
@@ -8851,8 +8689,6 @@ def _e_ServiceListType(w, o):
                             if _c2_i1 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                             v = (v << 6) | (_c2_i1 << 1)
                             n += 6
-                            _c2_ServiceName = None
-                            _c2_ServiceCategory = None
                             _c2_s = 3
                         elif _c2_ServiceCategory is not None:
                             el = 'Service/ServiceCategory'
@@ -8860,7 +8696,6 @@ def _e_ServiceListType(w, o):
                             if _c2_i2 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                             v = (v << 6) | (1 << 4) | (_c2_i2 << 1)
                             n += 6
-                            _c2_ServiceCategory = None
                             _c2_s = 3
                         else:
                             raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
@@ -8880,15 +8715,12 @@ def _e_ServiceListType(w, o):
                             if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
                             v = (v << 5) | (_c2_FreeService << 1)
                             n += 5
-                            _c2_ServiceScope = None
-                            _c2_FreeService = None
                             _c2_s = 5
                         elif _c2_FreeService is not None:
                             el = 'Service/FreeService'
                             if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
                             v = (v << 5) | (1 << 3) | (_c2_FreeService << 1)
                             n += 5
-                            _c2_FreeService = None
                             _c2_s = 5
                         else:
                             raise EncodeError('missing content: expected one of ServiceScope, FreeService')
@@ -8896,7 +8728,6 @@ def _e_ServiceListType(w, o):
                         if True:
                             v <<= 1
                             n += 1
-                            if _c2_ServiceID is not None or _c2_ServiceName is not None or _c2_ServiceCategory is not None or _c2_ServiceScope is not None or _c2_FreeService is not None: raise _leftover(_c2_o)
                             _c2_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_Service += 1
@@ -9175,7 +9006,6 @@ def _e_ServiceType(w, o):
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_ServiceID = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
@@ -9196,8 +9026,6 @@ def _e_ServiceType(w, o):
                 if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (_i1 << 1)
                 n += 6
-                v_ServiceName = None
-                v_ServiceCategory = None
                 s = 3
             elif v_ServiceCategory is not None:
                 el = 'ServiceCategory'
@@ -9205,7 +9033,6 @@ def _e_ServiceType(w, o):
                 if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (1 << 4) | (_i2 << 1)
                 n += 6
-                v_ServiceCategory = None
                 s = 3
             else:
                 raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
@@ -9225,15 +9052,12 @@ def _e_ServiceType(w, o):
                 if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
                 v = (v << 5) | (v_FreeService << 1)
                 n += 5
-                v_ServiceScope = None
-                v_FreeService = None
                 s = 5
             elif v_FreeService is not None:
                 el = 'FreeService'
                 if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
                 v = (v << 5) | (1 << 3) | (v_FreeService << 1)
                 n += 5
-                v_FreeService = None
                 s = 5
             else:
                 raise EncodeError('missing content: expected one of ServiceScope, FreeService')
@@ -9241,7 +9065,6 @@ def _e_ServiceType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None or v_FreeService is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()

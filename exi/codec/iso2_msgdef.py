@@ -207,7 +207,6 @@ def _e_V2G_Message(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_SessionID = None
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -225,7 +224,6 @@ def _e_V2G_Message(w, o):
                         if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
                         v = (v << 5) | (_c1_c1_i1 << 1)
                         n += 5
-                        _c1_c1_FaultCode = None
                         _c1_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of FaultCode')
@@ -242,16 +240,12 @@ def _e_V2G_Message(w, o):
                             else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
                             v <<= 2
                             n += 2
-                            _c1_c1_FaultMsg = None
-                            if _c1_c1_FaultCode is not None or _c1_c1_FaultMsg is not None: raise _leftover(_c1_c1_o)
                             _c1_c1_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c1_c1_FaultCode is not None or _c1_c1_FaultMsg is not None: raise _leftover(_c1_c1_o)
                             _c1_c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    _c1_Notification = None
                     _c1_s = 2
                 elif _c1_Signature is not None:
                     el = 'Header/Signature'
@@ -260,12 +254,10 @@ def _e_V2G_Message(w, o):
                     w.v = v; w.n = n
                     c_xmldsig._e_SignatureType(w, _c1_Signature)
                     v = w.v; n = w.n
-                    _c1_Signature = None
                     _c1_s = 3
                 elif True:
                     v = (v << 2) | 2
                     n += 2
-                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if _c1_s == 2:
                 if _c1_Signature is not None:
@@ -275,32 +267,26 @@ def _e_V2G_Message(w, o):
                     w.v = v; w.n = n
                     c_xmldsig._e_SignatureType(w, _c1_Signature)
                     v = w.v; n = w.n
-                    _c1_Signature = None
                     _c1_s = 3
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if _c1_s == 3:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_Body is not None): raise EncodeError('missing content: Body')
             el = 'Body'
             v <<= 1
             n += 1
-            v_Header = None
             w.v = v; w.n = n
             c_iso2_msgbody._e_BodyType(w, v_Body)
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_Body = None
-            if v_Header is not None or v_Body is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n

@@ -150,7 +150,6 @@ def _e_MessageHeaderType(w, o):
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            v_SessionID = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of SessionID')
@@ -168,7 +167,6 @@ def _e_MessageHeaderType(w, o):
                     if _c1_i1 is None: raise EncodeError(f'{_c1_FaultCode!r} is not one of the enumeration faultCodeType')
                     v = (v << 5) | (_c1_i1 << 1)
                     n += 5
-                    _c1_FaultCode = None
                     _c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of FaultCode')
@@ -185,16 +183,12 @@ def _e_MessageHeaderType(w, o):
                         else: w.v = v; w.n = n; w.string(_c1_FaultMsg); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c1_FaultMsg = None
-                        if _c1_FaultCode is not None or _c1_FaultMsg is not None: raise _leftover(_c1_o)
                         _c1_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        if _c1_FaultCode is not None or _c1_FaultMsg is not None: raise _leftover(_c1_o)
                         _c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_Notification = None
                 s = 2
             elif v_Signature is not None:
                 el = 'Signature'
@@ -203,12 +197,10 @@ def _e_MessageHeaderType(w, o):
                 w.v = v; w.n = n
                 c_xmldsig._e_SignatureType(w, v_Signature)
                 v = w.v; n = w.n
-                v_Signature = None
                 s = 3
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_Signature is not None:
@@ -218,18 +210,15 @@ def _e_MessageHeaderType(w, o):
                 w.v = v; w.n = n
                 c_xmldsig._e_SignatureType(w, v_Signature)
                 v = w.v; n = w.n
-                v_Signature = None
                 s = 3
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if True:
                 v <<= 1
                 n += 1
-                if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()

@@ -3975,7 +3975,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c1_Type); v = w.v; n = w.n
-                        _c1_Type = None
                         _c1_s = 1
                     elif _c1_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -3986,7 +3985,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c1_URI); v = w.v; n = w.n
-                        _c1_URI = None
                         _c1_s = 2
                     elif _c1_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -3995,12 +3993,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c1_Transforms)
                         v = w.v; n = w.n
-                        _c1_Transforms = None
                         _c1_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
                         _c1_s = -1
                     if _c1_s == 1:
                         if _c1_URI is not None:
@@ -4012,7 +4008,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c1_URI); v = w.v; n = w.n
-                            _c1_URI = None
                             _c1_s = 2
                         elif _c1_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -4021,12 +4016,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c1_Transforms)
                             v = w.v; n = w.n
-                            _c1_Transforms = None
                             _c1_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                     if _c1_s == 2:
                         if _c1_Transforms is not None:
@@ -4036,18 +4029,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c1_Transforms)
                             v = w.v; n = w.n
-                            _c1_Transforms = None
                             _c1_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                     if _c1_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
                             _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -4134,7 +4124,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c2_Type); v = w.v; n = w.n
-                        _c2_Type = None
                         _c2_s = 1
                     elif _c2_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -4145,7 +4134,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c2_URI); v = w.v; n = w.n
-                        _c2_URI = None
                         _c2_s = 2
                     elif _c2_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -4154,12 +4142,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c2_Transforms)
                         v = w.v; n = w.n
-                        _c2_Transforms = None
                         _c2_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
                         _c2_s = -1
                     if _c2_s == 1:
                         if _c2_URI is not None:
@@ -4171,7 +4157,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c2_URI); v = w.v; n = w.n
-                            _c2_URI = None
                             _c2_s = 2
                         elif _c2_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -4180,12 +4165,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c2_Transforms)
                             v = w.v; n = w.n
-                            _c2_Transforms = None
                             _c2_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
                             _c2_s = -1
                     if _c2_s == 2:
                         if _c2_Transforms is not None:
@@ -4195,18 +4178,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c2_Transforms)
                             v = w.v; n = w.n
-                            _c2_Transforms = None
                             _c2_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
                             _c2_s = -1
                     if _c2_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
                             _c2_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -4293,7 +4273,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c3_Type); v = w.v; n = w.n
-                        _c3_Type = None
                         _c3_s = 1
                     elif _c3_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -4304,7 +4283,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c3_URI); v = w.v; n = w.n
-                        _c3_URI = None
                         _c3_s = 2
                     elif _c3_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -4313,12 +4291,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c3_Transforms)
                         v = w.v; n = w.n
-                        _c3_Transforms = None
                         _c3_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
                         _c3_s = -1
                     if _c3_s == 1:
                         if _c3_URI is not None:
@@ -4330,7 +4306,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c3_URI); v = w.v; n = w.n
-                            _c3_URI = None
                             _c3_s = 2
                         elif _c3_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -4339,12 +4314,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c3_Transforms)
                             v = w.v; n = w.n
-                            _c3_Transforms = None
                             _c3_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
                             _c3_s = -1
                     if _c3_s == 2:
                         if _c3_Transforms is not None:
@@ -4354,18 +4327,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c3_Transforms)
                             v = w.v; n = w.n
-                            _c3_Transforms = None
                             _c3_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
                             _c3_s = -1
                     if _c3_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
                             _c3_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -4452,7 +4422,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c4_Type); v = w.v; n = w.n
-                        _c4_Type = None
                         _c4_s = 1
                     elif _c4_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -4463,7 +4432,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c4_URI); v = w.v; n = w.n
-                        _c4_URI = None
                         _c4_s = 2
                     elif _c4_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -4472,12 +4440,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c4_Transforms)
                         v = w.v; n = w.n
-                        _c4_Transforms = None
                         _c4_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
                         _c4_s = -1
                     if _c4_s == 1:
                         if _c4_URI is not None:
@@ -4489,7 +4455,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c4_URI); v = w.v; n = w.n
-                            _c4_URI = None
                             _c4_s = 2
                         elif _c4_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -4498,12 +4463,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c4_Transforms)
                             v = w.v; n = w.n
-                            _c4_Transforms = None
                             _c4_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
                             _c4_s = -1
                     if _c4_s == 2:
                         if _c4_Transforms is not None:
@@ -4513,18 +4476,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c4_Transforms)
                             v = w.v; n = w.n
-                            _c4_Transforms = None
                             _c4_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
                             _c4_s = -1
                     if _c4_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
                             _c4_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -4614,7 +4574,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c5_Type); v = w.v; n = w.n
-                        _c5_Type = None
                         _c5_s = 1
                     elif _c5_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -4625,7 +4584,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c5_URI); v = w.v; n = w.n
-                        _c5_URI = None
                         _c5_s = 2
                     elif _c5_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -4634,12 +4592,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c5_Transforms)
                         v = w.v; n = w.n
-                        _c5_Transforms = None
                         _c5_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
                         _c5_s = -1
                     if _c5_s == 1:
                         if _c5_URI is not None:
@@ -4651,7 +4607,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c5_URI); v = w.v; n = w.n
-                            _c5_URI = None
                             _c5_s = 2
                         elif _c5_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -4660,12 +4615,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c5_Transforms)
                             v = w.v; n = w.n
-                            _c5_Transforms = None
                             _c5_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
                             _c5_s = -1
                     if _c5_s == 2:
                         if _c5_Transforms is not None:
@@ -4675,18 +4628,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c5_Transforms)
                             v = w.v; n = w.n
-                            _c5_Transforms = None
                             _c5_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
                             _c5_s = -1
                     if _c5_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
                             _c5_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -4776,7 +4726,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c6_Type); v = w.v; n = w.n
-                        _c6_Type = None
                         _c6_s = 1
                     elif _c6_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -4787,7 +4736,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c6_URI); v = w.v; n = w.n
-                        _c6_URI = None
                         _c6_s = 2
                     elif _c6_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -4796,12 +4744,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c6_Transforms)
                         v = w.v; n = w.n
-                        _c6_Transforms = None
                         _c6_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
                         _c6_s = -1
                     if _c6_s == 1:
                         if _c6_URI is not None:
@@ -4813,7 +4759,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c6_URI); v = w.v; n = w.n
-                            _c6_URI = None
                             _c6_s = 2
                         elif _c6_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -4822,12 +4767,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c6_Transforms)
                             v = w.v; n = w.n
-                            _c6_Transforms = None
                             _c6_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
                             _c6_s = -1
                     if _c6_s == 2:
                         if _c6_Transforms is not None:
@@ -4837,18 +4780,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c6_Transforms)
                             v = w.v; n = w.n
-                            _c6_Transforms = None
                             _c6_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
                             _c6_s = -1
                     if _c6_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
                             _c6_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -4938,7 +4878,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c7_Type); v = w.v; n = w.n
-                        _c7_Type = None
                         _c7_s = 1
                     elif _c7_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -4949,7 +4888,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c7_URI); v = w.v; n = w.n
-                        _c7_URI = None
                         _c7_s = 2
                     elif _c7_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -4958,12 +4896,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c7_Transforms)
                         v = w.v; n = w.n
-                        _c7_Transforms = None
                         _c7_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
                         _c7_s = -1
                     if _c7_s == 1:
                         if _c7_URI is not None:
@@ -4975,7 +4911,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c7_URI); v = w.v; n = w.n
-                            _c7_URI = None
                             _c7_s = 2
                         elif _c7_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -4984,12 +4919,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c7_Transforms)
                             v = w.v; n = w.n
-                            _c7_Transforms = None
                             _c7_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
                             _c7_s = -1
                     if _c7_s == 2:
                         if _c7_Transforms is not None:
@@ -4999,18 +4932,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c7_Transforms)
                             v = w.v; n = w.n
-                            _c7_Transforms = None
                             _c7_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
                             _c7_s = -1
                     if _c7_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
                             _c7_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -5100,7 +5030,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c8_Type); v = w.v; n = w.n
-                        _c8_Type = None
                         _c8_s = 1
                     elif _c8_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -5111,7 +5040,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c8_URI); v = w.v; n = w.n
-                        _c8_URI = None
                         _c8_s = 2
                     elif _c8_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -5120,12 +5048,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c8_Transforms)
                         v = w.v; n = w.n
-                        _c8_Transforms = None
                         _c8_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
                         _c8_s = -1
                     if _c8_s == 1:
                         if _c8_URI is not None:
@@ -5137,7 +5063,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c8_URI); v = w.v; n = w.n
-                            _c8_URI = None
                             _c8_s = 2
                         elif _c8_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -5146,12 +5071,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c8_Transforms)
                             v = w.v; n = w.n
-                            _c8_Transforms = None
                             _c8_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
                             _c8_s = -1
                     if _c8_s == 2:
                         if _c8_Transforms is not None:
@@ -5161,18 +5084,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c8_Transforms)
                             v = w.v; n = w.n
-                            _c8_Transforms = None
                             _c8_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
                             _c8_s = -1
                     if _c8_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
                             _c8_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -5262,7 +5182,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c9_Type); v = w.v; n = w.n
-                        _c9_Type = None
                         _c9_s = 1
                     elif _c9_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -5273,7 +5192,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c9_URI); v = w.v; n = w.n
-                        _c9_URI = None
                         _c9_s = 2
                     elif _c9_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -5282,12 +5200,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c9_Transforms)
                         v = w.v; n = w.n
-                        _c9_Transforms = None
                         _c9_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
                         _c9_s = -1
                     if _c9_s == 1:
                         if _c9_URI is not None:
@@ -5299,7 +5215,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c9_URI); v = w.v; n = w.n
-                            _c9_URI = None
                             _c9_s = 2
                         elif _c9_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -5308,12 +5223,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c9_Transforms)
                             v = w.v; n = w.n
-                            _c9_Transforms = None
                             _c9_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
                             _c9_s = -1
                     if _c9_s == 2:
                         if _c9_Transforms is not None:
@@ -5323,18 +5236,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c9_Transforms)
                             v = w.v; n = w.n
-                            _c9_Transforms = None
                             _c9_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
                             _c9_s = -1
                     if _c9_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
                             _c9_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -5424,7 +5334,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c10_Type); v = w.v; n = w.n
-                        _c10_Type = None
                         _c10_s = 1
                     elif _c10_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -5435,7 +5344,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c10_URI); v = w.v; n = w.n
-                        _c10_URI = None
                         _c10_s = 2
                     elif _c10_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -5444,12 +5352,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c10_Transforms)
                         v = w.v; n = w.n
-                        _c10_Transforms = None
                         _c10_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
                         _c10_s = -1
                     if _c10_s == 1:
                         if _c10_URI is not None:
@@ -5461,7 +5367,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c10_URI); v = w.v; n = w.n
-                            _c10_URI = None
                             _c10_s = 2
                         elif _c10_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -5470,12 +5375,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c10_Transforms)
                             v = w.v; n = w.n
-                            _c10_Transforms = None
                             _c10_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
                             _c10_s = -1
                     if _c10_s == 2:
                         if _c10_Transforms is not None:
@@ -5485,18 +5388,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c10_Transforms)
                             v = w.v; n = w.n
-                            _c10_Transforms = None
                             _c10_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
                             _c10_s = -1
                     if _c10_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
                             _c10_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -5586,7 +5486,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c11_Type); v = w.v; n = w.n
-                        _c11_Type = None
                         _c11_s = 1
                     elif _c11_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -5597,7 +5496,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c11_URI); v = w.v; n = w.n
-                        _c11_URI = None
                         _c11_s = 2
                     elif _c11_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -5606,12 +5504,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c11_Transforms)
                         v = w.v; n = w.n
-                        _c11_Transforms = None
                         _c11_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
                         _c11_s = -1
                     if _c11_s == 1:
                         if _c11_URI is not None:
@@ -5623,7 +5519,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c11_URI); v = w.v; n = w.n
-                            _c11_URI = None
                             _c11_s = 2
                         elif _c11_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -5632,12 +5527,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c11_Transforms)
                             v = w.v; n = w.n
-                            _c11_Transforms = None
                             _c11_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
                             _c11_s = -1
                     if _c11_s == 2:
                         if _c11_Transforms is not None:
@@ -5647,18 +5540,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c11_Transforms)
                             v = w.v; n = w.n
-                            _c11_Transforms = None
                             _c11_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
                             _c11_s = -1
                     if _c11_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
                             _c11_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -5749,7 +5639,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_Type.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c12_Type); v = w.v; n = w.n
-                            _c12_Type = None
                             _c12_s = 1
                         elif _c12_URI is not None:
                             el = 'RetrievalMethod/@URI'
@@ -5760,7 +5649,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c12_URI); v = w.v; n = w.n
-                            _c12_URI = None
                             _c12_s = 2
                         elif _c12_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -5769,12 +5657,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c12_Transforms)
                             v = w.v; n = w.n
-                            _c12_Transforms = None
                             _c12_s = 3
                         elif True:
                             v = (v << 3) | 3
                             n += 3
-                            if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
                             _c12_s = -1
                         if _c12_s == 1:
                             if _c12_URI is not None:
@@ -5786,7 +5672,6 @@ def _e_KeyInfoType(w, o):
                                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_URI.encode(), 'big')
                                     n += (_l + 1) << 3
                                 else: w.v = v; w.n = n; w.string(_c12_URI); v = w.v; n = w.n
-                                _c12_URI = None
                                 _c12_s = 2
                             elif _c12_Transforms is not None:
                                 el = 'RetrievalMethod/Transforms'
@@ -5795,12 +5680,10 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c12_Transforms)
                                 v = w.v; n = w.n
-                                _c12_Transforms = None
                                 _c12_s = 3
                             elif True:
                                 v = (v << 2) | 2
                                 n += 2
-                                if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
                                 _c12_s = -1
                         if _c12_s == 2:
                             if _c12_Transforms is not None:
@@ -5810,18 +5693,15 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c12_Transforms)
                                 v = w.v; n = w.n
-                                _c12_Transforms = None
                                 _c12_s = 3
                             elif True:
                                 v = (v << 2) | 1
                                 n += 2
-                                if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
                                 _c12_s = -1
                         if _c12_s == 3:
                             if True:
                                 v <<= 1
                                 n += 1
-                                if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
                                 _c12_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
@@ -5918,7 +5798,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_Type.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c13_Type); v = w.v; n = w.n
-                            _c13_Type = None
                             _c13_s = 1
                         elif _c13_URI is not None:
                             el = 'RetrievalMethod/@URI'
@@ -5929,7 +5808,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c13_URI); v = w.v; n = w.n
-                            _c13_URI = None
                             _c13_s = 2
                         elif _c13_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -5938,12 +5816,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c13_Transforms)
                             v = w.v; n = w.n
-                            _c13_Transforms = None
                             _c13_s = 3
                         elif True:
                             v = (v << 3) | 3
                             n += 3
-                            if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
                             _c13_s = -1
                         if _c13_s == 1:
                             if _c13_URI is not None:
@@ -5955,7 +5831,6 @@ def _e_KeyInfoType(w, o):
                                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_URI.encode(), 'big')
                                     n += (_l + 1) << 3
                                 else: w.v = v; w.n = n; w.string(_c13_URI); v = w.v; n = w.n
-                                _c13_URI = None
                                 _c13_s = 2
                             elif _c13_Transforms is not None:
                                 el = 'RetrievalMethod/Transforms'
@@ -5964,12 +5839,10 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c13_Transforms)
                                 v = w.v; n = w.n
-                                _c13_Transforms = None
                                 _c13_s = 3
                             elif True:
                                 v = (v << 2) | 2
                                 n += 2
-                                if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
                                 _c13_s = -1
                         if _c13_s == 2:
                             if _c13_Transforms is not None:
@@ -5979,18 +5852,15 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c13_Transforms)
                                 v = w.v; n = w.n
-                                _c13_Transforms = None
                                 _c13_s = 3
                             elif True:
                                 v = (v << 2) | 1
                                 n += 2
-                                if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
                                 _c13_s = -1
                         if _c13_s == 3:
                             if True:
                                 v <<= 1
                                 n += 1
-                                if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
                                 _c13_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
@@ -6089,7 +5959,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_Type.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c14_Type); v = w.v; n = w.n
-                            _c14_Type = None
                             _c14_s = 1
                         elif _c14_URI is not None:
                             el = 'RetrievalMethod/@URI'
@@ -6100,7 +5969,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c14_URI); v = w.v; n = w.n
-                            _c14_URI = None
                             _c14_s = 2
                         elif _c14_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -6109,12 +5977,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c14_Transforms)
                             v = w.v; n = w.n
-                            _c14_Transforms = None
                             _c14_s = 3
                         elif True:
                             v = (v << 3) | 3
                             n += 3
-                            if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
                             _c14_s = -1
                         if _c14_s == 1:
                             if _c14_URI is not None:
@@ -6126,7 +5992,6 @@ def _e_KeyInfoType(w, o):
                                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_URI.encode(), 'big')
                                     n += (_l + 1) << 3
                                 else: w.v = v; w.n = n; w.string(_c14_URI); v = w.v; n = w.n
-                                _c14_URI = None
                                 _c14_s = 2
                             elif _c14_Transforms is not None:
                                 el = 'RetrievalMethod/Transforms'
@@ -6135,12 +6000,10 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c14_Transforms)
                                 v = w.v; n = w.n
-                                _c14_Transforms = None
                                 _c14_s = 3
                             elif True:
                                 v = (v << 2) | 2
                                 n += 2
-                                if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
                                 _c14_s = -1
                         if _c14_s == 2:
                             if _c14_Transforms is not None:
@@ -6150,18 +6013,15 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c14_Transforms)
                                 v = w.v; n = w.n
-                                _c14_Transforms = None
                                 _c14_s = 3
                             elif True:
                                 v = (v << 2) | 1
                                 n += 2
-                                if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
                                 _c14_s = -1
                         if _c14_s == 3:
                             if True:
                                 v <<= 1
                                 n += 1
-                                if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
                                 _c14_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
@@ -6258,7 +6118,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c15_Type.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c15_Type); v = w.v; n = w.n
-                            _c15_Type = None
                             _c15_s = 1
                         elif _c15_URI is not None:
                             el = 'RetrievalMethod/@URI'
@@ -6269,7 +6128,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c15_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c15_URI); v = w.v; n = w.n
-                            _c15_URI = None
                             _c15_s = 2
                         elif _c15_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -6278,12 +6136,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c15_Transforms)
                             v = w.v; n = w.n
-                            _c15_Transforms = None
                             _c15_s = 3
                         elif True:
                             v = (v << 3) | 3
                             n += 3
-                            if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
                             _c15_s = -1
                         if _c15_s == 1:
                             if _c15_URI is not None:
@@ -6295,7 +6151,6 @@ def _e_KeyInfoType(w, o):
                                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c15_URI.encode(), 'big')
                                     n += (_l + 1) << 3
                                 else: w.v = v; w.n = n; w.string(_c15_URI); v = w.v; n = w.n
-                                _c15_URI = None
                                 _c15_s = 2
                             elif _c15_Transforms is not None:
                                 el = 'RetrievalMethod/Transforms'
@@ -6304,12 +6159,10 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c15_Transforms)
                                 v = w.v; n = w.n
-                                _c15_Transforms = None
                                 _c15_s = 3
                             elif True:
                                 v = (v << 2) | 2
                                 n += 2
-                                if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
                                 _c15_s = -1
                         if _c15_s == 2:
                             if _c15_Transforms is not None:
@@ -6319,18 +6172,15 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c15_Transforms)
                                 v = w.v; n = w.n
-                                _c15_Transforms = None
                                 _c15_s = 3
                             elif True:
                                 v = (v << 2) | 1
                                 n += 2
-                                if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
                                 _c15_s = -1
                         if _c15_s == 3:
                             if True:
                                 v <<= 1
                                 n += 1
-                                if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
                                 _c15_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
@@ -6427,7 +6277,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c16_Type.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c16_Type); v = w.v; n = w.n
-                            _c16_Type = None
                             _c16_s = 1
                         elif _c16_URI is not None:
                             el = 'RetrievalMethod/@URI'
@@ -6438,7 +6287,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c16_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c16_URI); v = w.v; n = w.n
-                            _c16_URI = None
                             _c16_s = 2
                         elif _c16_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -6447,12 +6295,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c16_Transforms)
                             v = w.v; n = w.n
-                            _c16_Transforms = None
                             _c16_s = 3
                         elif True:
                             v = (v << 3) | 3
                             n += 3
-                            if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
                             _c16_s = -1
                         if _c16_s == 1:
                             if _c16_URI is not None:
@@ -6464,7 +6310,6 @@ def _e_KeyInfoType(w, o):
                                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c16_URI.encode(), 'big')
                                     n += (_l + 1) << 3
                                 else: w.v = v; w.n = n; w.string(_c16_URI); v = w.v; n = w.n
-                                _c16_URI = None
                                 _c16_s = 2
                             elif _c16_Transforms is not None:
                                 el = 'RetrievalMethod/Transforms'
@@ -6473,12 +6318,10 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c16_Transforms)
                                 v = w.v; n = w.n
-                                _c16_Transforms = None
                                 _c16_s = 3
                             elif True:
                                 v = (v << 2) | 2
                                 n += 2
-                                if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
                                 _c16_s = -1
                         if _c16_s == 2:
                             if _c16_Transforms is not None:
@@ -6488,18 +6331,15 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c16_Transforms)
                                 v = w.v; n = w.n
-                                _c16_Transforms = None
                                 _c16_s = 3
                             elif True:
                                 v = (v << 2) | 1
                                 n += 2
-                                if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
                                 _c16_s = -1
                         if _c16_s == 3:
                             if True:
                                 v <<= 1
                                 n += 1
-                                if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
                                 _c16_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
@@ -6596,7 +6436,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c17_Type.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c17_Type); v = w.v; n = w.n
-                            _c17_Type = None
                             _c17_s = 1
                         elif _c17_URI is not None:
                             el = 'RetrievalMethod/@URI'
@@ -6607,7 +6446,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c17_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c17_URI); v = w.v; n = w.n
-                            _c17_URI = None
                             _c17_s = 2
                         elif _c17_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -6616,12 +6454,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c17_Transforms)
                             v = w.v; n = w.n
-                            _c17_Transforms = None
                             _c17_s = 3
                         elif True:
                             v = (v << 3) | 3
                             n += 3
-                            if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
                             _c17_s = -1
                         if _c17_s == 1:
                             if _c17_URI is not None:
@@ -6633,7 +6469,6 @@ def _e_KeyInfoType(w, o):
                                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c17_URI.encode(), 'big')
                                     n += (_l + 1) << 3
                                 else: w.v = v; w.n = n; w.string(_c17_URI); v = w.v; n = w.n
-                                _c17_URI = None
                                 _c17_s = 2
                             elif _c17_Transforms is not None:
                                 el = 'RetrievalMethod/Transforms'
@@ -6642,12 +6477,10 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c17_Transforms)
                                 v = w.v; n = w.n
-                                _c17_Transforms = None
                                 _c17_s = 3
                             elif True:
                                 v = (v << 2) | 2
                                 n += 2
-                                if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
                                 _c17_s = -1
                         if _c17_s == 2:
                             if _c17_Transforms is not None:
@@ -6657,18 +6490,15 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c17_Transforms)
                                 v = w.v; n = w.n
-                                _c17_Transforms = None
                                 _c17_s = 3
                             elif True:
                                 v = (v << 2) | 1
                                 n += 2
-                                if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
                                 _c17_s = -1
                         if _c17_s == 3:
                             if True:
                                 v <<= 1
                                 n += 1
-                                if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
                                 _c17_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
@@ -6765,7 +6595,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_Type.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c18_Type); v = w.v; n = w.n
-                            _c18_Type = None
                             _c18_s = 1
                         elif _c18_URI is not None:
                             el = 'RetrievalMethod/@URI'
@@ -6776,7 +6605,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c18_URI); v = w.v; n = w.n
-                            _c18_URI = None
                             _c18_s = 2
                         elif _c18_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -6785,12 +6613,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c18_Transforms)
                             v = w.v; n = w.n
-                            _c18_Transforms = None
                             _c18_s = 3
                         elif True:
                             v = (v << 3) | 3
                             n += 3
-                            if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
                             _c18_s = -1
                         if _c18_s == 1:
                             if _c18_URI is not None:
@@ -6802,7 +6628,6 @@ def _e_KeyInfoType(w, o):
                                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_URI.encode(), 'big')
                                     n += (_l + 1) << 3
                                 else: w.v = v; w.n = n; w.string(_c18_URI); v = w.v; n = w.n
-                                _c18_URI = None
                                 _c18_s = 2
                             elif _c18_Transforms is not None:
                                 el = 'RetrievalMethod/Transforms'
@@ -6811,12 +6636,10 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c18_Transforms)
                                 v = w.v; n = w.n
-                                _c18_Transforms = None
                                 _c18_s = 3
                             elif True:
                                 v = (v << 2) | 2
                                 n += 2
-                                if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
                                 _c18_s = -1
                         if _c18_s == 2:
                             if _c18_Transforms is not None:
@@ -6826,18 +6649,15 @@ def _e_KeyInfoType(w, o):
                                 w.v = v; w.n = n
                                 _e_TransformsType(w, _c18_Transforms)
                                 v = w.v; n = w.n
-                                _c18_Transforms = None
                                 _c18_s = 3
                             elif True:
                                 v = (v << 2) | 1
                                 n += 2
-                                if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
                                 _c18_s = -1
                         if _c18_s == 3:
                             if True:
                                 v <<= 1
                                 n += 1
-                                if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
                                 _c18_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
@@ -6931,7 +6751,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_Type.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c19_Type); v = w.v; n = w.n
-                        _c19_Type = None
                         _c19_s = 1
                     elif _c19_URI is not None:
                         el = 'RetrievalMethod/@URI'
@@ -6942,7 +6761,6 @@ def _e_KeyInfoType(w, o):
                             v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_URI.encode(), 'big')
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c19_URI); v = w.v; n = w.n
-                        _c19_URI = None
                         _c19_s = 2
                     elif _c19_Transforms is not None:
                         el = 'RetrievalMethod/Transforms'
@@ -6951,12 +6769,10 @@ def _e_KeyInfoType(w, o):
                         w.v = v; w.n = n
                         _e_TransformsType(w, _c19_Transforms)
                         v = w.v; n = w.n
-                        _c19_Transforms = None
                         _c19_s = 3
                     elif True:
                         v = (v << 3) | 3
                         n += 3
-                        if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
                         _c19_s = -1
                     if _c19_s == 1:
                         if _c19_URI is not None:
@@ -6968,7 +6784,6 @@ def _e_KeyInfoType(w, o):
                                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_URI.encode(), 'big')
                                 n += (_l + 1) << 3
                             else: w.v = v; w.n = n; w.string(_c19_URI); v = w.v; n = w.n
-                            _c19_URI = None
                             _c19_s = 2
                         elif _c19_Transforms is not None:
                             el = 'RetrievalMethod/Transforms'
@@ -6977,12 +6792,10 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c19_Transforms)
                             v = w.v; n = w.n
-                            _c19_Transforms = None
                             _c19_s = 3
                         elif True:
                             v = (v << 2) | 2
                             n += 2
-                            if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
                             _c19_s = -1
                     if _c19_s == 2:
                         if _c19_Transforms is not None:
@@ -6992,18 +6805,15 @@ def _e_KeyInfoType(w, o):
                             w.v = v; w.n = n
                             _e_TransformsType(w, _c19_Transforms)
                             v = w.v; n = w.n
-                            _c19_Transforms = None
                             _c19_s = 3
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
                             _c19_s = -1
                     if _c19_s == 3:
                         if True:
                             v <<= 1
                             n += 1
-                            if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
                             _c19_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
@@ -8101,14 +7911,11 @@ def _e_RSAKeyValueType(w, o):
             el = 'Exponent'
             v <<= 3
             n += 3
-            v_Modulus = None
             _l = len(v_Exponent)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Exponent, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_Exponent); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_Exponent = None
-            if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Modulus')
         w.v = v; w.n = n
@@ -8302,7 +8109,6 @@ def _e_ReferenceType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-            v_Id = None
             s = 1
         elif v_Type is not None:
             el = '@Type'
@@ -8313,7 +8119,6 @@ def _e_ReferenceType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
-            v_Type = None
             s = 2
         elif v_URI is not None:
             el = '@URI'
@@ -8324,7 +8129,6 @@ def _e_ReferenceType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
-            v_URI = None
             s = 3
         elif v_Transforms is not None:
             el = 'Transforms'
@@ -8333,7 +8137,6 @@ def _e_ReferenceType(w, o):
             w.v = v; w.n = n
             _e_TransformsType(w, v_Transforms)
             v = w.v; n = w.n
-            v_Transforms = None
             s = 4
         elif v_DigestMethod is not None:
             el = 'DigestMethod'
@@ -8342,7 +8145,6 @@ def _e_ReferenceType(w, o):
             w.v = v; w.n = n
             _e_DigestMethodType(w, v_DigestMethod)
             v = w.v; n = w.n
-            v_DigestMethod = None
             s = 5
         else:
             raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
@@ -8356,7 +8158,6 @@ def _e_ReferenceType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
-                v_Type = None
                 s = 2
             elif v_URI is not None:
                 el = '@URI'
@@ -8367,7 +8168,6 @@ def _e_ReferenceType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
-                v_URI = None
                 s = 3
             elif v_Transforms is not None:
                 el = 'Transforms'
@@ -8376,7 +8176,6 @@ def _e_ReferenceType(w, o):
                 w.v = v; w.n = n
                 _e_TransformsType(w, v_Transforms)
                 v = w.v; n = w.n
-                v_Transforms = None
                 s = 4
             elif v_DigestMethod is not None:
                 el = 'DigestMethod'
@@ -8385,7 +8184,6 @@ def _e_ReferenceType(w, o):
                 w.v = v; w.n = n
                 _e_DigestMethodType(w, v_DigestMethod)
                 v = w.v; n = w.n
-                v_DigestMethod = None
                 s = 5
             else:
                 raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
@@ -8399,7 +8197,6 @@ def _e_ReferenceType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
-                v_URI = None
                 s = 3
             elif v_Transforms is not None:
                 el = 'Transforms'
@@ -8408,7 +8205,6 @@ def _e_ReferenceType(w, o):
                 w.v = v; w.n = n
                 _e_TransformsType(w, v_Transforms)
                 v = w.v; n = w.n
-                v_Transforms = None
                 s = 4
             elif v_DigestMethod is not None:
                 el = 'DigestMethod'
@@ -8417,7 +8213,6 @@ def _e_ReferenceType(w, o):
                 w.v = v; w.n = n
                 _e_DigestMethodType(w, v_DigestMethod)
                 v = w.v; n = w.n
-                v_DigestMethod = None
                 s = 5
             else:
                 raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
@@ -8429,7 +8224,6 @@ def _e_ReferenceType(w, o):
                 w.v = v; w.n = n
                 _e_TransformsType(w, v_Transforms)
                 v = w.v; n = w.n
-                v_Transforms = None
                 s = 4
             elif v_DigestMethod is not None:
                 el = 'DigestMethod'
@@ -8438,7 +8232,6 @@ def _e_ReferenceType(w, o):
                 w.v = v; w.n = n
                 _e_DigestMethodType(w, v_DigestMethod)
                 v = w.v; n = w.n
-                v_DigestMethod = None
                 s = 5
             else:
                 raise EncodeError('missing content: expected one of Transforms, DigestMethod')
@@ -8450,7 +8243,6 @@ def _e_ReferenceType(w, o):
                 w.v = v; w.n = n
                 _e_DigestMethodType(w, v_DigestMethod)
                 v = w.v; n = w.n
-                v_DigestMethod = None
                 s = 5
             else:
                 raise EncodeError('missing content: expected one of DigestMethod')
@@ -8464,8 +8256,6 @@ def _e_ReferenceType(w, o):
                 else: w.v = v; w.n = n; w.binary(v_DigestValue); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                v_DigestValue = None
-                if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of DigestValue')
@@ -8577,7 +8367,6 @@ def _e_RetrievalMethodType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
-            v_Type = None
             s = 1
         elif v_URI is not None:
             el = '@URI'
@@ -8588,7 +8377,6 @@ def _e_RetrievalMethodType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
-            v_URI = None
             s = 2
         elif v_Transforms is not None:
             el = 'Transforms'
@@ -8597,12 +8385,10 @@ def _e_RetrievalMethodType(w, o):
             w.v = v; w.n = n
             _e_TransformsType(w, v_Transforms)
             v = w.v; n = w.n
-            v_Transforms = None
             s = 3
         elif True:
             v = (v << 3) | 3
             n += 3
-            if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
             s = -1
         if s == 1:
             if v_URI is not None:
@@ -8614,7 +8400,6 @@ def _e_RetrievalMethodType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
-                v_URI = None
                 s = 2
             elif v_Transforms is not None:
                 el = 'Transforms'
@@ -8623,12 +8408,10 @@ def _e_RetrievalMethodType(w, o):
                 w.v = v; w.n = n
                 _e_TransformsType(w, v_Transforms)
                 v = w.v; n = w.n
-                v_Transforms = None
                 s = 3
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                 s = -1
         if s == 2:
             if v_Transforms is not None:
@@ -8638,18 +8421,15 @@ def _e_RetrievalMethodType(w, o):
                 w.v = v; w.n = n
                 _e_TransformsType(w, v_Transforms)
                 v = w.v; n = w.n
-                v_Transforms = None
                 s = 3
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                 s = -1
         if s == 3:
             if True:
                 v <<= 1
                 n += 1
-                if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -9712,7 +9492,6 @@ def _e_SignatureType(w, o):
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Id.encode(), 'big')
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c1_Id); v = w.v; n = w.n
-                    _c1_Id = None
                     _c1_s = 1
                 elif _c1_value is not None:
                     v = (v << 2) | 1
@@ -9720,7 +9499,6 @@ def _e_SignatureType(w, o):
                     _l = len(_c1_value)
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_value, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c1_value); v = w.v; n = w.n
-                    _c1_value = None
                     _c1_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
@@ -9731,7 +9509,6 @@ def _e_SignatureType(w, o):
                         _l = len(_c1_value)
                         if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_value, 'big'); n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.binary(_c1_value); v = w.v; n = w.n
-                        _c1_value = None
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of text')
@@ -9739,7 +9516,6 @@ def _e_SignatureType(w, o):
                     if True:
                         v <<= 1
                         n += 1
-                        if _c1_Id is not None or _c1_value is not None: raise _leftover(_c1_o)
                         _c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_SignatureValue = None
@@ -9887,7 +9663,6 @@ def _e_SignatureValueType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-            v_Id = None
             s = 1
         elif v_value is not None:
             v = (v << 2) | 1
@@ -9895,7 +9670,6 @@ def _e_SignatureValueType(w, o):
             _l = len(v_value)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
-            v_value = None
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, text')
@@ -9906,7 +9680,6 @@ def _e_SignatureValueType(w, o):
                 _l = len(v_value)
                 if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
-                v_value = None
                 s = 2
             else:
                 raise EncodeError('missing content: expected one of text')
@@ -9914,7 +9687,6 @@ def _e_SignatureValueType(w, o):
             if True:
                 v <<= 1
                 n += 1
-                if v_Id is not None or v_value is not None: raise _leftover(o)
                 s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
@@ -13605,7 +13377,6 @@ def _e_X509IssuerSerialType(w, o):
             if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
             v = (v << 4) | (v_X509SerialNumber < 0)
             n += 4
-            v_X509IssuerName = None
             _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
@@ -13613,8 +13384,6 @@ def _e_X509IssuerSerialType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
-            v_X509SerialNumber = None
-            if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of X509IssuerName')
         w.v = v; w.n = n

@@ -1310,9 +1310,27 @@ class CodecWriter:
         return [f"if ec < {cases[half][0]}:", *("    " + x for x in cls._bisect(cases[:half], otherwise)),
                 "else:", *("    " + x for x in cls._bisect(cases[half:], otherwise))]
 
+    @staticmethod
+    def _plain_sequence(info: TypeInfo) -> bool:
+        """Attributes and one sequence of single elements, each at most once (no choice, no substitution group,
+        no nested group): the encoder takes every given field in order, so none can be left over and the
+        emitted-marks and the leftover check are not needed."""
+        if any(f.many for f in info.fields):
+            return False
+        p = info.ct.particle
+        if p is None:
+            return True
+        t = p.term
+        if not isinstance(t, ModelGroup) or t.kind != "sequence" or p.max != 1:
+            return False
+        return all(isinstance(q.term, ElementDecl) and q.max == 1 and len(q.term.substitutables()) == 1
+                   for q in t.particles)
+
     def type_encoder(self, info: TypeInfo) -> list[str]:
         ct = info.ct
         name = self.fn[id(ct)]
+        saved_plain = getattr(self, "_plain", None)
+        self._plain = info if self._plain_sequence(info) else None
         self._tmp_n = 0
         L = [f"def _e_{name}(w, o):", f"    # {self._desc(ct)}", "    v = w.v", "    n = w.n", "    el = ''"]
         L.append("    try:")
@@ -1333,6 +1351,7 @@ class CodecWriter:
         L.append("        if n > 4096: w.flush()")
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, None) from None")
+        self._plain = saved_plain
         return _dead_el(L)
 
     def _pending(self, info: TypeInfo, p: Production) -> str | None:
@@ -1350,6 +1369,12 @@ class CodecWriter:
         return f"i_{f.name} < n_{f.name}" if f.many else f"v_{f.name} is not None"
 
     def _enc_prod_ops(self, info: TypeInfo, p: Production) -> list[tuple]:
+        ops = self._enc_prod_ops_marked(info, p)
+        if info is getattr(self, "_plain", None):
+            ops = [op for op in ops if op[0] != "post"]
+        return ops
+
+    def _enc_prod_ops_marked(self, info: TypeInfo, p: Production) -> list[tuple]:
         ev = p.event
         if ev.kind == "AT":
             f = info.by_event[("AT", ev.qname)]
@@ -1452,7 +1477,8 @@ class CodecWriter:
         else:
             self._cur_type = e.qname[1]
             L.extend(_bits_left_form(["    V = r.v", "    E = r.end", "    p = r.pos",
-                                      *self.dec_element(e, "val", "    ", e.qname[1]), "    r.pos = p", "    return val"]))
+                                      *self.dec_element(e, "val", "    ", e.qname[1]),
+                                      "    r.pos = p", "    return val"]))
         L.append("")
         L.append(f"def _ee{idx}(w, o):  # {e.qname[1]}")
         if isinstance(e.type, ComplexType):
