@@ -41,3 +41,43 @@ def test_certificate_sized_binary_crosses_reader_windows() -> None:
     assert exi.decode("iso2", data) == blob
     with pytest.raises(exi.DecodeError, match=r"truncated|exceeds"):
         exi.decode("iso2", data[:5000])
+
+
+def _iso2_message(**body: object) -> object:
+    from exi.model import iso2_msgbody, iso2_msgdef, iso2_msgheader
+
+    return iso2_msgdef.V2G_Message(iso2_msgheader.MessageHeaderType(SessionID=b"\x01" * 8),
+                                   iso2_msgbody.BodyType(**body))
+
+
+def test_a_body_with_two_messages_is_refused_by_the_choice_encoder() -> None:
+    from exi.model import iso2_msgbody
+
+    stop = iso2_msgbody.SessionStopReqType(ChargingSession="Terminate")
+    welding = iso2_msgbody.WeldingDetectionReqType(DC_EVStatus=None)
+    with pytest.raises(exi.EncodeError, match="content the schema does not allow") as err:
+        exi.encode("iso2", _iso2_message(SessionStopReq=stop, AuthorizationReq=iso2_msgbody.AuthorizationReqType()))
+    assert err.value.path[:2] == ["V2G_Message", "Body"]
+    with pytest.raises(exi.EncodeError, match="content the schema does not allow"):
+        exi.encode("iso2", _iso2_message(SessionStopReq=stop, WeldingDetectionReq=welding))  # the later one too
+    empty = exi.decode("iso2", exi.encode("iso2", _iso2_message())).Body  # the schema allows an empty Body
+    assert empty == iso2_msgbody.BodyType()
+    data = exi.encode("iso2", _iso2_message(SessionStopReq=stop))  # the last alternatives still encode
+    assert exi.decode("iso2", data).Body.SessionStopReq == stop
+
+
+def test_body_alternatives_round_trip_through_the_choice_coders() -> None:
+    """Messages of the -2 Body choice, each encoded alone and decoded: the chosen field comes back, every other
+    field is None (the decoder sets them in one statement)."""
+    import dataclasses
+
+    from exi.model import iso2_msgbody
+
+    names = [f.name for f in dataclasses.fields(iso2_msgbody.BodyType)]
+    samples = {"AuthorizationReq": iso2_msgbody.AuthorizationReqType(),  # the first alternative
+               "SessionSetupReq": iso2_msgbody.SessionSetupReqType(EVCCID=b"\x00\x01\x02\x03\x04\x05"),
+               "SessionStopReq": iso2_msgbody.SessionStopReqType(ChargingSession="Pause")}
+    for name, value in samples.items():
+        decoded = exi.decode("iso2", exi.encode("iso2", _iso2_message(**{name: value}))).Body
+        assert getattr(decoded, name) == value
+        assert all(getattr(decoded, other) is None for other in names if other != name)

@@ -2364,49 +2364,13 @@ def _e_BodyType(w, o):
     n = w.n
     el = ''
     try:
-        v_BodyElement = o.BodyElement
-        v_CableCheckReq = o.CableCheckReq
-        v_CableCheckRes = o.CableCheckRes
-        v_CertificateInstallationReq = o.CertificateInstallationReq
-        v_CertificateInstallationRes = o.CertificateInstallationRes
-        v_CertificateUpdateReq = o.CertificateUpdateReq
-        v_CertificateUpdateRes = o.CertificateUpdateRes
-        v_ChargeParameterDiscoveryReq = o.ChargeParameterDiscoveryReq
-        v_ChargeParameterDiscoveryRes = o.ChargeParameterDiscoveryRes
-        v_ChargingStatusReq = o.ChargingStatusReq
-        v_ChargingStatusRes = o.ChargingStatusRes
-        v_ContractAuthenticationReq = o.ContractAuthenticationReq
-        v_ContractAuthenticationRes = o.ContractAuthenticationRes
-        v_CurrentDemandReq = o.CurrentDemandReq
-        v_CurrentDemandRes = o.CurrentDemandRes
-        v_MeteringReceiptReq = o.MeteringReceiptReq
-        v_MeteringReceiptRes = o.MeteringReceiptRes
-        v_PaymentDetailsReq = o.PaymentDetailsReq
-        v_PaymentDetailsRes = o.PaymentDetailsRes
-        v_PowerDeliveryReq = o.PowerDeliveryReq
-        v_PowerDeliveryRes = o.PowerDeliveryRes
-        v_PreChargeReq = o.PreChargeReq
-        v_PreChargeRes = o.PreChargeRes
-        v_ServiceDetailReq = o.ServiceDetailReq
-        v_ServiceDetailRes = o.ServiceDetailRes
-        v_ServiceDiscoveryReq = o.ServiceDiscoveryReq
-        v_ServiceDiscoveryRes = o.ServiceDiscoveryRes
-        v_ServicePaymentSelectionReq = o.ServicePaymentSelectionReq
-        v_ServicePaymentSelectionRes = o.ServicePaymentSelectionRes
-        v_SessionSetupReq = o.SessionSetupReq
-        v_SessionSetupRes = o.SessionSetupRes
-        v_SessionStopReq = o.SessionStopReq
-        v_SessionStopRes = o.SessionStopRes
-        v_WeldingDetectionReq = o.WeldingDetectionReq
-        v_WeldingDetectionRes = o.WeldingDetectionRes
-        if v_BodyElement is not None:
+        if (v_BodyElement := o.BodyElement) is not None:
             el = 'BodyElement'
             _o = v_BodyElement
-            v <<= 7
-            n += 7
-            v_BodyElement = None
-            s = 1
-        elif v_CableCheckReq is not None:
+            v <<= 8
+            n += 8
+            if o.CableCheckReq is not None or o.CableCheckRes is not None or o.CertificateInstallationReq is not None or o.CertificateInstallationRes is not None or o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CableCheckReq := o.CableCheckReq) is not None:
             el = 'CableCheckReq'
             _o = v_CableCheckReq
             _c2_DC_EVStatus = _o.DC_EVStatus
@@ -2486,11 +2450,10 @@ def _e_BodyType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_CableCheckReq = None
-            s = 1
-        elif v_CableCheckRes is not None:
+            v <<= 2
+            n += 2
+            if o.CableCheckRes is not None or o.CertificateInstallationReq is not None or o.CertificateInstallationRes is not None or o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CableCheckRes := o.CableCheckRes) is not None:
             el = 'CableCheckRes'
             _o = v_CableCheckRes
             _c3_ResponseCode = _o.ResponseCode
@@ -2553,11 +2516,10 @@ def _e_BodyType(w, o):
             el = 'CableCheckRes/EVSEProcessing'
             _c3_i3 = _I_din_msgdatatypes_EVSEProcessingType.get(_c3_EVSEProcessing)
             if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 5) | (_c3_i3 << 2)
-            n += 5
-            v_CableCheckRes = None
-            s = 1
-        elif v_CertificateInstallationReq is not None:
+            v = (v << 6) | (_c3_i3 << 3)
+            n += 6
+            if o.CertificateInstallationReq is not None or o.CertificateInstallationRes is not None or o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CertificateInstallationReq := o.CertificateInstallationReq) is not None:
             el = 'CertificateInstallationReq'
             v = (v << 6) | 3
             n += 6
@@ -2621,9 +2583,10 @@ def _e_BodyType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_CertificateInstallationReq = None
-            s = 1
-        elif v_CertificateInstallationRes is not None:
+            v <<= 1
+            n += 1
+            if o.CertificateInstallationRes is not None or o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CertificateInstallationRes := o.CertificateInstallationRes) is not None:
             el = 'CertificateInstallationRes'
             _o = v_CertificateInstallationRes
             _c5_Id = _o.Id
@@ -2707,20 +2670,20 @@ def _e_BodyType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_ContractID.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(_c5_ContractID); v = w.v; n = w.n
-            v <<= 2
-            n += 2
-            v_CertificateInstallationRes = None
-            s = 1
-        elif v_CertificateUpdateReq is not None:
+            v <<= 3
+            n += 3
+            if o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CertificateUpdateReq := o.CertificateUpdateReq) is not None:
             el = 'CertificateUpdateReq'
             v = (v << 6) | 5
             n += 6
             w.v = v; w.n = n
             c_din_msgbody._e_CertificateUpdateReqType(w, v_CertificateUpdateReq)
             v = w.v; n = w.n
-            v_CertificateUpdateReq = None
-            s = 1
-        elif v_CertificateUpdateRes is not None:
+            v <<= 1
+            n += 1
+            if o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CertificateUpdateRes := o.CertificateUpdateRes) is not None:
             el = 'CertificateUpdateRes'
             _o = v_CertificateUpdateRes
             _c6_Id = _o.Id
@@ -2815,45 +2778,46 @@ def _e_BodyType(w, o):
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
-            v_CertificateUpdateRes = None
-            s = 1
-        elif v_ChargeParameterDiscoveryReq is not None:
+            v <<= 3
+            n += 3
+            if o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ChargeParameterDiscoveryReq := o.ChargeParameterDiscoveryReq) is not None:
             el = 'ChargeParameterDiscoveryReq'
             v = (v << 6) | 7
             n += 6
             w.v = v; w.n = n
             c_din_msgbody._e_ChargeParameterDiscoveryReqType(w, v_ChargeParameterDiscoveryReq)
             v = w.v; n = w.n
-            v_ChargeParameterDiscoveryReq = None
-            s = 1
-        elif v_ChargeParameterDiscoveryRes is not None:
+            v <<= 1
+            n += 1
+            if o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ChargeParameterDiscoveryRes := o.ChargeParameterDiscoveryRes) is not None:
             el = 'ChargeParameterDiscoveryRes'
             v = (v << 6) | 8
             n += 6
             w.v = v; w.n = n
             c_din_msgbody._e_ChargeParameterDiscoveryResType(w, v_ChargeParameterDiscoveryRes)
             v = w.v; n = w.n
-            v_ChargeParameterDiscoveryRes = None
-            s = 1
-        elif v_ChargingStatusReq is not None:
+            v <<= 1
+            n += 1
+            if o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ChargingStatusReq := o.ChargingStatusReq) is not None:
             el = 'ChargingStatusReq'
             _o = v_ChargingStatusReq
-            v = (v << 7) | (9 << 1)
-            n += 7
-            v_ChargingStatusReq = None
-            s = 1
-        elif v_ChargingStatusRes is not None:
+            v = (v << 8) | (9 << 2)
+            n += 8
+            if o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ChargingStatusRes := o.ChargingStatusRes) is not None:
             el = 'ChargingStatusRes'
             v = (v << 6) | 10
             n += 6
             w.v = v; w.n = n
             c_din_msgbody._e_ChargingStatusResType(w, v_ChargingStatusRes)
             v = w.v; n = w.n
-            v_ChargingStatusRes = None
-            s = 1
-        elif v_ContractAuthenticationReq is not None:
+            v <<= 1
+            n += 1
+            if o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ContractAuthenticationReq := o.ContractAuthenticationReq) is not None:
             el = 'ContractAuthenticationReq'
             v = (v << 6) | 11
             n += 6
@@ -2909,9 +2873,10 @@ def _e_BodyType(w, o):
                     n += 1
                     _c8_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_ContractAuthenticationReq = None
-            s = 1
-        elif v_ContractAuthenticationRes is not None:
+            v <<= 1
+            n += 1
+            if o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ContractAuthenticationRes := o.ContractAuthenticationRes) is not None:
             el = 'ContractAuthenticationRes'
             _o = v_ContractAuthenticationRes
             _c9_ResponseCode = _o.ResponseCode
@@ -2924,29 +2889,30 @@ def _e_BodyType(w, o):
             el = 'ContractAuthenticationRes/EVSEProcessing'
             _c9_i2 = _I_din_msgdatatypes_EVSEProcessingType.get(_c9_EVSEProcessing)
             if _c9_i2 is None: raise EncodeError(f'{_c9_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 19) | (12 << 13) | (_c9_i1 << 6) | (_c9_i2 << 2)
-            n += 19
-            v_ContractAuthenticationRes = None
-            s = 1
-        elif v_CurrentDemandReq is not None:
+            v = (v << 20) | (12 << 14) | (_c9_i1 << 7) | (_c9_i2 << 3)
+            n += 20
+            if o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CurrentDemandReq := o.CurrentDemandReq) is not None:
             el = 'CurrentDemandReq'
             v = (v << 6) | 13
             n += 6
             w.v = v; w.n = n
             c_din_msgbody._e_CurrentDemandReqType(w, v_CurrentDemandReq)
             v = w.v; n = w.n
-            v_CurrentDemandReq = None
-            s = 1
-        elif v_CurrentDemandRes is not None:
+            v <<= 1
+            n += 1
+            if o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CurrentDemandRes := o.CurrentDemandRes) is not None:
             el = 'CurrentDemandRes'
             v = (v << 6) | 14
             n += 6
             w.v = v; w.n = n
             c_din_msgbody._e_CurrentDemandResType(w, v_CurrentDemandRes)
             v = w.v; n = w.n
-            v_CurrentDemandRes = None
-            s = 1
-        elif v_MeteringReceiptReq is not None:
+            v <<= 1
+            n += 1
+            if o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_MeteringReceiptReq := o.MeteringReceiptReq) is not None:
             el = 'MeteringReceiptReq'
             v = (v << 6) | 15
             n += 6
@@ -3023,9 +2989,10 @@ def _e_BodyType(w, o):
                     n += 1
                     _c10_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_MeteringReceiptReq = None
-            s = 1
-        elif v_MeteringReceiptRes is not None:
+            v <<= 1
+            n += 1
+            if o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_MeteringReceiptRes := o.MeteringReceiptRes) is not None:
             el = 'MeteringReceiptRes'
             _o = v_MeteringReceiptRes
             _c11_ResponseCode = _o.ResponseCode
@@ -3060,11 +3027,10 @@ def _e_BodyType(w, o):
             el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
             _c11_c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c11_c2_EVSENotification)
             if _c11_c2_i1 is None: raise EncodeError(f'{_c11_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-            v = (v << 8) | (_c11_c2_i1 << 3)
-            n += 8
-            v_MeteringReceiptRes = None
-            s = 1
-        elif v_PaymentDetailsReq is not None:
+            v = (v << 9) | (_c11_c2_i1 << 4)
+            n += 9
+            if o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PaymentDetailsReq := o.PaymentDetailsReq) is not None:
             el = 'PaymentDetailsReq'
             _o = v_PaymentDetailsReq
             _c12_ContractID = _o.ContractID
@@ -3115,11 +3081,10 @@ def _e_BodyType(w, o):
                     n += 2
                     _c12_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_PaymentDetailsReq = None
-            s = 1
-        elif v_PaymentDetailsRes is not None:
+            v <<= 2
+            n += 2
+            if o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PaymentDetailsRes := o.PaymentDetailsRes) is not None:
             el = 'PaymentDetailsRes'
             _o = v_PaymentDetailsRes
             _c13_ResponseCode = _o.ResponseCode
@@ -3148,11 +3113,10 @@ def _e_BodyType(w, o):
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
-            v_PaymentDetailsRes = None
-            s = 1
-        elif v_PowerDeliveryReq is not None:
+            v <<= 3
+            n += 3
+            if o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PowerDeliveryReq := o.PowerDeliveryReq) is not None:
             el = 'PowerDeliveryReq'
             v = (v << 6) | 19
             n += 6
@@ -3230,18 +3194,20 @@ def _e_BodyType(w, o):
                     if _c14_ReadyToChargeState is not None or _c14_ChargingProfile is not None or _c14_DC_EVPowerDeliveryParameter is not None or _c14_EVPowerDeliveryParameter is not None: raise _leftover(_c14_o)
                     _c14_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_PowerDeliveryReq = None
-            s = 1
-        elif v_PowerDeliveryRes is not None:
+            v <<= 1
+            n += 1
+            if o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PowerDeliveryRes := o.PowerDeliveryRes) is not None:
             el = 'PowerDeliveryRes'
             v = (v << 6) | 20
             n += 6
             w.v = v; w.n = n
             c_din_msgbody._e_PowerDeliveryResType(w, v_PowerDeliveryRes)
             v = w.v; n = w.n
-            v_PowerDeliveryRes = None
-            s = 1
-        elif v_PreChargeReq is not None:
+            v <<= 1
+            n += 1
+            if o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PreChargeReq := o.PreChargeReq) is not None:
             el = 'PreChargeReq'
             _o = v_PreChargeReq
             _c15_DC_EVStatus = _o.DC_EVStatus
@@ -3433,11 +3399,10 @@ def _e_BodyType(w, o):
                     n += 1
                     _c15_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_PreChargeReq = None
-            s = 1
-        elif v_PreChargeRes is not None:
+            v <<= 2
+            n += 2
+            if o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PreChargeRes := o.PreChargeRes) is not None:
             el = 'PreChargeRes'
             _o = v_PreChargeRes
             _c16_ResponseCode = _o.ResponseCode
@@ -3551,11 +3516,10 @@ def _e_BodyType(w, o):
                     n += 1
                     _c16_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_PreChargeRes = None
-            s = 1
-        elif v_ServiceDetailReq is not None:
+            v <<= 2
+            n += 2
+            if o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ServiceDetailReq := o.ServiceDetailReq) is not None:
             el = 'ServiceDetailReq'
             _o = v_ServiceDetailReq
             _c17_ServiceID = _o.ServiceID
@@ -3568,11 +3532,10 @@ def _e_BodyType(w, o):
             elif _c17_ServiceID < 16384: v = (v << 16) | ((_c17_ServiceID & 127) << 8) | 32768 | (_c17_ServiceID >> 7); n += 16
             elif _c17_ServiceID < 2097152: v = (v << 24) | ((_c17_ServiceID & 127) << 16) | (((_c17_ServiceID >> 7) & 127) << 8) | 8421376 | (_c17_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = w.v; n = w.n
-            v <<= 2
-            n += 2
-            v_ServiceDetailReq = None
-            s = 1
-        elif v_ServiceDetailRes is not None:
+            v <<= 3
+            n += 3
+            if o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ServiceDetailRes := o.ServiceDetailRes) is not None:
             el = 'ServiceDetailRes'
             v = (v << 6) | 24
             n += 6
@@ -3614,9 +3577,10 @@ def _e_BodyType(w, o):
                     n += 2
                     _c18_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_ServiceDetailRes = None
-            s = 1
-        elif v_ServiceDiscoveryReq is not None:
+            v <<= 1
+            n += 1
+            if o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ServiceDiscoveryReq := o.ServiceDiscoveryReq) is not None:
             el = 'ServiceDiscoveryReq'
             v = (v << 6) | 25
             n += 6
@@ -3665,18 +3629,20 @@ def _e_BodyType(w, o):
                     n += 1
                     _c19_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_ServiceDiscoveryReq = None
-            s = 1
-        elif v_ServiceDiscoveryRes is not None:
+            v <<= 1
+            n += 1
+            if o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ServiceDiscoveryRes := o.ServiceDiscoveryRes) is not None:
             el = 'ServiceDiscoveryRes'
             v = (v << 6) | 26
             n += 6
             w.v = v; w.n = n
             c_din_msgbody._e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
             v = w.v; n = w.n
-            v_ServiceDiscoveryRes = None
-            s = 1
-        elif v_ServicePaymentSelectionReq is not None:
+            v <<= 1
+            n += 1
+            if o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ServicePaymentSelectionReq := o.ServicePaymentSelectionReq) is not None:
             el = 'ServicePaymentSelectionReq'
             _o = v_ServicePaymentSelectionReq
             _c20_SelectedPaymentOption = _o.SelectedPaymentOption
@@ -3692,11 +3658,10 @@ def _e_BodyType(w, o):
             w.v = v; w.n = n
             c_din_msgdatatypes._e_SelectedServiceListType(w, _c20_SelectedServiceList)
             v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_ServicePaymentSelectionReq = None
-            s = 1
-        elif v_ServicePaymentSelectionRes is not None:
+            v <<= 2
+            n += 2
+            if o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ServicePaymentSelectionRes := o.ServicePaymentSelectionRes) is not None:
             el = 'ServicePaymentSelectionRes'
             _o = v_ServicePaymentSelectionRes
             _c21_ResponseCode = _o.ResponseCode
@@ -3704,11 +3669,10 @@ def _e_BodyType(w, o):
             el = 'ServicePaymentSelectionRes/ResponseCode'
             _c21_i1 = _I_din_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
             if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 15) | (28 << 9) | (_c21_i1 << 2)
-            n += 15
-            v_ServicePaymentSelectionRes = None
-            s = 1
-        elif v_SessionSetupReq is not None:
+            v = (v << 16) | (28 << 10) | (_c21_i1 << 3)
+            n += 16
+            if o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_SessionSetupReq := o.SessionSetupReq) is not None:
             el = 'SessionSetupReq'
             _o = v_SessionSetupReq
             _c22_EVCCID = _o.EVCCID
@@ -3720,11 +3684,10 @@ def _e_BodyType(w, o):
             _l = len(_c22_EVCCID)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
-            v <<= 2
-            n += 2
-            v_SessionSetupReq = None
-            s = 1
-        elif v_SessionSetupRes is not None:
+            v <<= 3
+            n += 3
+            if o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_SessionSetupRes := o.SessionSetupRes) is not None:
             el = 'SessionSetupRes'
             v = (v << 6) | 30
             n += 6
@@ -3768,16 +3731,16 @@ def _e_BodyType(w, o):
                     n += 2
                     _c23_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_SessionSetupRes = None
-            s = 1
-        elif v_SessionStopReq is not None:
+            v <<= 1
+            n += 1
+            if o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_SessionStopReq := o.SessionStopReq) is not None:
             el = 'SessionStopReq'
             _o = v_SessionStopReq
-            v = (v << 7) | (31 << 1)
-            n += 7
-            v_SessionStopReq = None
-            s = 1
-        elif v_SessionStopRes is not None:
+            v = (v << 8) | (31 << 2)
+            n += 8
+            if o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_SessionStopRes := o.SessionStopRes) is not None:
             el = 'SessionStopRes'
             _o = v_SessionStopRes
             _c25_ResponseCode = _o.ResponseCode
@@ -3785,11 +3748,10 @@ def _e_BodyType(w, o):
             el = 'SessionStopRes/ResponseCode'
             _c25_i1 = _I_din_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
             if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 15) | (32 << 9) | (_c25_i1 << 2)
-            n += 15
-            v_SessionStopRes = None
-            s = 1
-        elif v_WeldingDetectionReq is not None:
+            v = (v << 16) | (32 << 10) | (_c25_i1 << 3)
+            n += 16
+            if o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_WeldingDetectionReq := o.WeldingDetectionReq) is not None:
             el = 'WeldingDetectionReq'
             _o = v_WeldingDetectionReq
             _c26_DC_EVStatus = _o.DC_EVStatus
@@ -3869,11 +3831,10 @@ def _e_BodyType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_WeldingDetectionReq = None
-            s = 1
-        elif v_WeldingDetectionRes is not None:
+            v <<= 2
+            n += 2
+            if o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_WeldingDetectionRes := o.WeldingDetectionRes) is not None:
             el = 'WeldingDetectionRes'
             _o = v_WeldingDetectionRes
             _c27_ResponseCode = _o.ResponseCode
@@ -3987,21 +3948,11 @@ def _e_BodyType(w, o):
                     n += 1
                     _c27_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_WeldingDetectionRes = None
-            s = 1
-        elif True:
+            v <<= 2
+            n += 2
+        else:
             v = (v << 6) | 35
             n += 6
-            if v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_ContractAuthenticationReq is not None or v_ContractAuthenticationRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_ServicePaymentSelectionReq is not None or v_ServicePaymentSelectionRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
-            s = -1
-        if s == 1:
-            if True:
-                v <<= 1
-                n += 1
-                if v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_ContractAuthenticationReq is not None or v_ContractAuthenticationRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_ServicePaymentSelectionReq is not None or v_ServicePaymentSelectionRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
-                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:

@@ -2146,42 +2146,7 @@ def _e_BodyType(w, o):
     n = w.n
     el = ''
     try:
-        v_AuthorizationReq = o.AuthorizationReq
-        v_AuthorizationRes = o.AuthorizationRes
-        v_BodyElement = o.BodyElement
-        v_CableCheckReq = o.CableCheckReq
-        v_CableCheckRes = o.CableCheckRes
-        v_CertificateInstallationReq = o.CertificateInstallationReq
-        v_CertificateInstallationRes = o.CertificateInstallationRes
-        v_CertificateUpdateReq = o.CertificateUpdateReq
-        v_CertificateUpdateRes = o.CertificateUpdateRes
-        v_ChargeParameterDiscoveryReq = o.ChargeParameterDiscoveryReq
-        v_ChargeParameterDiscoveryRes = o.ChargeParameterDiscoveryRes
-        v_ChargingStatusReq = o.ChargingStatusReq
-        v_ChargingStatusRes = o.ChargingStatusRes
-        v_CurrentDemandReq = o.CurrentDemandReq
-        v_CurrentDemandRes = o.CurrentDemandRes
-        v_MeteringReceiptReq = o.MeteringReceiptReq
-        v_MeteringReceiptRes = o.MeteringReceiptRes
-        v_PaymentDetailsReq = o.PaymentDetailsReq
-        v_PaymentDetailsRes = o.PaymentDetailsRes
-        v_PaymentServiceSelectionReq = o.PaymentServiceSelectionReq
-        v_PaymentServiceSelectionRes = o.PaymentServiceSelectionRes
-        v_PowerDeliveryReq = o.PowerDeliveryReq
-        v_PowerDeliveryRes = o.PowerDeliveryRes
-        v_PreChargeReq = o.PreChargeReq
-        v_PreChargeRes = o.PreChargeRes
-        v_ServiceDetailReq = o.ServiceDetailReq
-        v_ServiceDetailRes = o.ServiceDetailRes
-        v_ServiceDiscoveryReq = o.ServiceDiscoveryReq
-        v_ServiceDiscoveryRes = o.ServiceDiscoveryRes
-        v_SessionSetupReq = o.SessionSetupReq
-        v_SessionSetupRes = o.SessionSetupRes
-        v_SessionStopReq = o.SessionStopReq
-        v_SessionStopRes = o.SessionStopRes
-        v_WeldingDetectionReq = o.WeldingDetectionReq
-        v_WeldingDetectionRes = o.WeldingDetectionRes
-        if v_AuthorizationReq is not None:
+        if (v_AuthorizationReq := o.AuthorizationReq) is not None:
             el = 'AuthorizationReq'
             v <<= 6
             n += 6
@@ -2235,9 +2200,10 @@ def _e_BodyType(w, o):
                     n += 1
                     _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_AuthorizationReq = None
-            s = 1
-        elif v_AuthorizationRes is not None:
+            v <<= 1
+            n += 1
+            if o.AuthorizationRes is not None or o.BodyElement is not None or o.CableCheckReq is not None or o.CableCheckRes is not None or o.CertificateInstallationReq is not None or o.CertificateInstallationRes is not None or o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_AuthorizationRes := o.AuthorizationRes) is not None:
             el = 'AuthorizationRes'
             _o = v_AuthorizationRes
             _c2_ResponseCode = _o.ResponseCode
@@ -2250,18 +2216,16 @@ def _e_BodyType(w, o):
             el = 'AuthorizationRes/EVSEProcessing'
             _c2_i2 = _I_iso2_msgdatatypes_EVSEProcessingType.get(_c2_EVSEProcessing)
             if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 20) | (1 << 14) | (_c2_i1 << 7) | (_c2_i2 << 2)
-            n += 20
-            v_AuthorizationRes = None
-            s = 1
-        elif v_BodyElement is not None:
+            v = (v << 21) | (1 << 15) | (_c2_i1 << 8) | (_c2_i2 << 3)
+            n += 21
+            if o.BodyElement is not None or o.CableCheckReq is not None or o.CableCheckRes is not None or o.CertificateInstallationReq is not None or o.CertificateInstallationRes is not None or o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_BodyElement := o.BodyElement) is not None:
             el = 'BodyElement'
             _o = v_BodyElement
-            v = (v << 7) | (2 << 1)
-            n += 7
-            v_BodyElement = None
-            s = 1
-        elif v_CableCheckReq is not None:
+            v = (v << 8) | (2 << 2)
+            n += 8
+            if o.CableCheckReq is not None or o.CableCheckRes is not None or o.CertificateInstallationReq is not None or o.CertificateInstallationRes is not None or o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CableCheckReq := o.CableCheckReq) is not None:
             el = 'CableCheckReq'
             _o = v_CableCheckReq
             _c4_DC_EVStatus = _o.DC_EVStatus
@@ -2281,11 +2245,10 @@ def _e_BodyType(w, o):
             if not (_c4_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
             el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
             if not 0 <= _c4_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c4_c1_EVRESSSOC!r} outside [0, 100]')
-            v = (v << 30) | (3 << 24) | (_c4_c1_EVReady << 20) | (_c4_c1_i1 << 13) | (_c4_c1_EVRESSSOC << 3)
-            n += 30
-            v_CableCheckReq = None
-            s = 1
-        elif v_CableCheckRes is not None:
+            v = (v << 31) | (3 << 25) | (_c4_c1_EVReady << 21) | (_c4_c1_i1 << 14) | (_c4_c1_EVRESSSOC << 4)
+            n += 31
+            if o.CableCheckRes is not None or o.CertificateInstallationReq is not None or o.CertificateInstallationRes is not None or o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CableCheckRes := o.CableCheckRes) is not None:
             el = 'CableCheckRes'
             _o = v_CableCheckRes
             _c5_ResponseCode = _o.ResponseCode
@@ -2359,11 +2322,10 @@ def _e_BodyType(w, o):
             el = 'CableCheckRes/EVSEProcessing'
             _c5_i3 = _I_iso2_msgdatatypes_EVSEProcessingType.get(_c5_EVSEProcessing)
             if _c5_i3 is None: raise EncodeError(f'{_c5_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 6) | (_c5_i3 << 2)
-            n += 6
-            v_CableCheckRes = None
-            s = 1
-        elif v_CertificateInstallationReq is not None:
+            v = (v << 7) | (_c5_i3 << 3)
+            n += 7
+            if o.CertificateInstallationReq is not None or o.CertificateInstallationRes is not None or o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CertificateInstallationReq := o.CertificateInstallationReq) is not None:
             el = 'CertificateInstallationReq'
             _o = v_CertificateInstallationReq
             _c6_Id = _o.Id
@@ -2393,11 +2355,10 @@ def _e_BodyType(w, o):
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c6_ListOfRootCertificateIDs)
             v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_CertificateInstallationReq = None
-            s = 1
-        elif v_CertificateInstallationRes is not None:
+            v <<= 2
+            n += 2
+            if o.CertificateInstallationRes is not None or o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CertificateInstallationRes := o.CertificateInstallationRes) is not None:
             el = 'CertificateInstallationRes'
             _o = v_CertificateInstallationRes
             _c7_ResponseCode = _o.ResponseCode
@@ -2597,11 +2558,10 @@ def _e_BodyType(w, o):
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_EMAIDType(w, _c7_eMAID)
             v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_CertificateInstallationRes = None
-            s = 1
-        elif v_CertificateUpdateReq is not None:
+            v <<= 2
+            n += 2
+            if o.CertificateUpdateReq is not None or o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CertificateUpdateReq := o.CertificateUpdateReq) is not None:
             el = 'CertificateUpdateReq'
             _o = v_CertificateUpdateReq
             _c8_Id = _o.Id
@@ -2691,20 +2651,20 @@ def _e_BodyType(w, o):
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c8_ListOfRootCertificateIDs)
             v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_CertificateUpdateReq = None
-            s = 1
-        elif v_CertificateUpdateRes is not None:
+            v <<= 2
+            n += 2
+            if o.CertificateUpdateRes is not None or o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CertificateUpdateRes := o.CertificateUpdateRes) is not None:
             el = 'CertificateUpdateRes'
             v = (v << 6) | 8
             n += 6
             w.v = v; w.n = n
             _e_CertificateUpdateResType(w, v_CertificateUpdateRes)
             v = w.v; n = w.n
-            v_CertificateUpdateRes = None
-            s = 1
-        elif v_ChargeParameterDiscoveryReq is not None:
+            v <<= 1
+            n += 1
+            if o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ChargeParameterDiscoveryReq := o.ChargeParameterDiscoveryReq) is not None:
             el = 'ChargeParameterDiscoveryReq'
             v = (v << 6) | 9
             n += 6
@@ -2793,52 +2753,56 @@ def _e_BodyType(w, o):
                     if _c9_MaxEntriesSAScheduleTuple is not None or _c9_RequestedEnergyTransferMode is not None or _c9_AC_EVChargeParameter is not None or _c9_DC_EVChargeParameter is not None or _c9_EVChargeParameter is not None: raise _leftover(_c9_o)
                     _c9_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_ChargeParameterDiscoveryReq = None
-            s = 1
-        elif v_ChargeParameterDiscoveryRes is not None:
+            v <<= 1
+            n += 1
+            if o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ChargeParameterDiscoveryRes := o.ChargeParameterDiscoveryRes) is not None:
             el = 'ChargeParameterDiscoveryRes'
             v = (v << 6) | 10
             n += 6
             w.v = v; w.n = n
             _e_ChargeParameterDiscoveryResType(w, v_ChargeParameterDiscoveryRes)
             v = w.v; n = w.n
-            v_ChargeParameterDiscoveryRes = None
-            s = 1
-        elif v_ChargingStatusReq is not None:
+            v <<= 1
+            n += 1
+            if o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ChargingStatusReq := o.ChargingStatusReq) is not None:
             el = 'ChargingStatusReq'
             _o = v_ChargingStatusReq
-            v = (v << 7) | (11 << 1)
-            n += 7
-            v_ChargingStatusReq = None
-            s = 1
-        elif v_ChargingStatusRes is not None:
+            v = (v << 8) | (11 << 2)
+            n += 8
+            if o.ChargingStatusRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ChargingStatusRes := o.ChargingStatusRes) is not None:
             el = 'ChargingStatusRes'
             v = (v << 6) | 12
             n += 6
             w.v = v; w.n = n
             _e_ChargingStatusResType(w, v_ChargingStatusRes)
             v = w.v; n = w.n
-            v_ChargingStatusRes = None
-            s = 1
-        elif v_CurrentDemandReq is not None:
+            v <<= 1
+            n += 1
+            if o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CurrentDemandReq := o.CurrentDemandReq) is not None:
             el = 'CurrentDemandReq'
             v = (v << 6) | 13
             n += 6
             w.v = v; w.n = n
             _e_CurrentDemandReqType(w, v_CurrentDemandReq)
             v = w.v; n = w.n
-            v_CurrentDemandReq = None
-            s = 1
-        elif v_CurrentDemandRes is not None:
+            v <<= 1
+            n += 1
+            if o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_CurrentDemandRes := o.CurrentDemandRes) is not None:
             el = 'CurrentDemandRes'
             v = (v << 6) | 14
             n += 6
             w.v = v; w.n = n
             _e_CurrentDemandResType(w, v_CurrentDemandRes)
             v = w.v; n = w.n
-            v_CurrentDemandRes = None
-            s = 1
-        elif v_MeteringReceiptReq is not None:
+            v <<= 1
+            n += 1
+            if o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_MeteringReceiptReq := o.MeteringReceiptReq) is not None:
             el = 'MeteringReceiptReq'
             v = (v << 6) | 15
             n += 6
@@ -2908,18 +2872,20 @@ def _e_BodyType(w, o):
                     n += 1
                     _c11_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_MeteringReceiptReq = None
-            s = 1
-        elif v_MeteringReceiptRes is not None:
+            v <<= 1
+            n += 1
+            if o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_MeteringReceiptRes := o.MeteringReceiptRes) is not None:
             el = 'MeteringReceiptRes'
             v = (v << 6) | 16
             n += 6
             w.v = v; w.n = n
             _e_MeteringReceiptResType(w, v_MeteringReceiptRes)
             v = w.v; n = w.n
-            v_MeteringReceiptRes = None
-            s = 1
-        elif v_PaymentDetailsReq is not None:
+            v <<= 1
+            n += 1
+            if o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PaymentDetailsReq := o.PaymentDetailsReq) is not None:
             el = 'PaymentDetailsReq'
             _o = v_PaymentDetailsReq
             _c12_eMAID = _o.eMAID
@@ -2991,11 +2957,10 @@ def _e_BodyType(w, o):
                     n += 2
                     _c12_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_PaymentDetailsReq = None
-            s = 1
-        elif v_PaymentDetailsRes is not None:
+            v <<= 2
+            n += 2
+            if o.PaymentDetailsRes is not None or o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PaymentDetailsRes := o.PaymentDetailsRes) is not None:
             el = 'PaymentDetailsRes'
             _o = v_PaymentDetailsRes
             _c13_ResponseCode = _o.ResponseCode
@@ -3023,11 +2988,10 @@ def _e_BodyType(w, o):
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
-            v_PaymentDetailsRes = None
-            s = 1
-        elif v_PaymentServiceSelectionReq is not None:
+            v <<= 3
+            n += 3
+            if o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PaymentServiceSelectionReq := o.PaymentServiceSelectionReq) is not None:
             el = 'PaymentServiceSelectionReq'
             _o = v_PaymentServiceSelectionReq
             _c14_SelectedPaymentOption = _o.SelectedPaymentOption
@@ -3043,11 +3007,10 @@ def _e_BodyType(w, o):
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_SelectedServiceListType(w, _c14_SelectedServiceList)
             v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_PaymentServiceSelectionReq = None
-            s = 1
-        elif v_PaymentServiceSelectionRes is not None:
+            v <<= 2
+            n += 2
+            if o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PaymentServiceSelectionRes := o.PaymentServiceSelectionRes) is not None:
             el = 'PaymentServiceSelectionRes'
             _o = v_PaymentServiceSelectionRes
             _c15_ResponseCode = _o.ResponseCode
@@ -3055,29 +3018,30 @@ def _e_BodyType(w, o):
             el = 'PaymentServiceSelectionRes/ResponseCode'
             _c15_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c15_ResponseCode)
             if _c15_i1 is None: raise EncodeError(f'{_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 15) | (20 << 9) | (_c15_i1 << 2)
-            n += 15
-            v_PaymentServiceSelectionRes = None
-            s = 1
-        elif v_PowerDeliveryReq is not None:
+            v = (v << 16) | (20 << 10) | (_c15_i1 << 3)
+            n += 16
+            if o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PowerDeliveryReq := o.PowerDeliveryReq) is not None:
             el = 'PowerDeliveryReq'
             v = (v << 6) | 21
             n += 6
             w.v = v; w.n = n
             _e_PowerDeliveryReqType(w, v_PowerDeliveryReq)
             v = w.v; n = w.n
-            v_PowerDeliveryReq = None
-            s = 1
-        elif v_PowerDeliveryRes is not None:
+            v <<= 1
+            n += 1
+            if o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PowerDeliveryRes := o.PowerDeliveryRes) is not None:
             el = 'PowerDeliveryRes'
             v = (v << 6) | 22
             n += 6
             w.v = v; w.n = n
             _e_PowerDeliveryResType(w, v_PowerDeliveryRes)
             v = w.v; n = w.n
-            v_PowerDeliveryRes = None
-            s = 1
-        elif v_PreChargeReq is not None:
+            v <<= 1
+            n += 1
+            if o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PreChargeReq := o.PreChargeReq) is not None:
             el = 'PreChargeReq'
             _o = v_PreChargeReq
             _c16_DC_EVStatus = _o.DC_EVStatus
@@ -3145,11 +3109,10 @@ def _e_BodyType(w, o):
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
-            v_PreChargeReq = None
-            s = 1
-        elif v_PreChargeRes is not None:
+            v <<= 4
+            n += 4
+            if o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PreChargeRes := o.PreChargeRes) is not None:
             el = 'PreChargeRes'
             _o = v_PreChargeRes
             _c17_ResponseCode = _o.ResponseCode
@@ -3242,11 +3205,10 @@ def _e_BodyType(w, o):
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
-            v_PreChargeRes = None
-            s = 1
-        elif v_ServiceDetailReq is not None:
+            v <<= 4
+            n += 4
+            if o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ServiceDetailReq := o.ServiceDetailReq) is not None:
             el = 'ServiceDetailReq'
             _o = v_ServiceDetailReq
             _c18_ServiceID = _o.ServiceID
@@ -3259,11 +3221,10 @@ def _e_BodyType(w, o):
             elif _c18_ServiceID < 16384: v = (v << 16) | ((_c18_ServiceID & 127) << 8) | 32768 | (_c18_ServiceID >> 7); n += 16
             elif _c18_ServiceID < 2097152: v = (v << 24) | ((_c18_ServiceID & 127) << 16) | (((_c18_ServiceID >> 7) & 127) << 8) | 8421376 | (_c18_ServiceID >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = w.v; n = w.n
-            v <<= 2
-            n += 2
-            v_ServiceDetailReq = None
-            s = 1
-        elif v_ServiceDetailRes is not None:
+            v <<= 3
+            n += 3
+            if o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ServiceDetailRes := o.ServiceDetailRes) is not None:
             el = 'ServiceDetailRes'
             v = (v << 6) | 26
             n += 6
@@ -3305,9 +3266,10 @@ def _e_BodyType(w, o):
                     n += 2
                     _c19_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_ServiceDetailRes = None
-            s = 1
-        elif v_ServiceDiscoveryReq is not None:
+            v <<= 1
+            n += 1
+            if o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ServiceDiscoveryReq := o.ServiceDiscoveryReq) is not None:
             el = 'ServiceDiscoveryReq'
             v = (v << 6) | 27
             n += 6
@@ -3356,9 +3318,10 @@ def _e_BodyType(w, o):
                     n += 1
                     _c20_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_ServiceDiscoveryReq = None
-            s = 1
-        elif v_ServiceDiscoveryRes is not None:
+            v <<= 1
+            n += 1
+            if o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_ServiceDiscoveryRes := o.ServiceDiscoveryRes) is not None:
             el = 'ServiceDiscoveryRes'
             v = (v << 6) | 28
             n += 6
@@ -3404,9 +3367,10 @@ def _e_BodyType(w, o):
                     n += 2
                     _c21_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_ServiceDiscoveryRes = None
-            s = 1
-        elif v_SessionSetupReq is not None:
+            v <<= 1
+            n += 1
+            if o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_SessionSetupReq := o.SessionSetupReq) is not None:
             el = 'SessionSetupReq'
             _o = v_SessionSetupReq
             _c22_EVCCID = _o.EVCCID
@@ -3418,11 +3382,10 @@ def _e_BodyType(w, o):
             _l = len(_c22_EVCCID)
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
-            v <<= 2
-            n += 2
-            v_SessionSetupReq = None
-            s = 1
-        elif v_SessionSetupRes is not None:
+            v <<= 3
+            n += 3
+            if o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_SessionSetupRes := o.SessionSetupRes) is not None:
             el = 'SessionSetupRes'
             v = (v << 6) | 30
             n += 6
@@ -3468,9 +3431,10 @@ def _e_BodyType(w, o):
                     n += 2
                     _c23_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v_SessionSetupRes = None
-            s = 1
-        elif v_SessionStopReq is not None:
+            v <<= 1
+            n += 1
+            if o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_SessionStopReq := o.SessionStopReq) is not None:
             el = 'SessionStopReq'
             _o = v_SessionStopReq
             _c24_ChargingSession = _o.ChargingSession
@@ -3478,11 +3442,10 @@ def _e_BodyType(w, o):
             el = 'SessionStopReq/ChargingSession'
             _c24_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c24_ChargingSession)
             if _c24_i1 is None: raise EncodeError(f'{_c24_ChargingSession!r} is not one of the enumeration chargingSessionType')
-            v = (v << 11) | (31 << 5) | (_c24_i1 << 2)
-            n += 11
-            v_SessionStopReq = None
-            s = 1
-        elif v_SessionStopRes is not None:
+            v = (v << 12) | (31 << 6) | (_c24_i1 << 3)
+            n += 12
+            if o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_SessionStopRes := o.SessionStopRes) is not None:
             el = 'SessionStopRes'
             _o = v_SessionStopRes
             _c25_ResponseCode = _o.ResponseCode
@@ -3490,11 +3453,10 @@ def _e_BodyType(w, o):
             el = 'SessionStopRes/ResponseCode'
             _c25_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
             if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 15) | (32 << 9) | (_c25_i1 << 2)
-            n += 15
-            v_SessionStopRes = None
-            s = 1
-        elif v_WeldingDetectionReq is not None:
+            v = (v << 16) | (32 << 10) | (_c25_i1 << 3)
+            n += 16
+            if o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_WeldingDetectionReq := o.WeldingDetectionReq) is not None:
             el = 'WeldingDetectionReq'
             _o = v_WeldingDetectionReq
             _c26_DC_EVStatus = _o.DC_EVStatus
@@ -3514,11 +3476,10 @@ def _e_BodyType(w, o):
             if not (_c26_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
             if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
-            v = (v << 30) | (33 << 24) | (_c26_c1_EVReady << 20) | (_c26_c1_i1 << 13) | (_c26_c1_EVRESSSOC << 3)
-            n += 30
-            v_WeldingDetectionReq = None
-            s = 1
-        elif v_WeldingDetectionRes is not None:
+            v = (v << 31) | (33 << 25) | (_c26_c1_EVReady << 21) | (_c26_c1_i1 << 14) | (_c26_c1_EVRESSSOC << 4)
+            n += 31
+            if o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_WeldingDetectionRes := o.WeldingDetectionRes) is not None:
             el = 'WeldingDetectionRes'
             _o = v_WeldingDetectionRes
             _c27_ResponseCode = _o.ResponseCode
@@ -3611,21 +3572,11 @@ def _e_BodyType(w, o):
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
-            v_WeldingDetectionRes = None
-            s = 1
-        elif True:
+            v <<= 4
+            n += 4
+        else:
             v = (v << 6) | 35
             n += 6
-            if v_AuthorizationReq is not None or v_AuthorizationRes is not None or v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PaymentServiceSelectionReq is not None or v_PaymentServiceSelectionRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
-            s = -1
-        if s == 1:
-            if True:
-                v <<= 1
-                n += 1
-                if v_AuthorizationReq is not None or v_AuthorizationRes is not None or v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PaymentServiceSelectionReq is not None or v_PaymentServiceSelectionRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
-                s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
