@@ -110,28 +110,29 @@ def decode(proto: str, data: bytes, *, fragment: bool = False, strict: bool = Fa
     are non-zero bytes after the end of the document; each such deviation is appended to ``deviations`` (path,
     facet, value, bit) when a list is given. ``strict=True``: every deviation is a DecodeError."""
     c = _CODECS.get(proto) or _codec(proto)
-    if not data:
-        raise DecodeError("empty input", 0)
-    if data[0] != 0x80:
-        if data[:4] == b"$EXI":
-            raise DecodeError("EXI cookie present: V2G streams carry none", 0)
-        raise DecodeError(f"EXI header 0x{data[0]:02x} is not the V2G header 0x80 "
-                          "(options in the stream or another version)", 0)
-    r = Reader(data, strict=strict)
-    table, width = (c.frag, c.frag_width) if fragment else (c.doc, c.doc_width)
+    if not data or data[0] != 0x80:
+        _refuse_header(data)
+    r = Reader(data, 8, None, strict)
+    if fragment:
+        table = c.frag
+        width = c.frag_width
+    else:
+        table = c.doc
+        width = c.doc_width
     try:
         code = r.bits(width)
         if code >= len(table):
             what = "SE(*)" if code == len(table) else ("ED" if fragment and code == len(table) + 1
                                                        else f"event code {code}")
             raise DecodeError(f"{what} at the top level is not supported", 0)
-        ns, name, _cls, dec, _enc = table[code]
+        entry = table[code]
+        dec = entry[3]
         if dec is None:
-            raise DecodeError(f"element {name} has no grammar in this codec", 0)
+            raise DecodeError(f"element {entry[1]} has no grammar in this codec", 0)
         try:
             value = dec(r)
         except ExiError as e:
-            e.path.insert(0, name)
+            e.path.insert(0, entry[1])
             raise
         if fragment:
             at = r.pos
@@ -148,11 +149,20 @@ def decode(proto: str, data: bytes, *, fragment: bool = False, strict: bool = Fa
     found = r.dev
     if found and deviations is not None:
         for deviation in found:  # the paths start at the document's element
-            deviation.path = f"{name}/{deviation.path}" if deviation.path else name
+            deviation.path = f"{entry[1]}/{deviation.path}" if deviation.path else entry[1]
         deviations.extend(found)
     if fragment:
-        return Fragment(ns, name, value)
+        return Fragment(entry[0], entry[1], value)
     return value
+
+
+def _refuse_header(data: bytes) -> None:
+    if not data:
+        raise DecodeError("empty input", 0)
+    if data[:4] == b"$EXI":
+        raise DecodeError("EXI cookie present: V2G streams carry none", 0)
+    raise DecodeError(f"EXI header 0x{data[0]:02x} is not the V2G header 0x80 "
+                      "(options in the stream or another version)", 0)
 
 
 def encode(proto: str, message: Any, *, fragment: bool = False, element: str | None = None) -> bytes:

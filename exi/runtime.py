@@ -104,12 +104,12 @@ class Reader:
         self.data = data
         self.strict = strict  # a facet violation is a DecodeError; else it is recorded in dev
         self.dev = deviations  # created on the first deviation when None (nothing to allocate on the common path)
-        self.total = len(data) * 8
+        self.total = total = len(data) * 8
         self.gvals: list[str] | None = None  # global value partition, created on first string
         self.lvals: dict[int, list[str]] = {}
-        if len(data) <= WINDOW_BYTES:
+        if total <= WINDOW_BYTES * 8:
             self.v = int.from_bytes(data, "big")
-            self.end = self.total
+            self.end = total
             self.base = 0
             self.pos = start_bit
         else:
