@@ -23,8 +23,12 @@ pytestmark = pytest.mark.slow
 
 class StationProcess:
     def __init__(self, url: str, state: Path, *mode: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.ocpp_station_proc", url, str(state), *mode],
-                                     cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # stderr to a file, not a pipe nobody reads: a station that ends early says why in the failure
+        self.stderr_path = state.parent / f"station-{'-'.join(mode)}-{time.monotonic_ns()}.stderr"
+        self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.stderr_path.open("wb") as stderr:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.ocpp_station_proc", url, str(state), *mode],
+                                         cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
     def wait_for(self, prefix: str, timeout: float = 90.0) -> str:
         assert self.proc.stdout is not None
@@ -37,7 +41,8 @@ class StationProcess:
                     return line
                 if not line:
                     break
-        raise AssertionError(f"the station never said {prefix!r}")
+        tail = self.stderr_path.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"the station never said {prefix!r} (exit {self.proc.poll()}); its stderr ends:\n{tail}")
 
     def kill(self) -> None:
         if self.proc.poll() is None:
