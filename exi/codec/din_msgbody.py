@@ -8014,9 +8014,140 @@ def _d_PowerDeliveryReqType(r):
                 s = 2
             elif ec == 1:
                 el = 'DC_EVPowerDeliveryParameter'
-                r.pos = r.end - q
-                f_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                V = r.v; q = r.end - r.pos
+                _c1_DC_EVStatus = None
+                _c1_BulkChargingComplete = None
+                _c1_ChargingComplete = None
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
+                _c1_c1_EVReady = None
+                _c1_c1_EVCabinConditioning = None
+                _c1_c1_EVRESSConditioning = None
+                _c1_c1_EVErrorCode = None
+                _c1_c1_EVRESSSOC = None
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                _c1_c1_EVReady = ((x >> 1) & 1) == 1
+                _c1_c1_s = 1
+                if _c1_c1_s == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
+                        _c1_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                        _c1_c1_s = 2
+                    elif ec == 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                        _c1_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                        _c1_c1_s = 3
+                    elif ec == 2:
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                        _c1_c1_EVErrorCode = ((x >> 1) & 15)
+                        if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
+                        else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
+                        _c1_c1_s = 4
+                    else:
+                        raise r.deviation('DC_EVStatusType', r.end - q)
+                if _c1_c1_s == 2:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                        _c1_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                        _c1_c1_s = 3
+                    elif ec == 1:
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                        _c1_c1_EVErrorCode = ((x >> 1) & 15)
+                        if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
+                        else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
+                        _c1_c1_s = 4
+                    else:
+                        raise r.deviation('DC_EVStatusType', r.end - q)
+                if _c1_c1_s == 3:
+                    q -= 7
+                    if q < 0: V, q = r.slideq(q, 7)
+                    x = (V >> q) & 127
+                    if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                    _c1_c1_EVErrorCode = ((x >> 1) & 15)
+                    if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
+                    else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
+                    _c1_c1_s = 4
+                if _c1_c1_s == 4:
+                    q -= 11
+                    if q < 0: V, q = r.slideq(q, 11)
+                    x = (V >> q) & 2047
+                    if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                    _c1_c1_EVRESSSOC = ((x >> 2) & 127)
+                    if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(r.end - q))
+                    _c1_c1_s = -1
+                _c1_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                _c1_DC_EVStatus.EVReady = _c1_c1_EVReady
+                _c1_DC_EVStatus.EVCabinConditioning = _c1_c1_EVCabinConditioning
+                _c1_DC_EVStatus.EVRESSConditioning = _c1_c1_EVRESSConditioning
+                _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
+                _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
+                _c1_s = 1
+                if _c1_s == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                        _c1_BulkChargingComplete = ((x >> 5) & 1) == 1
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        _c1_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c1_s = 3
+                    elif ec == 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        _c1_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c1_s = 3
+                    else:
+                        raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                if _c1_s == 3:
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                    _c1_s = -1
+                f_DC_EVPowerDeliveryParameter = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
+                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
+                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
+                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -8036,9 +8167,140 @@ def _d_PowerDeliveryReqType(r):
             ec = (V >> q) & 3
             if ec == 0:
                 el = 'DC_EVPowerDeliveryParameter'
-                r.pos = r.end - q
-                f_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                V = r.v; q = r.end - r.pos
+                _c3_DC_EVStatus = None
+                _c3_BulkChargingComplete = None
+                _c3_ChargingComplete = None
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
+                _c3_c1_EVReady = None
+                _c3_c1_EVCabinConditioning = None
+                _c3_c1_EVRESSConditioning = None
+                _c3_c1_EVErrorCode = None
+                _c3_c1_EVRESSSOC = None
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                _c3_c1_EVReady = ((x >> 1) & 1) == 1
+                _c3_c1_s = 1
+                if _c3_c1_s == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
+                        _c3_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                        _c3_c1_s = 2
+                    elif ec == 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                        _c3_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                        _c3_c1_s = 3
+                    elif ec == 2:
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                        _c3_c1_EVErrorCode = ((x >> 1) & 15)
+                        if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
+                        else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
+                        _c3_c1_s = 4
+                    else:
+                        raise r.deviation('DC_EVStatusType', r.end - q)
+                if _c3_c1_s == 2:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                        _c3_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                        _c3_c1_s = 3
+                    elif ec == 1:
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                        _c3_c1_EVErrorCode = ((x >> 1) & 15)
+                        if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
+                        else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
+                        _c3_c1_s = 4
+                    else:
+                        raise r.deviation('DC_EVStatusType', r.end - q)
+                if _c3_c1_s == 3:
+                    q -= 7
+                    if q < 0: V, q = r.slideq(q, 7)
+                    x = (V >> q) & 127
+                    if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                    _c3_c1_EVErrorCode = ((x >> 1) & 15)
+                    if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
+                    else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
+                    _c3_c1_s = 4
+                if _c3_c1_s == 4:
+                    q -= 11
+                    if q < 0: V, q = r.slideq(q, 11)
+                    x = (V >> q) & 2047
+                    if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                    _c3_c1_EVRESSSOC = ((x >> 2) & 127)
+                    if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(r.end - q))
+                    _c3_c1_s = -1
+                _c3_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                _c3_DC_EVStatus.EVReady = _c3_c1_EVReady
+                _c3_DC_EVStatus.EVCabinConditioning = _c3_c1_EVCabinConditioning
+                _c3_DC_EVStatus.EVRESSConditioning = _c3_c1_EVRESSConditioning
+                _c3_DC_EVStatus.EVErrorCode = _c3_c1_EVErrorCode
+                _c3_DC_EVStatus.EVRESSSOC = _c3_c1_EVRESSSOC
+                _c3_s = 1
+                if _c3_s == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                        _c3_BulkChargingComplete = ((x >> 5) & 1) == 1
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        _c3_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c3_s = 3
+                    elif ec == 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        _c3_ChargingComplete = ((x >> 1) & 1) == 1
+                        _c3_s = 3
+                    else:
+                        raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                if _c3_s == 3:
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                    _c3_s = -1
+                f_DC_EVPowerDeliveryParameter = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
+                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c3_DC_EVStatus
+                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c3_BulkChargingComplete
+                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c3_ChargingComplete
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -8100,9 +8362,113 @@ def _e_PowerDeliveryReqType(w, o):
                 el = 'DC_EVPowerDeliveryParameter'
                 v = (v << 3) | 1
                 n += 3
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
-                v = w.v; n = w.n
+                _c1_o = v_DC_EVPowerDeliveryParameter
+                _c1_DC_EVStatus = _c1_o.DC_EVStatus
+                _c1_BulkChargingComplete = _c1_o.BulkChargingComplete
+                _c1_ChargingComplete = _c1_o.ChargingComplete
+                if _c1_DC_EVStatus is not None:
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
+                    v <<= 1
+                    n += 1
+                    _c1_c1_o = _c1_DC_EVStatus
+                    _c1_c1_EVReady = _c1_c1_o.EVReady
+                    _c1_c1_EVCabinConditioning = _c1_c1_o.EVCabinConditioning
+                    _c1_c1_EVRESSConditioning = _c1_c1_o.EVRESSConditioning
+                    _c1_c1_EVErrorCode = _c1_c1_o.EVErrorCode
+                    _c1_c1_EVRESSSOC = _c1_c1_o.EVRESSSOC
+                    if _c1_c1_EVReady is not None:
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                        if _c1_c1_EVReady is not True and _c1_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVReady!r}')
+                        v = (v << 4) | (_c1_c1_EVReady << 1)
+                        n += 4
+                        _c1_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of EVReady')
+                    if _c1_c1_s == 1:
+                        if _c1_c1_EVCabinConditioning is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
+                            if _c1_c1_EVCabinConditioning is not True and _c1_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVCabinConditioning!r}')
+                            v = (v << 5) | (_c1_c1_EVCabinConditioning << 1)
+                            n += 5
+                            _c1_c1_s = 2
+                        elif _c1_c1_EVRESSConditioning is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                            if _c1_c1_EVRESSConditioning is not True and _c1_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVRESSConditioning!r}')
+                            v = (v << 5) | (1 << 3) | (_c1_c1_EVRESSConditioning << 1)
+                            n += 5
+                            _c1_c1_s = 3
+                        elif _c1_c1_EVErrorCode is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                            _c1_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_c1_EVErrorCode)
+                            if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                            v = (v << 8) | (2 << 6) | (_c1_c1_i1 << 1)
+                            n += 8
+                            _c1_c1_s = 4
+                        else:
+                            raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+                    if _c1_c1_s == 2:
+                        if _c1_c1_EVRESSConditioning is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                            if _c1_c1_EVRESSConditioning is not True and _c1_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVRESSConditioning!r}')
+                            v = (v << 5) | (_c1_c1_EVRESSConditioning << 1)
+                            n += 5
+                            _c1_c1_s = 3
+                        elif _c1_c1_EVErrorCode is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                            _c1_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_c1_EVErrorCode)
+                            if _c1_c1_i2 is None: raise EncodeError(f'{_c1_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                            v = (v << 8) | (1 << 6) | (_c1_c1_i2 << 1)
+                            n += 8
+                            _c1_c1_s = 4
+                        else:
+                            raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+                    if _c1_c1_s == 3:
+                        if _c1_c1_EVErrorCode is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                            _c1_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_c1_EVErrorCode)
+                            if _c1_c1_i3 is None: raise EncodeError(f'{_c1_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                            v = (v << 7) | (_c1_c1_i3 << 1)
+                            n += 7
+                            _c1_c1_s = 4
+                        else:
+                            raise EncodeError('missing content: expected one of EVErrorCode')
+                    if _c1_c1_s == 4:
+                        if _c1_c1_EVRESSSOC is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                            if not 0 <= _c1_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_c1_EVRESSSOC!r} outside [0, 100]')
+                            v = (v << 11) | (_c1_c1_EVRESSSOC << 2)
+                            n += 11
+                            _c1_c1_s = -1
+                        else:
+                            raise EncodeError('missing content: expected one of EVRESSSOC')
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of DC_EVStatus')
+                if _c1_s == 1:
+                    if _c1_BulkChargingComplete is not None:
+                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                        if _c1_BulkChargingComplete is not True and _c1_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_BulkChargingComplete!r}')
+                        if not (_c1_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        if _c1_ChargingComplete is not True and _c1_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_ChargingComplete!r}')
+                        v = (v << 9) | (_c1_BulkChargingComplete << 5) | (_c1_ChargingComplete << 1)
+                        n += 9
+                        _c1_s = 3
+                    elif _c1_ChargingComplete is not None:
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        if _c1_ChargingComplete is not True and _c1_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_ChargingComplete!r}')
+                        v = (v << 5) | (1 << 3) | (_c1_ChargingComplete << 1)
+                        n += 5
+                        _c1_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+                if _c1_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_DC_EVPowerDeliveryParameter = None
                 s = 3
             elif v_EVPowerDeliveryParameter is not None:
@@ -8122,9 +8488,113 @@ def _e_PowerDeliveryReqType(w, o):
                 el = 'DC_EVPowerDeliveryParameter'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
-                v = w.v; n = w.n
+                _c3_o = v_DC_EVPowerDeliveryParameter
+                _c3_DC_EVStatus = _c3_o.DC_EVStatus
+                _c3_BulkChargingComplete = _c3_o.BulkChargingComplete
+                _c3_ChargingComplete = _c3_o.ChargingComplete
+                if _c3_DC_EVStatus is not None:
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
+                    v <<= 1
+                    n += 1
+                    _c3_c1_o = _c3_DC_EVStatus
+                    _c3_c1_EVReady = _c3_c1_o.EVReady
+                    _c3_c1_EVCabinConditioning = _c3_c1_o.EVCabinConditioning
+                    _c3_c1_EVRESSConditioning = _c3_c1_o.EVRESSConditioning
+                    _c3_c1_EVErrorCode = _c3_c1_o.EVErrorCode
+                    _c3_c1_EVRESSSOC = _c3_c1_o.EVRESSSOC
+                    if _c3_c1_EVReady is not None:
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                        if _c3_c1_EVReady is not True and _c3_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c3_c1_EVReady!r}')
+                        v = (v << 4) | (_c3_c1_EVReady << 1)
+                        n += 4
+                        _c3_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of EVReady')
+                    if _c3_c1_s == 1:
+                        if _c3_c1_EVCabinConditioning is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
+                            if _c3_c1_EVCabinConditioning is not True and _c3_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c3_c1_EVCabinConditioning!r}')
+                            v = (v << 5) | (_c3_c1_EVCabinConditioning << 1)
+                            n += 5
+                            _c3_c1_s = 2
+                        elif _c3_c1_EVRESSConditioning is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                            if _c3_c1_EVRESSConditioning is not True and _c3_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c3_c1_EVRESSConditioning!r}')
+                            v = (v << 5) | (1 << 3) | (_c3_c1_EVRESSConditioning << 1)
+                            n += 5
+                            _c3_c1_s = 3
+                        elif _c3_c1_EVErrorCode is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                            _c3_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c3_c1_EVErrorCode)
+                            if _c3_c1_i1 is None: raise EncodeError(f'{_c3_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                            v = (v << 8) | (2 << 6) | (_c3_c1_i1 << 1)
+                            n += 8
+                            _c3_c1_s = 4
+                        else:
+                            raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+                    if _c3_c1_s == 2:
+                        if _c3_c1_EVRESSConditioning is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                            if _c3_c1_EVRESSConditioning is not True and _c3_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c3_c1_EVRESSConditioning!r}')
+                            v = (v << 5) | (_c3_c1_EVRESSConditioning << 1)
+                            n += 5
+                            _c3_c1_s = 3
+                        elif _c3_c1_EVErrorCode is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                            _c3_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c3_c1_EVErrorCode)
+                            if _c3_c1_i2 is None: raise EncodeError(f'{_c3_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                            v = (v << 8) | (1 << 6) | (_c3_c1_i2 << 1)
+                            n += 8
+                            _c3_c1_s = 4
+                        else:
+                            raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+                    if _c3_c1_s == 3:
+                        if _c3_c1_EVErrorCode is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                            _c3_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c3_c1_EVErrorCode)
+                            if _c3_c1_i3 is None: raise EncodeError(f'{_c3_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                            v = (v << 7) | (_c3_c1_i3 << 1)
+                            n += 7
+                            _c3_c1_s = 4
+                        else:
+                            raise EncodeError('missing content: expected one of EVErrorCode')
+                    if _c3_c1_s == 4:
+                        if _c3_c1_EVRESSSOC is not None:
+                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                            if not 0 <= _c3_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c3_c1_EVRESSSOC!r} outside [0, 100]')
+                            v = (v << 11) | (_c3_c1_EVRESSSOC << 2)
+                            n += 11
+                            _c3_c1_s = -1
+                        else:
+                            raise EncodeError('missing content: expected one of EVRESSSOC')
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of DC_EVStatus')
+                if _c3_s == 1:
+                    if _c3_BulkChargingComplete is not None:
+                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                        if _c3_BulkChargingComplete is not True and _c3_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_BulkChargingComplete!r}')
+                        if not (_c3_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        if _c3_ChargingComplete is not True and _c3_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_ChargingComplete!r}')
+                        v = (v << 9) | (_c3_BulkChargingComplete << 5) | (_c3_ChargingComplete << 1)
+                        n += 9
+                        _c3_s = 3
+                    elif _c3_ChargingComplete is not None:
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        if _c3_ChargingComplete is not True and _c3_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_ChargingComplete!r}')
+                        v = (v << 5) | (1 << 3) | (_c3_ChargingComplete << 1)
+                        n += 5
+                        _c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+                if _c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_DC_EVPowerDeliveryParameter = None
                 s = 3
             elif v_EVPowerDeliveryParameter is not None:

@@ -1146,77 +1146,9 @@ def _d_BodyType(r):
                     elif ec == 19:
                         el = 'PowerDeliveryReq'
                         _cf = 'PowerDeliveryReq'
-                        _c14_ReadyToChargeState = None
-                        _c14_ChargingProfile = None
-                        _c14_DC_EVPowerDeliveryParameter = None
-                        _c14_EVPowerDeliveryParameter = None
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 13: raise r.deviation('PowerDeliveryReqType', r.end - q)
-                        el = 'PowerDeliveryReq/ReadyToChargeState'
-                        _c14_ReadyToChargeState = ((x >> 1) & 1) == 1
-                        _c14_s = 1
-                        if _c14_s == 1:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            ec = (V >> q) & 7
-                            if ec == 0:
-                                el = 'PowerDeliveryReq/ChargingProfile'
-                                r.pos = r.end - q
-                                _c14_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
-                                V = r.v; q = r.end - r.pos
-                                _c14_s = 2
-                            elif ec == 1:
-                                el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
-                                r.pos = r.end - q
-                                _c14_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                                V = r.v; q = r.end - r.pos
-                                _c14_s = 3
-                            elif ec == 2:
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
-                                el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
-                                _c14_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
-                                _c14_s = 3
-                            elif ec == 3:
-                                pass
-                                _c14_s = -1
-                            else:
-                                raise r.deviation('PowerDeliveryReqType', r.end - q)
-                        if _c14_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
-                            if ec == 0:
-                                el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
-                                r.pos = r.end - q
-                                _c14_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
-                                V = r.v; q = r.end - r.pos
-                                _c14_s = 3
-                            elif ec == 1:
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
-                                el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
-                                _c14_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
-                                _c14_s = 3
-                            elif ec == 2:
-                                pass
-                                _c14_s = -1
-                            else:
-                                raise r.deviation('PowerDeliveryReqType', r.end - q)
-                        if _c14_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
-                            _c14_s = -1
-                        _cv = _new(din_msgbody.PowerDeliveryReqType)
-                        _cv.ReadyToChargeState = _c14_ReadyToChargeState
-                        _cv.ChargingProfile = _c14_ChargingProfile
-                        _cv.DC_EVPowerDeliveryParameter = _c14_DC_EVPowerDeliveryParameter
-                        _cv.EVPowerDeliveryParameter = _c14_EVPowerDeliveryParameter
+                        r.pos = r.end - q
+                        _cv = c_din_msgbody._d_PowerDeliveryReqType(r)
+                        V = r.v; q = r.end - r.pos
                         s = 1
                     elif ec == 20:
                         el = 'PowerDeliveryRes'
@@ -1232,19 +1164,19 @@ def _d_BodyType(r):
                         el = 'PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'PreChargeReq/DC_EVStatus'
-                        _c15_c1_EVReady = None
-                        _c15_c1_EVCabinConditioning = None
-                        _c15_c1_EVRESSConditioning = None
-                        _c15_c1_EVErrorCode = None
-                        _c15_c1_EVRESSSOC = None
+                        _c14_c1_EVReady = None
+                        _c14_c1_EVCabinConditioning = None
+                        _c14_c1_EVRESSConditioning = None
+                        _c14_c1_EVErrorCode = None
+                        _c14_c1_EVRESSSOC = None
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'PreChargeReq/DC_EVStatus/EVReady'
-                        _c15_c1_EVReady = ((x >> 1) & 1) == 1
-                        _c15_c1_s = 1
-                        if _c15_c1_s == 1:
+                        _c14_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c14_c1_s = 1
+                        if _c14_c1_s == 1:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             ec = (V >> q) & 3
@@ -1254,29 +1186,29 @@ def _d_BodyType(r):
                                 x = (V >> q) & 7
                                 if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                                _c15_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
-                                _c15_c1_s = 2
+                                _c14_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c14_c1_s = 2
                             elif ec == 1:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 x = (V >> q) & 7
                                 if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                                _c15_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
-                                _c15_c1_s = 3
+                                _c14_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c14_c1_s = 3
                             elif ec == 2:
                                 q -= 6
                                 if q < 0: V, q = r.slideq(q, 6)
                                 x = (V >> q) & 63
                                 if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                                _c15_c1_EVErrorCode = ((x >> 1) & 15)
-                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
-                                _c15_c1_s = 4
+                                _c14_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
+                                _c14_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c15_c1_s == 2:
+                        if _c14_c1_s == 2:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             ec = (V >> q) & 3
@@ -1286,49 +1218,333 @@ def _d_BodyType(r):
                                 x = (V >> q) & 7
                                 if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                                _c15_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
-                                _c15_c1_s = 3
+                                _c14_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c14_c1_s = 3
                             elif ec == 1:
                                 q -= 6
                                 if q < 0: V, q = r.slideq(q, 6)
                                 x = (V >> q) & 63
                                 if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                                _c15_c1_EVErrorCode = ((x >> 1) & 15)
-                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
-                                _c15_c1_s = 4
+                                _c14_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
+                                _c14_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c15_c1_s == 3:
+                        if _c14_c1_s == 3:
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
                             if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                            _c15_c1_EVErrorCode = ((x >> 1) & 15)
-                            if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
-                            _c15_c1_s = 4
-                        if _c15_c1_s == 4:
+                            _c14_c1_EVErrorCode = ((x >> 1) & 15)
+                            if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
+                            _c14_c1_s = 4
+                        if _c14_c1_s == 4:
                             q -= 11
                             if q < 0: V, q = r.slideq(q, 11)
                             x = (V >> q) & 2047
                             if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
-                            _c15_c1_EVRESSSOC = ((x >> 2) & 127)
-                            if _c15_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c15_c1_EVRESSSOC, r.at(r.end - q))
-                            _c15_c1_s = -1
-                        _c15_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
-                        _c15_DC_EVStatus.EVReady = _c15_c1_EVReady
-                        _c15_DC_EVStatus.EVCabinConditioning = _c15_c1_EVCabinConditioning
-                        _c15_DC_EVStatus.EVRESSConditioning = _c15_c1_EVRESSConditioning
-                        _c15_DC_EVStatus.EVErrorCode = _c15_c1_EVErrorCode
-                        _c15_DC_EVStatus.EVRESSSOC = _c15_c1_EVRESSSOC
+                            _c14_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c14_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c14_c1_EVRESSSOC, r.at(r.end - q))
+                            _c14_c1_s = -1
+                        _c14_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c14_DC_EVStatus.EVReady = _c14_c1_EVReady
+                        _c14_DC_EVStatus.EVCabinConditioning = _c14_c1_EVCabinConditioning
+                        _c14_DC_EVStatus.EVRESSConditioning = _c14_c1_EVRESSConditioning
+                        _c14_DC_EVStatus.EVErrorCode = _c14_c1_EVErrorCode
+                        _c14_DC_EVStatus.EVRESSSOC = _c14_c1_EVRESSSOC
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq/EVTargetVoltage'
+                        _c14_c2_Multiplier = None
+                        _c14_c2_Unit = None
+                        _c14_c2_Value = None
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                        el = 'PreChargeReq/EVTargetVoltage/Multiplier'
+                        _c14_c2_Multiplier = ((x >> 1) & 7) + -3
+                        if _c14_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c2_Multiplier, r.at(r.end - q))
+                        _c14_c2_s = 1
+                        if _c14_c2_s == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
+                            if ec == 0:
+                                q -= 9
+                                if q < 0: V, q = r.slideq(q, 9)
+                                x = (V >> q) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'PreChargeReq/EVTargetVoltage/Unit'
+                                _c14_c2_Unit = ((x >> 4) & 15)
+                                if _c14_c2_Unit >= 10: _c14_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c2_Unit, 10, r.at(r.end - q))
+                                else: _c14_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_c2_Unit]
+                                el = 'PreChargeReq/EVTargetVoltage/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c14_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c14_c2_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c14_c2_Value = -_c14_c2_Value - 1
+                                if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
+                                _c14_c2_s = 3
+                            elif ec == 1:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'PreChargeReq/EVTargetVoltage/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c14_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c14_c2_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c14_c2_Value = -_c14_c2_Value - 1
+                                if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
+                                _c14_c2_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', r.end - q)
+                        if _c14_c2_s == 3:
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                            _c14_c2_s = -1
+                        _c14_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c14_EVTargetVoltage.Multiplier = _c14_c2_Multiplier
+                        _c14_EVTargetVoltage.Unit = _c14_c2_Unit
+                        _c14_EVTargetVoltage.Value = _c14_c2_Value
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'PreChargeReq/EVTargetCurrent'
+                        _c14_c3_Multiplier = None
+                        _c14_c3_Unit = None
+                        _c14_c3_Value = None
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
+                        el = 'PreChargeReq/EVTargetCurrent/Multiplier'
+                        _c14_c3_Multiplier = ((x >> 1) & 7) + -3
+                        if _c14_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c3_Multiplier, r.at(r.end - q))
+                        _c14_c3_s = 1
+                        if _c14_c3_s == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
+                            if ec == 0:
+                                q -= 9
+                                if q < 0: V, q = r.slideq(q, 9)
+                                x = (V >> q) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'PreChargeReq/EVTargetCurrent/Unit'
+                                _c14_c3_Unit = ((x >> 4) & 15)
+                                if _c14_c3_Unit >= 10: _c14_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c3_Unit, 10, r.at(r.end - q))
+                                else: _c14_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_c3_Unit]
+                                el = 'PreChargeReq/EVTargetCurrent/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c14_c3_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c14_c3_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c14_c3_Value = -_c14_c3_Value - 1
+                                if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
+                                _c14_c3_s = 3
+                            elif ec == 1:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                x = (V >> q) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                                el = 'PreChargeReq/EVTargetCurrent/Value'
+                                _neg = (x & 1)
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c14_c3_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c14_c3_Value = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                                if _neg: _c14_c3_Value = -_c14_c3_Value - 1
+                                if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
+                                _c14_c3_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', r.end - q)
+                        if _c14_c3_s == 3:
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
+                            _c14_c3_s = -1
+                        _c14_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                        _c14_EVTargetCurrent.Multiplier = _c14_c3_Multiplier
+                        _c14_EVTargetCurrent.Unit = _c14_c3_Unit
+                        _c14_EVTargetCurrent.Value = _c14_c3_Value
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _cv = _new(din_msgbody.PreChargeReqType)
+                        _cv.DC_EVStatus = _c14_DC_EVStatus
+                        _cv.EVTargetVoltage = _c14_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c14_EVTargetCurrent
+                        s = 1
+                    else:
+                        raise r.deviation('BodyType', r.end - q)
+                else:
+                    if ec == 22:
+                        q -= 9
+                        if q < 0: V, q = r.slideq(q, 9)
+                        x = (V >> q) & 511
+                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        el = 'PreChargeRes'
+                        _cf = 'PreChargeRes'
+                        el = 'PreChargeRes/ResponseCode'
+                        _c15_ResponseCode = ((x >> 2) & 31)
+                        if _c15_ResponseCode >= 23: _c15_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c15_ResponseCode, 23, r.at(r.end - q))
+                        else: _c15_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c15_ResponseCode]
+                        el = 'PreChargeRes/DC_EVSEStatus'
+                        _c15_c1_EVSEIsolationStatus = None
+                        _c15_c1_EVSEStatusCode = None
+                        _c15_c1_NotificationMaxDelay = None
+                        _c15_c1_EVSENotification = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        ec = (V >> q) & 3
+                        if ec == 0:
+                            q -= 11
+                            if q < 0: V, q = r.slideq(q, 11)
+                            x = (V >> q) & 2047
+                            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                            _c15_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                            el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c15_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c15_c1_EVSEStatusCode >= 12: _c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c15_c1_EVSEStatusCode]
+                            _c15_c1_s = 2
+                        elif ec == 1:
+                            q -= 6
+                            if q < 0: V, q = r.slideq(q, 6)
+                            x = (V >> q) & 63
+                            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c15_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c15_c1_EVSEStatusCode >= 12: _c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c15_c1_EVSEStatusCode]
+                            _c15_c1_s = 2
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c15_c1_s == 2:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c15_c1_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c15_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c15_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c15_c1_NotificationMaxDelay = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c15_c1_NotificationMaxDelay, r.at(r.end - q))
+                            el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
+                            _c15_c1_EVSENotification = ((x >> 2) & 3)
+                            if _c15_c1_EVSENotification >= 3: _c15_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c15_c1_EVSENotification, 3, r.at(r.end - q))
+                            else: _c15_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c15_c1_EVSENotification]
+                            _c15_c1_s = -1
+                        _c15_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        _c15_DC_EVSEStatus.EVSEIsolationStatus = _c15_c1_EVSEIsolationStatus
+                        _c15_DC_EVSEStatus.EVSEStatusCode = _c15_c1_EVSEStatusCode
+                        _c15_DC_EVSEStatus.NotificationMaxDelay = _c15_c1_NotificationMaxDelay
+                        _c15_DC_EVSEStatus.EVSENotification = _c15_c1_EVSENotification
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        el = 'PreChargeRes/EVSEPresentVoltage'
                         _c15_c2_Multiplier = None
                         _c15_c2_Unit = None
                         _c15_c2_Value = None
@@ -1336,7 +1552,7 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 6)
                         x = (V >> q) & 63
                         if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'PreChargeReq/EVTargetVoltage/Multiplier'
+                        el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
                         _c15_c2_Multiplier = ((x >> 1) & 7) + -3
                         if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(r.end - q))
                         _c15_c2_s = 1
@@ -1349,11 +1565,11 @@ def _d_BodyType(r):
                                 if q < 0: V, q = r.slideq(q, 9)
                                 x = (V >> q) & 511
                                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeReq/EVTargetVoltage/Unit'
+                                el = 'PreChargeRes/EVSEPresentVoltage/Unit'
                                 _c15_c2_Unit = ((x >> 4) & 15)
                                 if _c15_c2_Unit >= 10: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 10, r.at(r.end - q))
                                 else: _c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c2_Unit]
-                                el = 'PreChargeReq/EVTargetVoltage/Value'
+                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
                                 _neg = (x & 1)
                                 if q >= 24:
                                     _y = (V >> (q - 24)) & 16777215
@@ -1384,7 +1600,7 @@ def _d_BodyType(r):
                                 if q < 0: V, q = r.slideq(q, 2)
                                 x = (V >> q) & 3
                                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeReq/EVTargetVoltage/Value'
+                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
                                 _neg = (x & 1)
                                 if q >= 24:
                                     _y = (V >> (q - 24)) & 16777215
@@ -1417,301 +1633,17 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
                             _c15_c2_s = -1
-                        _c15_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                        _c15_EVTargetVoltage.Multiplier = _c15_c2_Multiplier
-                        _c15_EVTargetVoltage.Unit = _c15_c2_Unit
-                        _c15_EVTargetVoltage.Value = _c15_c2_Value
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
-                        el = 'PreChargeReq/EVTargetCurrent'
-                        _c15_c3_Multiplier = None
-                        _c15_c3_Unit = None
-                        _c15_c3_Value = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-                        _c15_c3_Multiplier = ((x >> 1) & 7) + -3
-                        if _c15_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c3_Multiplier, r.at(r.end - q))
-                        _c15_c3_s = 1
-                        if _c15_c3_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
-                            if ec == 0:
-                                q -= 9
-                                if q < 0: V, q = r.slideq(q, 9)
-                                x = (V >> q) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeReq/EVTargetCurrent/Unit'
-                                _c15_c3_Unit = ((x >> 4) & 15)
-                                if _c15_c3_Unit >= 10: _c15_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c3_Unit, 10, r.at(r.end - q))
-                                else: _c15_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c3_Unit]
-                                el = 'PreChargeReq/EVTargetCurrent/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c15_c3_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c15_c3_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c15_c3_Value = -_c15_c3_Value - 1
-                                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(r.end - q))
-                                _c15_c3_s = 3
-                            elif ec == 1:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeReq/EVTargetCurrent/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c15_c3_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c15_c3_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c15_c3_Value = -_c15_c3_Value - 1
-                                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(r.end - q))
-                                _c15_c3_s = 3
-                            else:
-                                raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c15_c3_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
-                            _c15_c3_s = -1
-                        _c15_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                        _c15_EVTargetCurrent.Multiplier = _c15_c3_Multiplier
-                        _c15_EVTargetCurrent.Unit = _c15_c3_Unit
-                        _c15_EVTargetCurrent.Value = _c15_c3_Value
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.PreChargeReqType)
-                        _cv.DC_EVStatus = _c15_DC_EVStatus
-                        _cv.EVTargetVoltage = _c15_EVTargetVoltage
-                        _cv.EVTargetCurrent = _c15_EVTargetCurrent
-                        s = 1
-                    else:
-                        raise r.deviation('BodyType', r.end - q)
-                else:
-                    if ec == 22:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
-                        el = 'PreChargeRes'
-                        _cf = 'PreChargeRes'
-                        el = 'PreChargeRes/ResponseCode'
-                        _c16_ResponseCode = ((x >> 2) & 31)
-                        if _c16_ResponseCode >= 23: _c16_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c16_ResponseCode, 23, r.at(r.end - q))
-                        else: _c16_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c16_ResponseCode]
-                        el = 'PreChargeRes/DC_EVSEStatus'
-                        _c16_c1_EVSEIsolationStatus = None
-                        _c16_c1_EVSEStatusCode = None
-                        _c16_c1_NotificationMaxDelay = None
-                        _c16_c1_EVSENotification = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
-                        if ec == 0:
-                            q -= 11
-                            if q < 0: V, q = r.slideq(q, 11)
-                            x = (V >> q) & 2047
-                            if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                            _c16_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
-                            el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c16_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
-                            _c16_c1_s = 2
-                        elif ec == 1:
-                            q -= 6
-                            if q < 0: V, q = r.slideq(q, 6)
-                            x = (V >> q) & 63
-                            if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c16_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
-                            _c16_c1_s = 2
-                        else:
-                            raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c16_c1_s == 2:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c16_c1_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c16_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                                elif not _y & 128:
-                                    q -= 24
-                                    _c16_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                else:
-                                    r.pos = r.end - q; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                q -= 8
-                                _c16_c1_NotificationMaxDelay = (V >> q) & 127
-                            else:
-                                r.pos = r.end - q; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            if _c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c16_c1_NotificationMaxDelay, r.at(r.end - q))
-                            el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                            _c16_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c16_c1_EVSENotification >= 3: _c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c16_c1_EVSENotification, 3, r.at(r.end - q))
-                            else: _c16_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c16_c1_EVSENotification]
-                            _c16_c1_s = -1
-                        _c16_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
-                        _c16_DC_EVSEStatus.EVSEIsolationStatus = _c16_c1_EVSEIsolationStatus
-                        _c16_DC_EVSEStatus.EVSEStatusCode = _c16_c1_EVSEStatusCode
-                        _c16_DC_EVSEStatus.NotificationMaxDelay = _c16_c1_NotificationMaxDelay
-                        _c16_DC_EVSEStatus.EVSENotification = _c16_c1_EVSENotification
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
-                        el = 'PreChargeRes/EVSEPresentVoltage'
-                        _c16_c2_Multiplier = None
-                        _c16_c2_Unit = None
-                        _c16_c2_Value = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-                        _c16_c2_Multiplier = ((x >> 1) & 7) + -3
-                        if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(r.end - q))
-                        _c16_c2_s = 1
-                        if _c16_c2_s == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
-                            if ec == 0:
-                                q -= 9
-                                if q < 0: V, q = r.slideq(q, 9)
-                                x = (V >> q) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                                _c16_c2_Unit = ((x >> 4) & 15)
-                                if _c16_c2_Unit >= 10: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 10, r.at(r.end - q))
-                                else: _c16_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c16_c2_Unit]
-                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c16_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c16_c2_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c16_c2_Value = -_c16_c2_Value - 1
-                                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(r.end - q))
-                                _c16_c2_s = 3
-                            elif ec == 1:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c16_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c16_c2_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c16_c2_Value = -_c16_c2_Value - 1
-                                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(r.end - q))
-                                _c16_c2_s = 3
-                            else:
-                                raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c16_c2_s == 3:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
-                            _c16_c2_s = -1
-                        _c16_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                        _c16_EVSEPresentVoltage.Multiplier = _c16_c2_Multiplier
-                        _c16_EVSEPresentVoltage.Unit = _c16_c2_Unit
-                        _c16_EVSEPresentVoltage.Value = _c16_c2_Value
+                        _c15_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c15_EVSEPresentVoltage.Multiplier = _c15_c2_Multiplier
+                        _c15_EVSEPresentVoltage.Unit = _c15_c2_Unit
+                        _c15_EVSEPresentVoltage.Value = _c15_c2_Value
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.PreChargeResType)
-                        _cv.ResponseCode = _c16_ResponseCode
-                        _cv.DC_EVSEStatus = _c16_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c16_EVSEPresentVoltage
+                        _cv.ResponseCode = _c15_ResponseCode
+                        _cv.DC_EVSEStatus = _c15_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c15_EVSEPresentVoltage
                         s = 1
                     elif ec == 23:
                         q -= 2
@@ -1720,6 +1652,46 @@ def _d_BodyType(r):
                         el = 'ServiceDetailReq'
                         _cf = 'ServiceDetailReq'
                         el = 'ServiceDetailReq/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c16_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c16_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c16_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c16_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        if _c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c16_ServiceID, r.at(r.end - q))
+                        _cv = _new(din_msgbody.ServiceDetailReqType)
+                        _cv.ServiceID = _c16_ServiceID
+                        s = 1
+                    elif ec == 24:
+                        el = 'ServiceDetailRes'
+                        _cf = 'ServiceDetailRes'
+                        _c17_ResponseCode = None
+                        _c17_ServiceID = None
+                        _c17_ServiceParameterList = None
+                        q -= 10
+                        if q < 0: V, q = r.slideq(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
+                        el = 'ServiceDetailRes/ResponseCode'
+                        _c17_ResponseCode = ((x >> 3) & 31)
+                        if _c17_ResponseCode >= 23: _c17_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c17_ResponseCode, 23, r.at(r.end - q))
+                        else: _c17_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c17_ResponseCode]
+                        el = 'ServiceDetailRes/ServiceID'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -1738,79 +1710,39 @@ def _d_BodyType(r):
                             _c17_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        if _c17_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
-                        _cv = _new(din_msgbody.ServiceDetailReqType)
-                        _cv.ServiceID = _c17_ServiceID
-                        s = 1
-                    elif ec == 24:
-                        el = 'ServiceDetailRes'
-                        _cf = 'ServiceDetailRes'
-                        _c18_ResponseCode = None
-                        _c18_ServiceID = None
-                        _c18_ServiceParameterList = None
-                        q -= 10
-                        if q < 0: V, q = r.slideq(q, 10)
-                        x = (V >> q) & 1023
-                        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
-                        el = 'ServiceDetailRes/ResponseCode'
-                        _c18_ResponseCode = ((x >> 3) & 31)
-                        if _c18_ResponseCode >= 23: _c18_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c18_ResponseCode, 23, r.at(r.end - q))
-                        else: _c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c18_ResponseCode]
-                        el = 'ServiceDetailRes/ServiceID'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c18_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                            elif not _y & 128:
-                                q -= 24
-                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c18_ServiceID = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                        if _c18_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
-                        _c18_s = 2
-                        if _c18_s == 2:
+                        if _c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
+                        _c17_s = 2
+                        if _c17_s == 2:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             ec = (V >> q) & 3
                             if ec == 0:
                                 el = 'ServiceDetailRes/ServiceParameterList'
                                 r.pos = r.end - q
-                                _c18_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
+                                _c17_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
                                 V = r.v; q = r.end - r.pos
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                                _c18_s = -1
+                                _c17_s = -1
                             elif ec == 1:
                                 pass
-                                _c18_s = -1
+                                _c17_s = -1
                             else:
                                 raise r.deviation('ServiceDetailResType', r.end - q)
                         _cv = _new(din_msgbody.ServiceDetailResType)
-                        _cv.ResponseCode = _c18_ResponseCode
-                        _cv.ServiceID = _c18_ServiceID
-                        _cv.ServiceParameterList = _c18_ServiceParameterList
+                        _cv.ResponseCode = _c17_ResponseCode
+                        _cv.ServiceID = _c17_ServiceID
+                        _cv.ServiceParameterList = _c17_ServiceParameterList
                         s = 1
                     elif ec == 25:
                         el = 'ServiceDiscoveryReq'
                         _cf = 'ServiceDiscoveryReq'
-                        _c19_ServiceScope = None
-                        _c19_ServiceCategory = None
+                        _c18_ServiceScope = None
+                        _c18_ServiceCategory = None
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         ec = (V >> q) & 3
@@ -1822,30 +1754,30 @@ def _d_BodyType(r):
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
-                                _c19_ServiceScope = ''
+                                _c18_ServiceScope = ''
                             else:
                                 r.pos = r.end - q
-                                _c19_ServiceScope = r.string('din_msgbody:ServiceScope')
-                                if len(_c19_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c19_ServiceScope, r.at(r.pos))
+                                _c18_ServiceScope = r.string('din_msgbody:ServiceScope')
+                                if len(_c18_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c18_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                            _c19_s = 1
+                            _c18_s = 1
                         elif ec == 1:
                             q -= 4
                             if q < 0: V, q = r.slideq(q, 4)
                             x = (V >> q) & 15
                             if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
-                            _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                            _c19_s = 2
+                            _c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c18_s = 2
                         elif ec == 2:
                             pass
-                            _c19_s = -1
+                            _c18_s = -1
                         else:
                             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                        if _c19_s == 1:
+                        if _c18_s == 1:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             ec = (V >> q) & 3
@@ -1855,21 +1787,21 @@ def _d_BodyType(r):
                                 x = (V >> q) & 15
                                 if x & 9: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                                _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                                _c19_s = 2
+                                _c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                                _c18_s = 2
                             elif ec == 1:
                                 pass
-                                _c19_s = -1
+                                _c18_s = -1
                             else:
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                        if _c19_s == 2:
+                        if _c18_s == 2:
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                            _c19_s = -1
+                            _c18_s = -1
                         _cv = _new(din_msgbody.ServiceDiscoveryReqType)
-                        _cv.ServiceScope = _c19_ServiceScope
-                        _cv.ServiceCategory = _c19_ServiceCategory
+                        _cv.ServiceScope = _c18_ServiceScope
+                        _cv.ServiceCategory = _c18_ServiceCategory
                         s = 1
                     elif ec == 26:
                         el = 'ServiceDiscoveryRes'
@@ -1890,17 +1822,17 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionReq'
                         _cf = 'ServicePaymentSelectionReq'
                         el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-                        _c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        _c19_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
                         el = 'ServicePaymentSelectionReq/SelectedServiceList'
                         r.pos = r.end - q
-                        _c20_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
+                        _c19_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
                         V = r.v; q = r.end - r.pos
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.ServicePaymentSelectionReqType)
-                        _cv.SelectedPaymentOption = _c20_SelectedPaymentOption
-                        _cv.SelectedServiceList = _c20_SelectedServiceList
+                        _cv.SelectedPaymentOption = _c19_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c19_SelectedServiceList
                         s = 1
                     elif ec == 28:
                         q -= 9
@@ -1910,11 +1842,11 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionRes'
                         _cf = 'ServicePaymentSelectionRes'
                         el = 'ServicePaymentSelectionRes/ResponseCode'
-                        _c21_ResponseCode = ((x >> 2) & 31)
-                        if _c21_ResponseCode >= 23: _c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c21_ResponseCode, 23, r.at(r.end - q))
-                        else: _c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c21_ResponseCode]
+                        _c20_ResponseCode = ((x >> 2) & 31)
+                        if _c20_ResponseCode >= 23: _c20_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c20_ResponseCode, 23, r.at(r.end - q))
+                        else: _c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c20_ResponseCode]
                         _cv = _new(din_msgbody.ServicePaymentSelectionResType)
-                        _cv.ResponseCode = _c21_ResponseCode
+                        _cv.ResponseCode = _c20_ResponseCode
                         s = 1
                     elif ec == 29:
                         q -= 1
@@ -1929,14 +1861,14 @@ def _d_BodyType(r):
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
-                            _c22_EVCCID = b''
+                            _c21_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c22_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c22_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c22_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c22_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c21_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c21_EVCCID, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
@@ -1944,22 +1876,22 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.SessionSetupReqType)
-                        _cv.EVCCID = _c22_EVCCID
+                        _cv.EVCCID = _c21_EVCCID
                         s = 1
                     elif ec == 30:
                         el = 'SessionSetupRes'
                         _cf = 'SessionSetupRes'
-                        _c23_ResponseCode = None
-                        _c23_EVSEID = None
-                        _c23_DateTimeNow = None
+                        _c22_ResponseCode = None
+                        _c22_EVSEID = None
+                        _c22_DateTimeNow = None
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
                         x = (V >> q) & 511
                         if x & 387: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
-                        _c23_ResponseCode = ((x >> 2) & 31)
-                        if _c23_ResponseCode >= 23: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 23, r.at(r.end - q))
-                        else: _c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c23_ResponseCode]
+                        _c22_ResponseCode = ((x >> 2) & 31)
+                        if _c22_ResponseCode >= 23: _c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c22_ResponseCode, 23, r.at(r.end - q))
+                        else: _c22_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c22_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
@@ -1967,19 +1899,19 @@ def _d_BodyType(r):
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
-                            _c23_EVSEID = b''
+                            _c22_EVSEID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c23_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c22_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c23_EVSEID = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c23_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c23_EVSEID, r.at(r.end - q))
+                                r.pos = r.end - q; _c22_EVSEID = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c22_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c22_EVSEID, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
-                        _c23_s = 2
-                        if _c23_s == 2:
+                        _c22_s = 2
+                        if _c22_s == 2:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             ec = (V >> q) & 3
@@ -1994,35 +1926,35 @@ def _d_BodyType(r):
                                     _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
                                         q -= 8
-                                        _c23_DateTimeNow = _y >> 16
+                                        _c22_DateTimeNow = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c23_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c22_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
                                         q -= 24
-                                        _c23_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c22_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = r.end - q; _c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                        r.pos = r.end - q; _c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
-                                    _c23_DateTimeNow = (V >> q) & 127
+                                    _c22_DateTimeNow = (V >> q) & 127
                                 else:
-                                    r.pos = r.end - q; _c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-                                if _neg: _c23_DateTimeNow = -_c23_DateTimeNow - 1
-                                if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c23_DateTimeNow, r.at(r.end - q))
-                                _c23_s = -1
+                                if _neg: _c22_DateTimeNow = -_c22_DateTimeNow - 1
+                                if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c22_DateTimeNow, r.at(r.end - q))
+                                _c22_s = -1
                             elif ec == 1:
                                 pass
-                                _c23_s = -1
+                                _c22_s = -1
                             else:
                                 raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(din_msgbody.SessionSetupResType)
-                        _cv.ResponseCode = _c23_ResponseCode
-                        _cv.EVSEID = _c23_EVSEID
-                        _cv.DateTimeNow = _c23_DateTimeNow
+                        _cv.ResponseCode = _c22_ResponseCode
+                        _cv.EVSEID = _c22_EVSEID
+                        _cv.DateTimeNow = _c22_DateTimeNow
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -2043,11 +1975,11 @@ def _d_BodyType(r):
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c25_ResponseCode = ((x >> 2) & 31)
-                        if _c25_ResponseCode >= 23: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 23, r.at(r.end - q))
-                        else: _c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c25_ResponseCode]
+                        _c24_ResponseCode = ((x >> 2) & 31)
+                        if _c24_ResponseCode >= 23: _c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c24_ResponseCode, 23, r.at(r.end - q))
+                        else: _c24_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c24_ResponseCode]
                         _cv = _new(din_msgbody.SessionStopResType)
-                        _cv.ResponseCode = _c25_ResponseCode
+                        _cv.ResponseCode = _c24_ResponseCode
                         s = 1
                     elif ec == 33:
                         q -= 1
@@ -2056,19 +1988,19 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus'
-                        _c26_c1_EVReady = None
-                        _c26_c1_EVCabinConditioning = None
-                        _c26_c1_EVRESSConditioning = None
-                        _c26_c1_EVErrorCode = None
-                        _c26_c1_EVRESSSOC = None
+                        _c25_c1_EVReady = None
+                        _c25_c1_EVCabinConditioning = None
+                        _c25_c1_EVRESSConditioning = None
+                        _c25_c1_EVErrorCode = None
+                        _c25_c1_EVRESSSOC = None
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 13: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                        _c26_c1_EVReady = ((x >> 1) & 1) == 1
-                        _c26_c1_s = 1
-                        if _c26_c1_s == 1:
+                        _c25_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c25_c1_s = 1
+                        if _c25_c1_s == 1:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             ec = (V >> q) & 3
@@ -2078,29 +2010,29 @@ def _d_BodyType(r):
                                 x = (V >> q) & 7
                                 if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                                _c26_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
-                                _c26_c1_s = 2
+                                _c25_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c25_c1_s = 2
                             elif ec == 1:
                                 q -= 3
                                 if q < 0: V, q = r.slideq(q, 3)
                                 x = (V >> q) & 7
                                 if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c26_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
-                                _c26_c1_s = 3
+                                _c25_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c25_c1_s = 3
                             elif ec == 2:
                                 q -= 6
                                 if q < 0: V, q = r.slideq(q, 6)
                                 x = (V >> q) & 63
                                 if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c26_c1_EVErrorCode = ((x >> 1) & 15)
-                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
-                                _c26_c1_s = 4
+                                _c25_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
+                                _c25_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c26_c1_s == 2:
+                        if _c25_c1_s == 2:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             ec = (V >> q) & 3
@@ -2110,50 +2042,50 @@ def _d_BodyType(r):
                                 x = (V >> q) & 7
                                 if x & 5: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c26_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
-                                _c26_c1_s = 3
+                                _c25_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c25_c1_s = 3
                             elif ec == 1:
                                 q -= 6
                                 if q < 0: V, q = r.slideq(q, 6)
                                 x = (V >> q) & 63
                                 if x & 33: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c26_c1_EVErrorCode = ((x >> 1) & 15)
-                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
-                                _c26_c1_s = 4
+                                _c25_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
+                                _c25_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c26_c1_s == 3:
+                        if _c25_c1_s == 3:
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
                             if x & 97: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c26_c1_EVErrorCode = ((x >> 1) & 15)
-                            if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
-                            _c26_c1_s = 4
-                        if _c26_c1_s == 4:
+                            _c25_c1_EVErrorCode = ((x >> 1) & 15)
+                            if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
+                            _c25_c1_s = 4
+                        if _c25_c1_s == 4:
                             q -= 11
                             if q < 0: V, q = r.slideq(q, 11)
                             x = (V >> q) & 2047
                             if x & 1539: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                            _c26_c1_EVRESSSOC = ((x >> 2) & 127)
-                            if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(r.end - q))
-                            _c26_c1_s = -1
-                        _c26_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
-                        _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
-                        _c26_DC_EVStatus.EVCabinConditioning = _c26_c1_EVCabinConditioning
-                        _c26_DC_EVStatus.EVRESSConditioning = _c26_c1_EVRESSConditioning
-                        _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
-                        _c26_DC_EVStatus.EVRESSSOC = _c26_c1_EVRESSSOC
+                            _c25_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c25_c1_EVRESSSOC, r.at(r.end - q))
+                            _c25_c1_s = -1
+                        _c25_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c25_DC_EVStatus.EVReady = _c25_c1_EVReady
+                        _c25_DC_EVStatus.EVCabinConditioning = _c25_c1_EVCabinConditioning
+                        _c25_DC_EVStatus.EVRESSConditioning = _c25_c1_EVRESSConditioning
+                        _c25_DC_EVStatus.EVErrorCode = _c25_c1_EVErrorCode
+                        _c25_DC_EVStatus.EVRESSSOC = _c25_c1_EVRESSSOC
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.WeldingDetectionReqType)
-                        _cv.DC_EVStatus = _c26_DC_EVStatus
+                        _cv.DC_EVStatus = _c25_DC_EVStatus
                         s = 1
                     elif ec == 34:
                         q -= 9
@@ -2163,14 +2095,14 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
-                        _c27_ResponseCode = ((x >> 2) & 31)
-                        if _c27_ResponseCode >= 23: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 23, r.at(r.end - q))
-                        else: _c27_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c27_ResponseCode]
+                        _c26_ResponseCode = ((x >> 2) & 31)
+                        if _c26_ResponseCode >= 23: _c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c26_ResponseCode, 23, r.at(r.end - q))
+                        else: _c26_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c26_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
-                        _c27_c1_EVSEIsolationStatus = None
-                        _c27_c1_EVSEStatusCode = None
-                        _c27_c1_NotificationMaxDelay = None
-                        _c27_c1_EVSENotification = None
+                        _c26_c1_EVSEIsolationStatus = None
+                        _c26_c1_EVSEStatusCode = None
+                        _c26_c1_NotificationMaxDelay = None
+                        _c26_c1_EVSENotification = None
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         ec = (V >> q) & 3
@@ -2180,25 +2112,25 @@ def _d_BodyType(r):
                             x = (V >> q) & 2047
                             if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                            _c27_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                            _c26_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
-                            _c27_c1_s = 2
+                            _c26_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
+                            _c26_c1_s = 2
                         elif ec == 1:
                             q -= 6
                             if q < 0: V, q = r.slideq(q, 6)
                             x = (V >> q) & 63
                             if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
-                            _c27_c1_s = 2
+                            _c26_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
+                            _c26_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c27_c1_s == 2:
+                        if _c26_c1_s == 2:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -2207,51 +2139,51 @@ def _d_BodyType(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c27_c1_NotificationMaxDelay = _y >> 16
+                                    _c26_c1_NotificationMaxDelay = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    _c26_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                 elif not _y & 128:
                                     q -= 24
-                                    _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    _c26_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c27_c1_NotificationMaxDelay = (V >> q) & 127
+                                _c26_c1_NotificationMaxDelay = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 7
                             if q < 0: V, q = r.slideq(q, 7)
                             x = (V >> q) & 127
                             if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            if _c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c27_c1_NotificationMaxDelay, r.at(r.end - q))
+                            if _c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                            _c27_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(r.end - q))
-                            else: _c27_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
-                            _c27_c1_s = -1
-                        _c27_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
-                        _c27_DC_EVSEStatus.EVSEIsolationStatus = _c27_c1_EVSEIsolationStatus
-                        _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
-                        _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
-                        _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
+                            _c26_c1_EVSENotification = ((x >> 2) & 3)
+                            if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
+                            else: _c26_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c26_c1_EVSENotification]
+                            _c26_c1_s = -1
+                        _c26_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        _c26_DC_EVSEStatus.EVSEIsolationStatus = _c26_c1_EVSEIsolationStatus
+                        _c26_DC_EVSEStatus.EVSEStatusCode = _c26_c1_EVSEStatusCode
+                        _c26_DC_EVSEStatus.NotificationMaxDelay = _c26_c1_NotificationMaxDelay
+                        _c26_DC_EVSEStatus.EVSENotification = _c26_c1_EVSENotification
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage'
-                        _c27_c2_Multiplier = None
-                        _c27_c2_Unit = None
-                        _c27_c2_Value = None
+                        _c26_c2_Multiplier = None
+                        _c26_c2_Unit = None
+                        _c26_c2_Value = None
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
                         x = (V >> q) & 63
                         if x & 49: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c27_c2_Multiplier = ((x >> 1) & 7) + -3
-                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(r.end - q))
-                        _c27_c2_s = 1
-                        if _c27_c2_s == 1:
+                        _c26_c2_Multiplier = ((x >> 1) & 7) + -3
+                        if _c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c26_c2_Multiplier, r.at(r.end - q))
+                        _c26_c2_s = 1
+                        if _c26_c2_s == 1:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             ec = (V >> q) & 3
@@ -2261,35 +2193,35 @@ def _d_BodyType(r):
                                 x = (V >> q) & 511
                                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                                _c27_c2_Unit = ((x >> 4) & 15)
-                                if _c27_c2_Unit >= 10: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 10, r.at(r.end - q))
-                                else: _c27_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c27_c2_Unit]
+                                _c26_c2_Unit = ((x >> 4) & 15)
+                                if _c26_c2_Unit >= 10: _c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c26_c2_Unit, 10, r.at(r.end - q))
+                                else: _c26_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c26_c2_Unit]
                                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                                 _neg = (x & 1)
                                 if q >= 24:
                                     _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
                                         q -= 8
-                                        _c27_c2_Value = _y >> 16
+                                        _c26_c2_Value = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
                                         q -= 24
-                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                        r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
-                                    _c27_c2_Value = (V >> q) & 127
+                                    _c26_c2_Value = (V >> q) & 127
                                 else:
-                                    r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c27_c2_Value = -_c27_c2_Value - 1
-                                if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
-                                _c27_c2_s = 3
+                                if _neg: _c26_c2_Value = -_c26_c2_Value - 1
+                                if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
+                                _c26_c2_s = 3
                             elif ec == 1:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -2301,44 +2233,44 @@ def _d_BodyType(r):
                                     _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
                                         q -= 8
-                                        _c27_c2_Value = _y >> 16
+                                        _c26_c2_Value = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
                                         q -= 24
-                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                        r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
-                                    _c27_c2_Value = (V >> q) & 127
+                                    _c26_c2_Value = (V >> q) & 127
                                 else:
-                                    r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c27_c2_Value = -_c27_c2_Value - 1
-                                if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
-                                _c27_c2_s = 3
+                                if _neg: _c26_c2_Value = -_c26_c2_Value - 1
+                                if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
+                                _c26_c2_s = 3
                             else:
                                 raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c27_c2_s == 3:
+                        if _c26_c2_s == 3:
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('PhysicalValueType', r.end - q)
-                            _c27_c2_s = -1
-                        _c27_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                        _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
-                        _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
-                        _c27_EVSEPresentVoltage.Value = _c27_c2_Value
+                            _c26_c2_s = -1
+                        _c26_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c26_EVSEPresentVoltage.Multiplier = _c26_c2_Multiplier
+                        _c26_EVSEPresentVoltage.Unit = _c26_c2_Unit
+                        _c26_EVSEPresentVoltage.Value = _c26_c2_Value
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.WeldingDetectionResType)
-                        _cv.ResponseCode = _c27_ResponseCode
-                        _cv.DC_EVSEStatus = _c27_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c27_EVSEPresentVoltage
+                        _cv.ResponseCode = _c26_ResponseCode
+                        _cv.DC_EVSEStatus = _c26_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c26_EVSEPresentVoltage
                         s = 1
                     elif ec == 35:
                         pass
@@ -3120,80 +3052,9 @@ def _e_BodyType(w, o):
             el = 'PowerDeliveryReq'
             v = (v << 6) | 19
             n += 6
-            _c14_o = v_PowerDeliveryReq
-            _c14_ReadyToChargeState = _c14_o.ReadyToChargeState
-            _c14_ChargingProfile = _c14_o.ChargingProfile
-            _c14_DC_EVPowerDeliveryParameter = _c14_o.DC_EVPowerDeliveryParameter
-            _c14_EVPowerDeliveryParameter = _c14_o.EVPowerDeliveryParameter
-            if _c14_ReadyToChargeState is not None:
-                el = 'PowerDeliveryReq/ReadyToChargeState'
-                if _c14_ReadyToChargeState is not True and _c14_ReadyToChargeState is not False: raise EncodeError(f'expected a bool, got {_c14_ReadyToChargeState!r}')
-                v = (v << 4) | (_c14_ReadyToChargeState << 1)
-                n += 4
-                _c14_ReadyToChargeState = None
-                _c14_s = 1
-            else:
-                raise EncodeError('missing content: expected one of ReadyToChargeState')
-            if _c14_s == 1:
-                if _c14_ChargingProfile is not None:
-                    el = 'PowerDeliveryReq/ChargingProfile'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ChargingProfileType(w, _c14_ChargingProfile)
-                    v = w.v; n = w.n
-                    _c14_ChargingProfile = None
-                    _c14_s = 2
-                elif _c14_DC_EVPowerDeliveryParameter is not None:
-                    el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, _c14_DC_EVPowerDeliveryParameter)
-                    v = w.v; n = w.n
-                    _c14_DC_EVPowerDeliveryParameter = None
-                    _c14_s = 3
-                elif _c14_EVPowerDeliveryParameter is not None:
-                    el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
-                    _o = _c14_EVPowerDeliveryParameter
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    _c14_EVPowerDeliveryParameter = None
-                    _c14_s = 3
-                elif True:
-                    v = (v << 3) | 3
-                    n += 3
-                    if _c14_ReadyToChargeState is not None or _c14_ChargingProfile is not None or _c14_DC_EVPowerDeliveryParameter is not None or _c14_EVPowerDeliveryParameter is not None: raise _leftover(_c14_o)
-                    _c14_s = -1
-            if _c14_s == 2:
-                if _c14_DC_EVPowerDeliveryParameter is not None:
-                    el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, _c14_DC_EVPowerDeliveryParameter)
-                    v = w.v; n = w.n
-                    _c14_DC_EVPowerDeliveryParameter = None
-                    _c14_s = 3
-                elif _c14_EVPowerDeliveryParameter is not None:
-                    el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
-                    _o = _c14_EVPowerDeliveryParameter
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    _c14_EVPowerDeliveryParameter = None
-                    _c14_s = 3
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if _c14_ReadyToChargeState is not None or _c14_ChargingProfile is not None or _c14_DC_EVPowerDeliveryParameter is not None or _c14_EVPowerDeliveryParameter is not None: raise _leftover(_c14_o)
-                    _c14_s = -1
-            if _c14_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c14_ReadyToChargeState is not None or _c14_ChargingProfile is not None or _c14_DC_EVPowerDeliveryParameter is not None or _c14_EVPowerDeliveryParameter is not None: raise _leftover(_c14_o)
-                    _c14_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgbody._e_PowerDeliveryReqType(w, v_PowerDeliveryReq)
+            v = w.v; n = w.n
             v <<= 1
             n += 1
             if o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3210,150 +3071,267 @@ def _e_BodyType(w, o):
         elif (v_PreChargeReq := o.PreChargeReq) is not None:
             el = 'PreChargeReq'
             _o = v_PreChargeReq
-            _c15_DC_EVStatus = _o.DC_EVStatus
-            _c15_EVTargetVoltage = _o.EVTargetVoltage
-            _c15_EVTargetCurrent = _o.EVTargetCurrent
-            if not (_c15_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c14_DC_EVStatus = _o.DC_EVStatus
+            _c14_EVTargetVoltage = _o.EVTargetVoltage
+            _c14_EVTargetCurrent = _o.EVTargetCurrent
+            if not (_c14_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'PreChargeReq/DC_EVStatus'
             v = (v << 7) | (21 << 1)
             n += 7
-            _c15_c1_o = _c15_DC_EVStatus
-            _c15_c1_EVReady = _c15_c1_o.EVReady
-            _c15_c1_EVCabinConditioning = _c15_c1_o.EVCabinConditioning
-            _c15_c1_EVRESSConditioning = _c15_c1_o.EVRESSConditioning
-            _c15_c1_EVErrorCode = _c15_c1_o.EVErrorCode
-            _c15_c1_EVRESSSOC = _c15_c1_o.EVRESSSOC
-            if _c15_c1_EVReady is not None:
+            _c14_c1_o = _c14_DC_EVStatus
+            _c14_c1_EVReady = _c14_c1_o.EVReady
+            _c14_c1_EVCabinConditioning = _c14_c1_o.EVCabinConditioning
+            _c14_c1_EVRESSConditioning = _c14_c1_o.EVRESSConditioning
+            _c14_c1_EVErrorCode = _c14_c1_o.EVErrorCode
+            _c14_c1_EVRESSSOC = _c14_c1_o.EVRESSSOC
+            if _c14_c1_EVReady is not None:
                 el = 'PreChargeReq/DC_EVStatus/EVReady'
-                if _c15_c1_EVReady is not True and _c15_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVReady!r}')
-                v = (v << 4) | (_c15_c1_EVReady << 1)
+                if _c14_c1_EVReady is not True and _c14_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVReady!r}')
+                v = (v << 4) | (_c14_c1_EVReady << 1)
                 n += 4
-                _c15_c1_s = 1
+                _c14_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c15_c1_s == 1:
-                if _c15_c1_EVCabinConditioning is not None:
+            if _c14_c1_s == 1:
+                if _c14_c1_EVCabinConditioning is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                    if _c15_c1_EVCabinConditioning is not True and _c15_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c15_c1_EVCabinConditioning << 1)
+                    if _c14_c1_EVCabinConditioning is not True and _c14_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c14_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c15_c1_s = 2
-                elif _c15_c1_EVRESSConditioning is not None:
+                    _c14_c1_s = 2
+                elif _c14_c1_EVRESSConditioning is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                    if _c15_c1_EVRESSConditioning is not True and _c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c15_c1_EVRESSConditioning << 1)
+                    if _c14_c1_EVRESSConditioning is not True and _c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c14_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c15_c1_s = 3
-                elif _c15_c1_EVErrorCode is not None:
+                    _c14_c1_s = 3
+                elif _c14_c1_EVErrorCode is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                    _c15_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
-                    if _c15_c1_i1 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c15_c1_i1 << 1)
+                    _c14_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c14_c1_EVErrorCode)
+                    if _c14_c1_i1 is None: raise EncodeError(f'{_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c14_c1_i1 << 1)
                     n += 8
-                    _c15_c1_s = 4
+                    _c14_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
-            if _c15_c1_s == 2:
-                if _c15_c1_EVRESSConditioning is not None:
+            if _c14_c1_s == 2:
+                if _c14_c1_EVRESSConditioning is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                    if _c15_c1_EVRESSConditioning is not True and _c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (_c15_c1_EVRESSConditioning << 1)
+                    if _c14_c1_EVRESSConditioning is not True and _c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c14_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c15_c1_s = 3
-                elif _c15_c1_EVErrorCode is not None:
+                    _c14_c1_s = 3
+                elif _c14_c1_EVErrorCode is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                    _c15_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
-                    if _c15_c1_i2 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (1 << 6) | (_c15_c1_i2 << 1)
+                    _c14_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c14_c1_EVErrorCode)
+                    if _c14_c1_i2 is None: raise EncodeError(f'{_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c14_c1_i2 << 1)
                     n += 8
-                    _c15_c1_s = 4
+                    _c14_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
-            if _c15_c1_s == 3:
-                if _c15_c1_EVErrorCode is not None:
+            if _c14_c1_s == 3:
+                if _c14_c1_EVErrorCode is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                    _c15_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
-                    if _c15_c1_i3 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 7) | (_c15_c1_i3 << 1)
+                    _c14_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c14_c1_EVErrorCode)
+                    if _c14_c1_i3 is None: raise EncodeError(f'{_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c14_c1_i3 << 1)
                     n += 7
-                    _c15_c1_s = 4
+                    _c14_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
-            if _c15_c1_s == 4:
-                if _c15_c1_EVRESSSOC is not None:
+            if _c14_c1_s == 4:
+                if _c14_c1_EVRESSSOC is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c15_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c15_c1_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 11) | (_c15_c1_EVRESSSOC << 2)
+                    if not 0 <= _c14_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c14_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c14_c1_EVRESSSOC << 2)
                     n += 11
-                    _c15_c1_s = -1
+                    _c14_c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c15_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+            if not (_c14_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'PreChargeReq/EVTargetVoltage'
             v <<= 1
             n += 1
-            _c15_c2_o = _c15_EVTargetVoltage
-            _c15_c2_Multiplier = _c15_c2_o.Multiplier
-            _c15_c2_Unit = _c15_c2_o.Unit
-            _c15_c2_Value = _c15_c2_o.Value
-            if _c15_c2_Multiplier is not None:
+            _c14_c2_o = _c14_EVTargetVoltage
+            _c14_c2_Multiplier = _c14_c2_o.Multiplier
+            _c14_c2_Unit = _c14_c2_o.Unit
+            _c14_c2_Value = _c14_c2_o.Value
+            if _c14_c2_Multiplier is not None:
                 el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-                if not -3 <= _c15_c2_Multiplier <= 3: raise EncodeError(f'value {_c15_c2_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c15_c2_Multiplier - -3) << 1)
+                if not -3 <= _c14_c2_Multiplier <= 3: raise EncodeError(f'value {_c14_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c14_c2_Multiplier - -3) << 1)
                 n += 6
-                _c15_c2_s = 1
+                _c14_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c15_c2_s == 1:
-                if _c15_c2_Unit is not None:
+            if _c14_c2_s == 1:
+                if _c14_c2_Unit is not None:
                     el = 'PreChargeReq/EVTargetVoltage/Unit'
-                    _c15_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c15_c2_Unit)
-                    if _c15_c2_i1 is None: raise EncodeError(f'{_c15_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c15_c2_Value is not None): raise EncodeError('missing content: Value')
+                    _c14_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_c2_Unit)
+                    if _c14_c2_i1 is None: raise EncodeError(f'{_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c14_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'PreChargeReq/EVTargetVoltage/Value'
-                    if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: raise EncodeError(f'value {_c15_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c15_c2_i1 << 4) | (_c15_c2_Value < 0)
+                    if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c14_c2_i1 << 4) | (_c14_c2_Value < 0)
                     n += 11
-                    _m = (-_c15_c2_Value - 1 if _c15_c2_Value < 0 else _c15_c2_Value)
+                    _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c15_c2_s = 3
-                elif _c15_c2_Value is not None:
+                    _c14_c2_s = 3
+                elif _c14_c2_Value is not None:
                     el = 'PreChargeReq/EVTargetVoltage/Value'
-                    if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: raise EncodeError(f'value {_c15_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c15_c2_Value < 0)
+                    if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c14_c2_Value < 0)
                     n += 4
-                    _m = (-_c15_c2_Value - 1 if _c15_c2_Value < 0 else _c15_c2_Value)
+                    _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c15_c2_s = 3
+                    _c14_c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
-            if _c15_c2_s == 3:
+            if _c14_c2_s == 3:
                 if True:
                     v <<= 1
                     n += 1
-                    _c15_c2_s = -1
+                    _c14_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c15_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+            if not (_c14_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'PreChargeReq/EVTargetCurrent'
             v <<= 1
             n += 1
-            _c15_c3_o = _c15_EVTargetCurrent
+            _c14_c3_o = _c14_EVTargetCurrent
+            _c14_c3_Multiplier = _c14_c3_o.Multiplier
+            _c14_c3_Unit = _c14_c3_o.Unit
+            _c14_c3_Value = _c14_c3_o.Value
+            if _c14_c3_Multiplier is not None:
+                el = 'PreChargeReq/EVTargetCurrent/Multiplier'
+                if not -3 <= _c14_c3_Multiplier <= 3: raise EncodeError(f'value {_c14_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c14_c3_Multiplier - -3) << 1)
+                n += 6
+                _c14_c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c14_c3_s == 1:
+                if _c14_c3_Unit is not None:
+                    el = 'PreChargeReq/EVTargetCurrent/Unit'
+                    _c14_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_c3_Unit)
+                    if _c14_c3_i1 is None: raise EncodeError(f'{_c14_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c14_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'PreChargeReq/EVTargetCurrent/Value'
+                    if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c14_c3_i1 << 4) | (_c14_c3_Value < 0)
+                    n += 11
+                    _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c14_c3_s = 3
+                elif _c14_c3_Value is not None:
+                    el = 'PreChargeReq/EVTargetCurrent/Value'
+                    if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c14_c3_Value < 0)
+                    n += 4
+                    _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c14_c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c14_c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c14_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            if o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PreChargeRes := o.PreChargeRes) is not None:
+            el = 'PreChargeRes'
+            _o = v_PreChargeRes
+            _c15_ResponseCode = _o.ResponseCode
+            _c15_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c15_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c15_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'PreChargeRes/ResponseCode'
+            _c15_i1 = _I_din_msgdatatypes_responseCodeType.get(_c15_ResponseCode)
+            if _c15_i1 is None: raise EncodeError(f'{_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c15_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'PreChargeRes/DC_EVSEStatus'
+            v = (v << 15) | (22 << 9) | (_c15_i1 << 2)
+            n += 15
+            _c15_c2_o = _c15_DC_EVSEStatus
+            _c15_c2_EVSEIsolationStatus = _c15_c2_o.EVSEIsolationStatus
+            _c15_c2_EVSEStatusCode = _c15_c2_o.EVSEStatusCode
+            _c15_c2_NotificationMaxDelay = _c15_c2_o.NotificationMaxDelay
+            _c15_c2_EVSENotification = _c15_c2_o.EVSENotification
+            if _c15_c2_EVSEIsolationStatus is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                _c15_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c15_c2_EVSEIsolationStatus)
+                if _c15_c2_i1 is None: raise EncodeError(f'{_c15_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c15_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                _c15_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c15_c2_EVSEStatusCode)
+                if _c15_c2_i2 is None: raise EncodeError(f'{_c15_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c15_c2_i1 << 8) | (_c15_c2_i2 << 1)
+                n += 13
+                _c15_c2_s = 2
+            elif _c15_c2_EVSEStatusCode is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                _c15_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c15_c2_EVSEStatusCode)
+                if _c15_c2_i3 is None: raise EncodeError(f'{_c15_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c15_c2_i3 << 1)
+                n += 8
+                _c15_c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c15_c2_s == 2:
+                if _c15_c2_NotificationMaxDelay is not None:
+                    el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c15_c2_NotificationMaxDelay < 0 or _c15_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c15_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c15_c2_NotificationMaxDelay < 128: v = (v << 8) | _c15_c2_NotificationMaxDelay; n += 8
+                    elif _c15_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c15_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c15_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c15_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c15_c2_NotificationMaxDelay & 127) << 16) | (((_c15_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c15_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c15_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
+                    _c15_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c15_c2_EVSENotification)
+                    if _c15_c2_i4 is None: raise EncodeError(f'{_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c15_c2_i4 << 2)
+                    n += 7
+                    _c15_c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c15_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'PreChargeRes/EVSEPresentVoltage'
+            v <<= 1
+            n += 1
+            _c15_c3_o = _c15_EVSEPresentVoltage
             _c15_c3_Multiplier = _c15_c3_o.Multiplier
             _c15_c3_Unit = _c15_c3_o.Unit
             _c15_c3_Value = _c15_c3_o.Value
             if _c15_c3_Multiplier is not None:
-                el = 'PreChargeReq/EVTargetCurrent/Multiplier'
+                el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
                 if not -3 <= _c15_c3_Multiplier <= 3: raise EncodeError(f'value {_c15_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c15_c3_Multiplier - -3) << 1)
                 n += 6
@@ -3362,11 +3340,11 @@ def _e_BodyType(w, o):
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c15_c3_s == 1:
                 if _c15_c3_Unit is not None:
-                    el = 'PreChargeReq/EVTargetCurrent/Unit'
+                    el = 'PreChargeRes/EVSEPresentVoltage/Unit'
                     _c15_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c15_c3_Unit)
                     if _c15_c3_i1 is None: raise EncodeError(f'{_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c15_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeReq/EVTargetCurrent/Value'
+                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
                     if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c15_c3_i1 << 4) | (_c15_c3_Value < 0)
                     n += 11
@@ -3379,7 +3357,7 @@ def _e_BodyType(w, o):
                     n += 1
                     _c15_c3_s = 3
                 elif _c15_c3_Value is not None:
-                    el = 'PreChargeReq/EVTargetCurrent/Value'
+                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
                     if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c15_c3_Value < 0)
                     n += 4
@@ -3401,137 +3379,20 @@ def _e_BodyType(w, o):
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2
-            if o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
-        elif (v_PreChargeRes := o.PreChargeRes) is not None:
-            el = 'PreChargeRes'
-            _o = v_PreChargeRes
-            _c16_ResponseCode = _o.ResponseCode
-            _c16_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c16_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c16_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-            el = 'PreChargeRes/ResponseCode'
-            _c16_i1 = _I_din_msgdatatypes_responseCodeType.get(_c16_ResponseCode)
-            if _c16_i1 is None: raise EncodeError(f'{_c16_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c16_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-            el = 'PreChargeRes/DC_EVSEStatus'
-            v = (v << 15) | (22 << 9) | (_c16_i1 << 2)
-            n += 15
-            _c16_c2_o = _c16_DC_EVSEStatus
-            _c16_c2_EVSEIsolationStatus = _c16_c2_o.EVSEIsolationStatus
-            _c16_c2_EVSEStatusCode = _c16_c2_o.EVSEStatusCode
-            _c16_c2_NotificationMaxDelay = _c16_c2_o.NotificationMaxDelay
-            _c16_c2_EVSENotification = _c16_c2_o.EVSENotification
-            if _c16_c2_EVSEIsolationStatus is not None:
-                el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                _c16_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c16_c2_EVSEIsolationStatus)
-                if _c16_c2_i1 is None: raise EncodeError(f'{_c16_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                if not (_c16_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                _c16_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c16_c2_EVSEStatusCode)
-                if _c16_c2_i2 is None: raise EncodeError(f'{_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 13) | (_c16_c2_i1 << 8) | (_c16_c2_i2 << 1)
-                n += 13
-                _c16_c2_s = 2
-            elif _c16_c2_EVSEStatusCode is not None:
-                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                _c16_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c16_c2_EVSEStatusCode)
-                if _c16_c2_i3 is None: raise EncodeError(f'{_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 8) | (1 << 6) | (_c16_c2_i3 << 1)
-                n += 8
-                _c16_c2_s = 2
-            else:
-                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c16_c2_s == 2:
-                if _c16_c2_NotificationMaxDelay is not None:
-                    el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c16_c2_NotificationMaxDelay < 0 or _c16_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c16_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c16_c2_NotificationMaxDelay < 128: v = (v << 8) | _c16_c2_NotificationMaxDelay; n += 8
-                    elif _c16_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c16_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c16_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c16_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c16_c2_NotificationMaxDelay & 127) << 16) | (((_c16_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c16_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c16_c2_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c16_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                    _c16_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c16_c2_EVSENotification)
-                    if _c16_c2_i4 is None: raise EncodeError(f'{_c16_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c16_c2_i4 << 2)
-                    n += 7
-                    _c16_c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c16_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-            el = 'PreChargeRes/EVSEPresentVoltage'
-            v <<= 1
-            n += 1
-            _c16_c3_o = _c16_EVSEPresentVoltage
-            _c16_c3_Multiplier = _c16_c3_o.Multiplier
-            _c16_c3_Unit = _c16_c3_o.Unit
-            _c16_c3_Value = _c16_c3_o.Value
-            if _c16_c3_Multiplier is not None:
-                el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-                if not -3 <= _c16_c3_Multiplier <= 3: raise EncodeError(f'value {_c16_c3_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c16_c3_Multiplier - -3) << 1)
-                n += 6
-                _c16_c3_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c16_c3_s == 1:
-                if _c16_c3_Unit is not None:
-                    el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                    _c16_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c16_c3_Unit)
-                    if _c16_c3_i1 is None: raise EncodeError(f'{_c16_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c16_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                    if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c16_c3_i1 << 4) | (_c16_c3_Value < 0)
-                    n += 11
-                    _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c16_c3_s = 3
-                elif _c16_c3_Value is not None:
-                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                    if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c16_c3_Value < 0)
-                    n += 4
-                    _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c16_c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c16_c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c16_c3_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v <<= 2
-            n += 2
             if o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_ServiceDetailReq := o.ServiceDetailReq) is not None:
             el = 'ServiceDetailReq'
             _o = v_ServiceDetailReq
-            _c17_ServiceID = _o.ServiceID
-            if not (_c17_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+            _c16_ServiceID = _o.ServiceID
+            if not (_c16_ServiceID is not None): raise EncodeError('missing content: ServiceID')
             el = 'ServiceDetailReq/ServiceID'
-            if _c17_ServiceID < 0 or _c17_ServiceID > 65535: raise EncodeError(f'value {_c17_ServiceID!r} outside [0, 65535]')
+            if _c16_ServiceID < 0 or _c16_ServiceID > 65535: raise EncodeError(f'value {_c16_ServiceID!r} outside [0, 65535]')
             v = (v << 8) | (23 << 2)
             n += 8
-            if _c17_ServiceID < 128: v = (v << 8) | _c17_ServiceID; n += 8
-            elif _c17_ServiceID < 16384: v = (v << 16) | ((_c17_ServiceID & 127) << 8) | 32768 | (_c17_ServiceID >> 7); n += 16
-            elif _c17_ServiceID < 2097152: v = (v << 24) | ((_c17_ServiceID & 127) << 16) | (((_c17_ServiceID >> 7) & 127) << 8) | 8421376 | (_c17_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = w.v; n = w.n
+            if _c16_ServiceID < 128: v = (v << 8) | _c16_ServiceID; n += 8
+            elif _c16_ServiceID < 16384: v = (v << 16) | ((_c16_ServiceID & 127) << 8) | 32768 | (_c16_ServiceID >> 7); n += 16
+            elif _c16_ServiceID < 2097152: v = (v << 24) | ((_c16_ServiceID & 127) << 16) | (((_c16_ServiceID >> 7) & 127) << 8) | 8421376 | (_c16_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_c16_ServiceID); v = w.v; n = w.n
             v <<= 3
             n += 3
             if o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3539,43 +3400,43 @@ def _e_BodyType(w, o):
             el = 'ServiceDetailRes'
             v = (v << 6) | 24
             n += 6
-            _c18_o = v_ServiceDetailRes
-            _c18_ResponseCode = _c18_o.ResponseCode
-            _c18_ServiceID = _c18_o.ServiceID
-            _c18_ServiceParameterList = _c18_o.ServiceParameterList
-            if _c18_ResponseCode is not None:
+            _c17_o = v_ServiceDetailRes
+            _c17_ResponseCode = _c17_o.ResponseCode
+            _c17_ServiceID = _c17_o.ServiceID
+            _c17_ServiceParameterList = _c17_o.ServiceParameterList
+            if _c17_ResponseCode is not None:
                 el = 'ServiceDetailRes/ResponseCode'
-                _c18_i1 = _I_din_msgdatatypes_responseCodeType.get(_c18_ResponseCode)
-                if _c18_i1 is None: raise EncodeError(f'{_c18_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c18_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                _c17_i1 = _I_din_msgdatatypes_responseCodeType.get(_c17_ResponseCode)
+                if _c17_i1 is None: raise EncodeError(f'{_c17_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c17_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                 el = 'ServiceDetailRes/ServiceID'
-                if _c18_ServiceID < 0 or _c18_ServiceID > 65535: raise EncodeError(f'value {_c18_ServiceID!r} outside [0, 65535]')
-                v = (v << 10) | (_c18_i1 << 3)
+                if _c17_ServiceID < 0 or _c17_ServiceID > 65535: raise EncodeError(f'value {_c17_ServiceID!r} outside [0, 65535]')
+                v = (v << 10) | (_c17_i1 << 3)
                 n += 10
-                if _c18_ServiceID < 128: v = (v << 8) | _c18_ServiceID; n += 8
-                elif _c18_ServiceID < 16384: v = (v << 16) | ((_c18_ServiceID & 127) << 8) | 32768 | (_c18_ServiceID >> 7); n += 16
-                elif _c18_ServiceID < 2097152: v = (v << 24) | ((_c18_ServiceID & 127) << 16) | (((_c18_ServiceID >> 7) & 127) << 8) | 8421376 | (_c18_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = w.v; n = w.n
+                if _c17_ServiceID < 128: v = (v << 8) | _c17_ServiceID; n += 8
+                elif _c17_ServiceID < 16384: v = (v << 16) | ((_c17_ServiceID & 127) << 8) | 32768 | (_c17_ServiceID >> 7); n += 16
+                elif _c17_ServiceID < 2097152: v = (v << 24) | ((_c17_ServiceID & 127) << 16) | (((_c17_ServiceID >> 7) & 127) << 8) | 8421376 | (_c17_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c18_s = 2
+                _c17_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c18_s == 2:
-                if _c18_ServiceParameterList is not None:
+            if _c17_s == 2:
+                if _c17_ServiceParameterList is not None:
                     el = 'ServiceDetailRes/ServiceParameterList'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ServiceParameterListType(w, _c18_ServiceParameterList)
+                    c_din_msgdatatypes._e_ServiceParameterListType(w, _c17_ServiceParameterList)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c18_s = -1
+                    _c17_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c18_s = -1
+                    _c17_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3584,50 +3445,50 @@ def _e_BodyType(w, o):
             el = 'ServiceDiscoveryReq'
             v = (v << 6) | 25
             n += 6
-            _c19_o = v_ServiceDiscoveryReq
-            _c19_ServiceScope = _c19_o.ServiceScope
-            _c19_ServiceCategory = _c19_o.ServiceCategory
-            if _c19_ServiceScope is not None:
+            _c18_o = v_ServiceDiscoveryReq
+            _c18_ServiceScope = _c18_o.ServiceScope
+            _c18_ServiceCategory = _c18_o.ServiceCategory
+            if _c18_ServiceScope is not None:
                 el = 'ServiceDiscoveryReq/ServiceScope'
                 v <<= 3
                 n += 3
-                if len(_c19_ServiceScope) > 32: raise EncodeError(f'length {len(_c19_ServiceScope)} outside [0, 32]')
-                _l = len(_c19_ServiceScope)
-                if _l < 126 and _c19_ServiceScope.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_ServiceScope.encode(), 'big')
+                if len(_c18_ServiceScope) > 32: raise EncodeError(f'length {len(_c18_ServiceScope)} outside [0, 32]')
+                _l = len(_c18_ServiceScope)
+                if _l < 126 and _c18_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_ServiceScope.encode(), 'big')
                     n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c19_ServiceScope); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.string(_c18_ServiceScope); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c19_s = 1
-            elif _c19_ServiceCategory is not None:
+                _c18_s = 1
+            elif _c18_ServiceCategory is not None:
                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                _c19_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c19_ServiceCategory)
-                if _c19_i1 is None: raise EncodeError(f'{_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                v = (v << 6) | (1 << 4) | (_c19_i1 << 1)
+                _c18_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c18_ServiceCategory)
+                if _c18_i1 is None: raise EncodeError(f'{_c18_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c18_i1 << 1)
                 n += 6
-                _c19_s = 2
+                _c18_s = 2
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                _c19_s = -1
-            if _c19_s == 1:
-                if _c19_ServiceCategory is not None:
+                _c18_s = -1
+            if _c18_s == 1:
+                if _c18_ServiceCategory is not None:
                     el = 'ServiceDiscoveryReq/ServiceCategory'
-                    _c19_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c19_ServiceCategory)
-                    if _c19_i2 is None: raise EncodeError(f'{_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_c19_i2 << 1)
+                    _c18_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c18_ServiceCategory)
+                    if _c18_i2 is None: raise EncodeError(f'{_c18_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c18_i2 << 1)
                     n += 6
-                    _c19_s = 2
+                    _c18_s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c19_s = -1
-            if _c19_s == 2:
+                    _c18_s = -1
+            if _c18_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    _c19_s = -1
+                    _c18_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3645,18 +3506,18 @@ def _e_BodyType(w, o):
         elif (v_ServicePaymentSelectionReq := o.ServicePaymentSelectionReq) is not None:
             el = 'ServicePaymentSelectionReq'
             _o = v_ServicePaymentSelectionReq
-            _c20_SelectedPaymentOption = _o.SelectedPaymentOption
-            _c20_SelectedServiceList = _o.SelectedServiceList
-            if not (_c20_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+            _c19_SelectedPaymentOption = _o.SelectedPaymentOption
+            _c19_SelectedServiceList = _o.SelectedServiceList
+            if not (_c19_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
             el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-            _c20_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c20_SelectedPaymentOption)
-            if _c20_i1 is None: raise EncodeError(f'{_c20_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-            if not (_c20_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+            _c19_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c19_SelectedPaymentOption)
+            if _c19_i1 is None: raise EncodeError(f'{_c19_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            if not (_c19_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
             el = 'ServicePaymentSelectionReq/SelectedServiceList'
-            v = (v << 11) | (27 << 5) | (_c20_i1 << 2)
+            v = (v << 11) | (27 << 5) | (_c19_i1 << 2)
             n += 11
             w.v = v; w.n = n
-            c_din_msgdatatypes._e_SelectedServiceListType(w, _c20_SelectedServiceList)
+            c_din_msgdatatypes._e_SelectedServiceListType(w, _c19_SelectedServiceList)
             v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3664,26 +3525,26 @@ def _e_BodyType(w, o):
         elif (v_ServicePaymentSelectionRes := o.ServicePaymentSelectionRes) is not None:
             el = 'ServicePaymentSelectionRes'
             _o = v_ServicePaymentSelectionRes
-            _c21_ResponseCode = _o.ResponseCode
-            if not (_c21_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c20_ResponseCode = _o.ResponseCode
+            if not (_c20_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ServicePaymentSelectionRes/ResponseCode'
-            _c21_i1 = _I_din_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
-            if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 16) | (28 << 10) | (_c21_i1 << 3)
+            _c20_i1 = _I_din_msgdatatypes_responseCodeType.get(_c20_ResponseCode)
+            if _c20_i1 is None: raise EncodeError(f'{_c20_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 16) | (28 << 10) | (_c20_i1 << 3)
             n += 16
             if o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_SessionSetupReq := o.SessionSetupReq) is not None:
             el = 'SessionSetupReq'
             _o = v_SessionSetupReq
-            _c22_EVCCID = _o.EVCCID
-            if not (_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+            _c21_EVCCID = _o.EVCCID
+            if not (_c21_EVCCID is not None): raise EncodeError('missing content: EVCCID')
             el = 'SessionSetupReq/EVCCID'
             v = (v << 8) | (29 << 2)
             n += 8
-            if len(_c22_EVCCID) > 8: raise EncodeError(f'length {len(_c22_EVCCID)} outside [0, 8]')
-            _l = len(_c22_EVCCID)
-            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
+            if len(_c21_EVCCID) > 8: raise EncodeError(f'length {len(_c21_EVCCID)} outside [0, 8]')
+            _l = len(_c21_EVCCID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c21_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c21_EVCCID); v = w.v; n = w.n
             v <<= 3
             n += 3
             if o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3691,45 +3552,45 @@ def _e_BodyType(w, o):
             el = 'SessionSetupRes'
             v = (v << 6) | 30
             n += 6
-            _c23_o = v_SessionSetupRes
-            _c23_ResponseCode = _c23_o.ResponseCode
-            _c23_EVSEID = _c23_o.EVSEID
-            _c23_DateTimeNow = _c23_o.DateTimeNow
-            if _c23_ResponseCode is not None:
+            _c22_o = v_SessionSetupRes
+            _c22_ResponseCode = _c22_o.ResponseCode
+            _c22_EVSEID = _c22_o.EVSEID
+            _c22_DateTimeNow = _c22_o.DateTimeNow
+            if _c22_ResponseCode is not None:
                 el = 'SessionSetupRes/ResponseCode'
-                _c23_i1 = _I_din_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
-                if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                _c22_i1 = _I_din_msgdatatypes_responseCodeType.get(_c22_ResponseCode)
+                if _c22_i1 is None: raise EncodeError(f'{_c22_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c22_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                 el = 'SessionSetupRes/EVSEID'
-                v = (v << 10) | (_c23_i1 << 3)
+                v = (v << 10) | (_c22_i1 << 3)
                 n += 10
-                if len(_c23_EVSEID) > 32: raise EncodeError(f'length {len(_c23_EVSEID)} outside [0, 32]')
-                _l = len(_c23_EVSEID)
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c23_EVSEID, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c23_EVSEID); v = w.v; n = w.n
+                if len(_c22_EVSEID) > 32: raise EncodeError(f'length {len(_c22_EVSEID)} outside [0, 32]')
+                _l = len(_c22_EVSEID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVSEID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c22_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c23_s = 2
+                _c22_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c23_s == 2:
-                if _c23_DateTimeNow is not None:
+            if _c22_s == 2:
+                if _c22_DateTimeNow is not None:
                     el = 'SessionSetupRes/DateTimeNow'
-                    if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c23_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c23_DateTimeNow < 0)
+                    if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c22_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c22_DateTimeNow < 0)
                     n += 4
-                    _m = (-_c23_DateTimeNow - 1 if _c23_DateTimeNow < 0 else _c23_DateTimeNow)
+                    _m = (-_c22_DateTimeNow - 1 if _c22_DateTimeNow < 0 else _c22_DateTimeNow)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c23_s = -1
+                    _c22_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c23_s = -1
+                    _c22_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3743,91 +3604,91 @@ def _e_BodyType(w, o):
         elif (v_SessionStopRes := o.SessionStopRes) is not None:
             el = 'SessionStopRes'
             _o = v_SessionStopRes
-            _c25_ResponseCode = _o.ResponseCode
-            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c24_ResponseCode = _o.ResponseCode
+            if not (_c24_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'SessionStopRes/ResponseCode'
-            _c25_i1 = _I_din_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
-            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 16) | (32 << 10) | (_c25_i1 << 3)
+            _c24_i1 = _I_din_msgdatatypes_responseCodeType.get(_c24_ResponseCode)
+            if _c24_i1 is None: raise EncodeError(f'{_c24_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 16) | (32 << 10) | (_c24_i1 << 3)
             n += 16
             if o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_WeldingDetectionReq := o.WeldingDetectionReq) is not None:
             el = 'WeldingDetectionReq'
             _o = v_WeldingDetectionReq
-            _c26_DC_EVStatus = _o.DC_EVStatus
-            if not (_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c25_DC_EVStatus = _o.DC_EVStatus
+            if not (_c25_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'WeldingDetectionReq/DC_EVStatus'
             v = (v << 7) | (33 << 1)
             n += 7
-            _c26_c1_o = _c26_DC_EVStatus
-            _c26_c1_EVReady = _c26_c1_o.EVReady
-            _c26_c1_EVCabinConditioning = _c26_c1_o.EVCabinConditioning
-            _c26_c1_EVRESSConditioning = _c26_c1_o.EVRESSConditioning
-            _c26_c1_EVErrorCode = _c26_c1_o.EVErrorCode
-            _c26_c1_EVRESSSOC = _c26_c1_o.EVRESSSOC
-            if _c26_c1_EVReady is not None:
+            _c25_c1_o = _c25_DC_EVStatus
+            _c25_c1_EVReady = _c25_c1_o.EVReady
+            _c25_c1_EVCabinConditioning = _c25_c1_o.EVCabinConditioning
+            _c25_c1_EVRESSConditioning = _c25_c1_o.EVRESSConditioning
+            _c25_c1_EVErrorCode = _c25_c1_o.EVErrorCode
+            _c25_c1_EVRESSSOC = _c25_c1_o.EVRESSSOC
+            if _c25_c1_EVReady is not None:
                 el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                if _c26_c1_EVReady is not True and _c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVReady!r}')
-                v = (v << 4) | (_c26_c1_EVReady << 1)
+                if _c25_c1_EVReady is not True and _c25_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVReady!r}')
+                v = (v << 4) | (_c25_c1_EVReady << 1)
                 n += 4
-                _c26_c1_s = 1
+                _c25_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c26_c1_s == 1:
-                if _c26_c1_EVCabinConditioning is not None:
+            if _c25_c1_s == 1:
+                if _c25_c1_EVCabinConditioning is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                    if _c26_c1_EVCabinConditioning is not True and _c26_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c26_c1_EVCabinConditioning << 1)
+                    if _c25_c1_EVCabinConditioning is not True and _c25_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c25_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c26_c1_s = 2
-                elif _c26_c1_EVRESSConditioning is not None:
+                    _c25_c1_s = 2
+                elif _c25_c1_EVRESSConditioning is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                    if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c26_c1_EVRESSConditioning << 1)
+                    if _c25_c1_EVRESSConditioning is not True and _c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c25_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c26_c1_s = 3
-                elif _c26_c1_EVErrorCode is not None:
+                    _c25_c1_s = 3
+                elif _c25_c1_EVErrorCode is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c26_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
-                    if _c26_c1_i1 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c26_c1_i1 << 1)
+                    _c25_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c25_c1_EVErrorCode)
+                    if _c25_c1_i1 is None: raise EncodeError(f'{_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c25_c1_i1 << 1)
                     n += 8
-                    _c26_c1_s = 4
+                    _c25_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
-            if _c26_c1_s == 2:
-                if _c26_c1_EVRESSConditioning is not None:
+            if _c25_c1_s == 2:
+                if _c25_c1_EVRESSConditioning is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                    if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (_c26_c1_EVRESSConditioning << 1)
+                    if _c25_c1_EVRESSConditioning is not True and _c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c25_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c26_c1_s = 3
-                elif _c26_c1_EVErrorCode is not None:
+                    _c25_c1_s = 3
+                elif _c25_c1_EVErrorCode is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c26_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
-                    if _c26_c1_i2 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (1 << 6) | (_c26_c1_i2 << 1)
+                    _c25_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c25_c1_EVErrorCode)
+                    if _c25_c1_i2 is None: raise EncodeError(f'{_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c25_c1_i2 << 1)
                     n += 8
-                    _c26_c1_s = 4
+                    _c25_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
-            if _c26_c1_s == 3:
-                if _c26_c1_EVErrorCode is not None:
+            if _c25_c1_s == 3:
+                if _c25_c1_EVErrorCode is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c26_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
-                    if _c26_c1_i3 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 7) | (_c26_c1_i3 << 1)
+                    _c25_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c25_c1_EVErrorCode)
+                    if _c25_c1_i3 is None: raise EncodeError(f'{_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c25_c1_i3 << 1)
                     n += 7
-                    _c26_c1_s = 4
+                    _c25_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
-            if _c26_c1_s == 4:
-                if _c26_c1_EVRESSSOC is not None:
+            if _c25_c1_s == 4:
+                if _c25_c1_EVRESSSOC is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 11) | (_c26_c1_EVRESSSOC << 2)
+                    if not 0 <= _c25_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c25_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c25_c1_EVRESSSOC << 2)
                     n += 11
-                    _c26_c1_s = -1
+                    _c25_c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -3837,116 +3698,116 @@ def _e_BodyType(w, o):
         elif (v_WeldingDetectionRes := o.WeldingDetectionRes) is not None:
             el = 'WeldingDetectionRes'
             _o = v_WeldingDetectionRes
-            _c27_ResponseCode = _o.ResponseCode
-            _c27_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c26_ResponseCode = _o.ResponseCode
+            _c26_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c26_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c26_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'WeldingDetectionRes/ResponseCode'
-            _c27_i1 = _I_din_msgdatatypes_responseCodeType.get(_c27_ResponseCode)
-            if _c27_i1 is None: raise EncodeError(f'{_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            _c26_i1 = _I_din_msgdatatypes_responseCodeType.get(_c26_ResponseCode)
+            if _c26_i1 is None: raise EncodeError(f'{_c26_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c26_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'WeldingDetectionRes/DC_EVSEStatus'
-            v = (v << 15) | (34 << 9) | (_c27_i1 << 2)
+            v = (v << 15) | (34 << 9) | (_c26_i1 << 2)
             n += 15
-            _c27_c2_o = _c27_DC_EVSEStatus
-            _c27_c2_EVSEIsolationStatus = _c27_c2_o.EVSEIsolationStatus
-            _c27_c2_EVSEStatusCode = _c27_c2_o.EVSEStatusCode
-            _c27_c2_NotificationMaxDelay = _c27_c2_o.NotificationMaxDelay
-            _c27_c2_EVSENotification = _c27_c2_o.EVSENotification
-            if _c27_c2_EVSEIsolationStatus is not None:
+            _c26_c2_o = _c26_DC_EVSEStatus
+            _c26_c2_EVSEIsolationStatus = _c26_c2_o.EVSEIsolationStatus
+            _c26_c2_EVSEStatusCode = _c26_c2_o.EVSEStatusCode
+            _c26_c2_NotificationMaxDelay = _c26_c2_o.NotificationMaxDelay
+            _c26_c2_EVSENotification = _c26_c2_o.EVSENotification
+            if _c26_c2_EVSEIsolationStatus is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                _c27_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c27_c2_EVSEIsolationStatus)
-                if _c27_c2_i1 is None: raise EncodeError(f'{_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                if not (_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                _c26_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c26_c2_EVSEIsolationStatus)
+                if _c26_c2_i1 is None: raise EncodeError(f'{_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                _c27_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
-                if _c27_c2_i2 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 13) | (_c27_c2_i1 << 8) | (_c27_c2_i2 << 1)
+                _c26_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
+                if _c26_c2_i2 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c26_c2_i1 << 8) | (_c26_c2_i2 << 1)
                 n += 13
-                _c27_c2_s = 2
-            elif _c27_c2_EVSEStatusCode is not None:
+                _c26_c2_s = 2
+            elif _c26_c2_EVSEStatusCode is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                _c27_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
-                if _c27_c2_i3 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 8) | (1 << 6) | (_c27_c2_i3 << 1)
+                _c26_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
+                if _c26_c2_i3 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c26_c2_i3 << 1)
                 n += 8
-                _c27_c2_s = 2
+                _c26_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c27_c2_s == 2:
-                if _c27_c2_NotificationMaxDelay is not None:
+            if _c26_c2_s == 2:
+                if _c26_c2_NotificationMaxDelay is not None:
                     el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c27_c2_NotificationMaxDelay < 0 or _c27_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c27_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    if _c26_c2_NotificationMaxDelay < 0 or _c26_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c26_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c27_c2_NotificationMaxDelay < 128: v = (v << 8) | _c27_c2_NotificationMaxDelay; n += 8
-                    elif _c27_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c27_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c27_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c27_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c27_c2_NotificationMaxDelay & 127) << 16) | (((_c27_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c27_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c27_c2_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c26_c2_NotificationMaxDelay < 128: v = (v << 8) | _c26_c2_NotificationMaxDelay; n += 8
+                    elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c26_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c26_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c26_c2_NotificationMaxDelay & 127) << 16) | (((_c26_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c26_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                    _c27_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c27_c2_EVSENotification)
-                    if _c27_c2_i4 is None: raise EncodeError(f'{_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c27_c2_i4 << 2)
+                    _c26_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c26_c2_EVSENotification)
+                    if _c26_c2_i4 is None: raise EncodeError(f'{_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c26_c2_i4 << 2)
                     n += 7
-                    _c27_c2_s = -1
+                    _c26_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            if not (_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
             v <<= 1
             n += 1
-            _c27_c3_o = _c27_EVSEPresentVoltage
-            _c27_c3_Multiplier = _c27_c3_o.Multiplier
-            _c27_c3_Unit = _c27_c3_o.Unit
-            _c27_c3_Value = _c27_c3_o.Value
-            if _c27_c3_Multiplier is not None:
+            _c26_c3_o = _c26_EVSEPresentVoltage
+            _c26_c3_Multiplier = _c26_c3_o.Multiplier
+            _c26_c3_Unit = _c26_c3_o.Unit
+            _c26_c3_Value = _c26_c3_o.Value
+            if _c26_c3_Multiplier is not None:
                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                if not -3 <= _c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c27_c3_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c27_c3_Multiplier - -3) << 1)
+                if not -3 <= _c26_c3_Multiplier <= 3: raise EncodeError(f'value {_c26_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c26_c3_Multiplier - -3) << 1)
                 n += 6
-                _c27_c3_s = 1
+                _c26_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c27_c3_s == 1:
-                if _c27_c3_Unit is not None:
+            if _c26_c3_s == 1:
+                if _c26_c3_Unit is not None:
                     el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                    _c27_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c27_c3_Unit)
-                    if _c27_c3_i1 is None: raise EncodeError(f'{_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c27_c3_Value is not None): raise EncodeError('missing content: Value')
+                    _c26_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c26_c3_Unit)
+                    if _c26_c3_i1 is None: raise EncodeError(f'{_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c26_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c27_c3_i1 << 4) | (_c27_c3_Value < 0)
+                    if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c26_c3_i1 << 4) | (_c26_c3_Value < 0)
                     n += 11
-                    _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
+                    _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c27_c3_s = 3
-                elif _c27_c3_Value is not None:
+                    _c26_c3_s = 3
+                elif _c26_c3_Value is not None:
                     el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c27_c3_Value < 0)
+                    if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c26_c3_Value < 0)
                     n += 4
-                    _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
+                    _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c27_c3_s = 3
+                    _c26_c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
-            if _c27_c3_s == 3:
+            if _c26_c3_s == 3:
                 if True:
                     v <<= 1
                     n += 1
-                    _c27_c3_s = -1
+                    _c26_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2

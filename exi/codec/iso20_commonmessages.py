@@ -6082,9 +6082,146 @@ def _d_MeteringConfirmationReqType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MeteringConfirmationReqType', r.end - q)
         el = 'SignedMeteringData'
+        _c2_Id = None
+        _c2_SessionID = None
+        _c2_MeterInfo = None
+        _c2_Receipt = None
+        _c2_Dynamic_SMDTControlMode = None
+        _c2_Scheduled_SMDTControlMode = None
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
+        el = 'SignedMeteringData/@Id'
         r.pos = r.end - q
-        f_SignedMeteringData = _d_SignedMeteringDataType(r)
+        _c2_Id = r.string('iso20_commonmessages:Id')
         V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+        el = 'SignedMeteringData/SessionID'
+        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+            q -= 8 + (_l << 3)
+            _c2_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+        else:
+            r.pos = r.end - q; _c2_SessionID = r.binary(); V = r.v; q = r.end - r.pos
+        if len(_c2_SessionID) < 8 or len(_c2_SessionID) > 8: r.facet('SignedMeteringDataType/SessionID', 'length [8, 8]', _c2_SessionID, r.at(r.end - q))
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+        el = 'SignedMeteringData/MeterInfo'
+        r.pos = r.end - q
+        _c2_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
+        V = r.v; q = r.end - r.pos
+        _c2_s = 3
+        if _c2_s == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'SignedMeteringData/Receipt'
+                r.pos = r.end - q
+                _c2_Receipt = c_iso20_commontypes._d_ReceiptType(r)
+                V = r.v; q = r.end - r.pos
+                _c2_s = 4
+            elif ec == 1:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
+                el = 'SignedMeteringData/Dynamic_SMDTControlMode'
+                _c2_Dynamic_SMDTControlMode = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
+                _c2_s = 5
+            elif ec == 2:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c2_SelectedScheduleTupleID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c2_SelectedScheduleTupleID = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c2_SelectedScheduleTupleID, r.at(r.end - q))
+                _c2_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
+                _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c2_SelectedScheduleTupleID
+                _c2_s = 6
+            else:
+                raise r.deviation('SignedMeteringDataType', r.end - q)
+        if _c2_s == 4:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
+                el = 'SignedMeteringData/Dynamic_SMDTControlMode'
+                _c2_Dynamic_SMDTControlMode = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
+                _c2_s = 5
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c4_SelectedScheduleTupleID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c4_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c4_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c4_SelectedScheduleTupleID = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                if _c2_c4_SelectedScheduleTupleID < 1 or _c2_c4_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c4_SelectedScheduleTupleID, r.at(r.end - q))
+                _c2_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
+                _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c4_SelectedScheduleTupleID
+                _c2_s = 6
+            else:
+                raise r.deviation('SignedMeteringDataType', r.end - q)
+        if _c2_s == 5:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
+            _c2_s = -1
+        if _c2_s == 6:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
+            _c2_s = -1
+        f_SignedMeteringData = _new(iso20_commonmessages.SignedMeteringDataType)
+        f_SignedMeteringData.Id = _c2_Id
+        f_SignedMeteringData.SessionID = _c2_SessionID
+        f_SignedMeteringData.MeterInfo = _c2_MeterInfo
+        f_SignedMeteringData.Receipt = _c2_Receipt
+        f_SignedMeteringData.Dynamic_SMDTControlMode = _c2_Dynamic_SMDTControlMode
+        f_SignedMeteringData.Scheduled_SMDTControlMode = _c2_Scheduled_SMDTControlMode
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MeteringConfirmationReqType', r.end - q)
@@ -6155,9 +6292,119 @@ def _e_MeteringConfirmationReqType(w, o):
             v <<= 1
             n += 1
             v_Header = None
-            w.v = v; w.n = n
-            _e_SignedMeteringDataType(w, v_SignedMeteringData)
-            v = w.v; n = w.n
+            _c2_o = v_SignedMeteringData
+            _c2_Id = _c2_o.Id
+            _c2_SessionID = _c2_o.SessionID
+            _c2_MeterInfo = _c2_o.MeterInfo
+            _c2_Receipt = _c2_o.Receipt
+            _c2_Dynamic_SMDTControlMode = _c2_o.Dynamic_SMDTControlMode
+            _c2_Scheduled_SMDTControlMode = _c2_o.Scheduled_SMDTControlMode
+            if _c2_Id is not None:
+                el = 'SignedMeteringData/@Id'
+                v <<= 1
+                n += 1
+                _l = len(_c2_Id)
+                if _l < 126 and _c2_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_Id); v = w.v; n = w.n
+                if not (_c2_SessionID is not None): raise EncodeError('missing content: SessionID')
+                el = 'SignedMeteringData/SessionID'
+                v <<= 2
+                n += 2
+                _c2_Id = None
+                if len(_c2_SessionID) < 8 or len(_c2_SessionID) > 8: raise EncodeError(f'length {len(_c2_SessionID)} outside [8, 8]')
+                _l = len(_c2_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_SessionID); v = w.v; n = w.n
+                if not (_c2_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                el = 'SignedMeteringData/MeterInfo'
+                v <<= 2
+                n += 2
+                _c2_SessionID = None
+                w.v = v; w.n = n
+                c_iso20_commontypes._e_MeterInfoType(w, _c2_MeterInfo)
+                v = w.v; n = w.n
+                _c2_MeterInfo = None
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Id')
+            if _c2_s == 3:
+                if _c2_Receipt is not None:
+                    el = 'SignedMeteringData/Receipt'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso20_commontypes._e_ReceiptType(w, _c2_Receipt)
+                    v = w.v; n = w.n
+                    _c2_Receipt = None
+                    _c2_s = 4
+                elif _c2_Dynamic_SMDTControlMode is not None:
+                    el = 'SignedMeteringData/Dynamic_SMDTControlMode'
+                    _o = _c2_Dynamic_SMDTControlMode
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    _c2_Dynamic_SMDTControlMode = None
+                    _c2_s = 5
+                elif _c2_Scheduled_SMDTControlMode is not None:
+                    el = 'SignedMeteringData/Scheduled_SMDTControlMode'
+                    _o = _c2_Scheduled_SMDTControlMode
+                    _c2_c2_SelectedScheduleTupleID = _o.SelectedScheduleTupleID
+                    if not (_c2_c2_SelectedScheduleTupleID is not None): raise EncodeError('missing content: SelectedScheduleTupleID')
+                    el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
+                    if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
+                    v = (v << 4) | (2 << 2)
+                    n += 4
+                    if _c2_c2_SelectedScheduleTupleID < 128: v = (v << 8) | _c2_c2_SelectedScheduleTupleID; n += 8
+                    elif _c2_c2_SelectedScheduleTupleID < 16384: v = (v << 16) | ((_c2_c2_SelectedScheduleTupleID & 127) << 8) | 32768 | (_c2_c2_SelectedScheduleTupleID >> 7); n += 16
+                    elif _c2_c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_c2_c2_SelectedScheduleTupleID & 127) << 16) | (((_c2_c2_SelectedScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c2_c2_SelectedScheduleTupleID >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_c2_SelectedScheduleTupleID); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c2_Scheduled_SMDTControlMode = None
+                    _c2_s = 6
+                else:
+                    raise EncodeError('missing content: expected one of Receipt, Dynamic_SMDTControlMode, Scheduled_SMDTControlMode')
+            if _c2_s == 4:
+                if _c2_Dynamic_SMDTControlMode is not None:
+                    el = 'SignedMeteringData/Dynamic_SMDTControlMode'
+                    _o = _c2_Dynamic_SMDTControlMode
+                    v <<= 3
+                    n += 3
+                    _c2_Dynamic_SMDTControlMode = None
+                    _c2_s = 5
+                elif _c2_Scheduled_SMDTControlMode is not None:
+                    el = 'SignedMeteringData/Scheduled_SMDTControlMode'
+                    _o = _c2_Scheduled_SMDTControlMode
+                    _c2_c4_SelectedScheduleTupleID = _o.SelectedScheduleTupleID
+                    if not (_c2_c4_SelectedScheduleTupleID is not None): raise EncodeError('missing content: SelectedScheduleTupleID')
+                    el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
+                    if _c2_c4_SelectedScheduleTupleID < 1 or _c2_c4_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_c4_SelectedScheduleTupleID!r} outside [1, 4294967295]')
+                    v = (v << 4) | (1 << 2)
+                    n += 4
+                    if _c2_c4_SelectedScheduleTupleID < 128: v = (v << 8) | _c2_c4_SelectedScheduleTupleID; n += 8
+                    elif _c2_c4_SelectedScheduleTupleID < 16384: v = (v << 16) | ((_c2_c4_SelectedScheduleTupleID & 127) << 8) | 32768 | (_c2_c4_SelectedScheduleTupleID >> 7); n += 16
+                    elif _c2_c4_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_c2_c4_SelectedScheduleTupleID & 127) << 16) | (((_c2_c4_SelectedScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c2_c4_SelectedScheduleTupleID >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_c4_SelectedScheduleTupleID); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c2_Scheduled_SMDTControlMode = None
+                    _c2_s = 6
+                else:
+                    raise EncodeError('missing content: expected one of Dynamic_SMDTControlMode, Scheduled_SMDTControlMode')
+            if _c2_s == 5:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Id is not None or _c2_SessionID is not None or _c2_MeterInfo is not None or _c2_Receipt is not None or _c2_Dynamic_SMDTControlMode is not None or _c2_Scheduled_SMDTControlMode is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if _c2_s == 6:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Id is not None or _c2_SessionID is not None or _c2_MeterInfo is not None or _c2_Receipt is not None or _c2_Dynamic_SMDTControlMode is not None or _c2_Scheduled_SMDTControlMode is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_SignedMeteringData = None
@@ -6407,9 +6654,151 @@ def _d_OverstayRuleListType(r):
             s = 2
         elif ec == 2:
             el = 'OverstayRule'
-            r.pos = r.end - q
-            _v = _d_OverstayRuleType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_OverstayRuleDescription = None
+            _c2_StartTime = None
+            _c2_OverstayFee = None
+            _c2_OverstayFeePeriod = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'OverstayRule/OverstayRuleDescription'
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
+                    _c2_OverstayRuleDescription = ''
+                else:
+                    r.pos = r.end - q
+                    _c2_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                    if len(_c2_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c2_OverstayRuleDescription, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
+                _c2_s = 2
+            elif ec == 1:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
+                _c2_s = 2
+            else:
+                raise r.deviation('OverstayRuleType', r.end - q)
+            if _c2_s == 2:
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/OverstayFee/Exponent'
+                _c2_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayRule/OverstayFee/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
+                _c2_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                _c2_OverstayFee.Exponent = _c2_c1_Exponent
+                _c2_OverstayFee.Value = _c2_c1_Value
+                el = 'OverstayRule/OverstayFeePeriod'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_OverstayFeePeriod = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_OverstayFeePeriod = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c2_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c2_OverstayFeePeriod, r.at(r.end - q))
+                _c2_s = -1
+            _v = _new(iso20_commonmessages.OverstayRuleType)
+            _v.OverstayRuleDescription = _c2_OverstayRuleDescription
+            _v.StartTime = _c2_StartTime
+            _v.OverstayFee = _c2_OverstayFee
+            _v.OverstayFeePeriod = _c2_OverstayFeePeriod
             f_OverstayRule.append(_v)
             s = 3
         else:
@@ -6424,41 +6813,183 @@ def _d_OverstayRuleListType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('OverstayRuleListType', r.end - q)
                 el = 'OverstayPowerThreshold/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
+                _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayPowerThreshold/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_Value = _y >> 16
+                        _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('OverstayRuleListType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
-                f_OverstayPowerThreshold.Exponent = _c2_Exponent
-                f_OverstayPowerThreshold.Value = _c2_Value
+                f_OverstayPowerThreshold.Exponent = _c3_Exponent
+                f_OverstayPowerThreshold.Value = _c3_Value
                 s = 2
             elif ec == 1:
                 el = 'OverstayRule'
-                r.pos = r.end - q
-                _v = _d_OverstayRuleType(r)
-                V = r.v; q = r.end - r.pos
+                _c4_OverstayRuleDescription = None
+                _c4_StartTime = None
+                _c4_OverstayFee = None
+                _c4_OverstayFeePeriod = None
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
+                if ec == 0:
+                    el = 'OverstayRule/OverstayRuleDescription'
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
+                        _c4_OverstayRuleDescription = ''
+                    else:
+                        r.pos = r.end - q
+                        _c4_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                        if len(_c4_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c4_OverstayRuleDescription, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                    el = 'OverstayRule/StartTime'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_StartTime = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_StartTime = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
+                    _c4_s = 2
+                elif ec == 1:
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                    el = 'OverstayRule/StartTime'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_StartTime = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_StartTime = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
+                    _c4_s = 2
+                else:
+                    raise r.deviation('OverstayRuleType', r.end - q)
+                if _c4_s == 2:
+                    q -= 15
+                    if q < 0: V, q = r.slideq(q, 15)
+                    x = (V >> q) & 32767
+                    if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                    el = 'OverstayRule/OverstayFee/Exponent'
+                    _c4_c1_Exponent = ((x >> 4) & 255) + -128
+                    el = 'OverstayRule/OverstayFee/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_c1_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_c1_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _neg: _c4_c1_Value = -_c4_c1_Value - 1
+                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
+                    _c4_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                    _c4_OverstayFee.Exponent = _c4_c1_Exponent
+                    _c4_OverstayFee.Value = _c4_c1_Value
+                    el = 'OverstayRule/OverstayFeePeriod'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_OverstayFeePeriod = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_OverstayFeePeriod = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c4_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c4_OverstayFeePeriod, r.at(r.end - q))
+                    _c4_s = -1
+                _v = _new(iso20_commonmessages.OverstayRuleType)
+                _v.OverstayRuleDescription = _c4_OverstayRuleDescription
+                _v.StartTime = _c4_StartTime
+                _v.OverstayFee = _c4_OverstayFee
+                _v.OverstayFeePeriod = _c4_OverstayFeePeriod
                 f_OverstayRule.append(_v)
                 s = 3
             else:
@@ -6468,9 +6999,151 @@ def _d_OverstayRuleListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OverstayRuleListType', r.end - q)
             el = 'OverstayRule'
-            r.pos = r.end - q
-            _v = _d_OverstayRuleType(r)
-            V = r.v; q = r.end - r.pos
+            _c5_OverstayRuleDescription = None
+            _c5_StartTime = None
+            _c5_OverstayFee = None
+            _c5_OverstayFeePeriod = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'OverstayRule/OverstayRuleDescription'
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
+                    _c5_OverstayRuleDescription = ''
+                else:
+                    r.pos = r.end - q
+                    _c5_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                    if len(_c5_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c5_OverstayRuleDescription, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
+                _c5_s = 2
+            elif ec == 1:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
+                _c5_s = 2
+            else:
+                raise r.deviation('OverstayRuleType', r.end - q)
+            if _c5_s == 2:
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/OverstayFee/Exponent'
+                _c5_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayRule/OverstayFee/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                if _neg: _c5_c1_Value = -_c5_c1_Value - 1
+                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
+                _c5_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                _c5_OverstayFee.Exponent = _c5_c1_Exponent
+                _c5_OverstayFee.Value = _c5_c1_Value
+                el = 'OverstayRule/OverstayFeePeriod'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_OverstayFeePeriod = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_OverstayFeePeriod = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c5_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c5_OverstayFeePeriod, r.at(r.end - q))
+                _c5_s = -1
+            _v = _new(iso20_commonmessages.OverstayRuleType)
+            _v.OverstayRuleDescription = _c5_OverstayRuleDescription
+            _v.StartTime = _c5_StartTime
+            _v.OverstayFee = _c5_OverstayFee
+            _v.OverstayFeePeriod = _c5_OverstayFeePeriod
             f_OverstayRule.append(_v)
             s = 3
         if s == 3:
@@ -6481,9 +7154,151 @@ def _d_OverstayRuleListType(r):
                 ec = (V >> q) & 3
                 if ec == 0:
                     el = 'OverstayRule'
-                    r.pos = r.end - q
-                    _v = _d_OverstayRuleType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c6_OverstayRuleDescription = None
+                    _c6_StartTime = None
+                    _c6_OverstayFee = None
+                    _c6_OverstayFeePeriod = None
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        el = 'OverstayRule/OverstayRuleDescription'
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
+                            _c6_OverstayRuleDescription = ''
+                        else:
+                            r.pos = r.end - q
+                            _c6_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                            if len(_c6_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c6_OverstayRuleDescription, r.at(r.pos))
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                        el = 'OverstayRule/StartTime'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_StartTime = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_StartTime = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
+                        _c6_s = 2
+                    elif ec == 1:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                        el = 'OverstayRule/StartTime'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_StartTime = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_StartTime = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
+                        _c6_s = 2
+                    else:
+                        raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c6_s == 2:
+                        q -= 15
+                        if q < 0: V, q = r.slideq(q, 15)
+                        x = (V >> q) & 32767
+                        if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
+                        el = 'OverstayRule/OverstayFee/Exponent'
+                        _c6_c1_Exponent = ((x >> 4) & 255) + -128
+                        el = 'OverstayRule/OverstayFee/Value'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_c1_Value = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _neg: _c6_c1_Value = -_c6_c1_Value - 1
+                        if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
+                        _c6_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                        _c6_OverstayFee.Exponent = _c6_c1_Exponent
+                        _c6_OverstayFee.Value = _c6_c1_Value
+                        el = 'OverstayRule/OverstayFeePeriod'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_OverstayFeePeriod = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_OverstayFeePeriod = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c6_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c6_OverstayFeePeriod, r.at(r.end - q))
+                        _c6_s = -1
+                    _v = _new(iso20_commonmessages.OverstayRuleType)
+                    _v.OverstayRuleDescription = _c6_OverstayRuleDescription
+                    _v.StartTime = _c6_StartTime
+                    _v.OverstayFee = _c6_OverstayFee
+                    _v.OverstayFeePeriod = _c6_OverstayFeePeriod
                     f_OverstayRule.append(_v)
                     _k += 1
                     if _k == 4:
@@ -6559,9 +7374,81 @@ def _e_OverstayRuleListType(w, o):
             el = 'OverstayRule'
             v = (v << 2) | 2
             n += 2
-            w.v = v; w.n = n
-            _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-            v = w.v; n = w.n
+            _c2_o = v_OverstayRule[i_OverstayRule]
+            _c2_OverstayRuleDescription = _c2_o.OverstayRuleDescription
+            _c2_StartTime = _c2_o.StartTime
+            _c2_OverstayFee = _c2_o.OverstayFee
+            _c2_OverstayFeePeriod = _c2_o.OverstayFeePeriod
+            if _c2_OverstayRuleDescription is not None:
+                el = 'OverstayRule/OverstayRuleDescription'
+                v <<= 3
+                n += 3
+                if len(_c2_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c2_OverstayRuleDescription)} outside [0, 160]')
+                _l = len(_c2_OverstayRuleDescription)
+                if _l < 126 and _c2_OverstayRuleDescription.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_OverstayRuleDescription.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_OverstayRuleDescription); v = w.v; n = w.n
+                if not (_c2_StartTime is not None): raise EncodeError('missing content: StartTime')
+                el = 'OverstayRule/StartTime'
+                if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
+                v <<= 3
+                n += 3
+                if _c2_StartTime < 128: v = (v << 8) | _c2_StartTime; n += 8
+                elif _c2_StartTime < 16384: v = (v << 16) | ((_c2_StartTime & 127) << 8) | 32768 | (_c2_StartTime >> 7); n += 16
+                elif _c2_StartTime < 2097152: v = (v << 24) | ((_c2_StartTime & 127) << 16) | (((_c2_StartTime >> 7) & 127) << 8) | 8421376 | (_c2_StartTime >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = 2
+            elif _c2_StartTime is not None:
+                el = 'OverstayRule/StartTime'
+                if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if _c2_StartTime < 128: v = (v << 8) | _c2_StartTime; n += 8
+                elif _c2_StartTime < 16384: v = (v << 16) | ((_c2_StartTime & 127) << 8) | 32768 | (_c2_StartTime >> 7); n += 16
+                elif _c2_StartTime < 2097152: v = (v << 24) | ((_c2_StartTime & 127) << 16) | (((_c2_StartTime >> 7) & 127) << 8) | 8421376 | (_c2_StartTime >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+            if _c2_s == 2:
+                if _c2_OverstayFee is not None:
+                    el = 'OverstayRule/OverstayFee'
+                    _o = _c2_OverstayFee
+                    _c2_c1_Exponent = _o.Exponent
+                    _c2_c1_Value = _o.Value
+                    if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'OverstayRule/OverstayFee/Exponent'
+                    if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
+                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'OverstayRule/OverstayFee/Value'
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
+                    n += 15
+                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c2_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                    el = 'OverstayRule/OverstayFeePeriod'
+                    if _c2_OverstayFeePeriod < 0 or _c2_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c2_OverstayFeePeriod!r} outside [0, 4294967295]')
+                    v <<= 4
+                    n += 4
+                    if _c2_OverstayFeePeriod < 128: v = (v << 8) | _c2_OverstayFeePeriod; n += 8
+                    elif _c2_OverstayFeePeriod < 16384: v = (v << 16) | ((_c2_OverstayFeePeriod & 127) << 8) | 32768 | (_c2_OverstayFeePeriod >> 7); n += 16
+                    elif _c2_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c2_OverstayFeePeriod & 127) << 16) | (((_c2_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c2_OverstayFeePeriod >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_OverstayFeePeriod); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of OverstayFee')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_OverstayRule += 1
             s = 3
         else:
@@ -6570,17 +7457,17 @@ def _e_OverstayRuleListType(w, o):
             if v_OverstayPowerThreshold is not None:
                 el = 'OverstayPowerThreshold'
                 _o = v_OverstayPowerThreshold
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                _c3_Exponent = _o.Exponent
+                _c3_Value = _o.Value
+                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
                 el = 'OverstayPowerThreshold/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayPowerThreshold/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
@@ -6593,9 +7480,81 @@ def _e_OverstayRuleListType(w, o):
                 el = 'OverstayRule'
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-                v = w.v; n = w.n
+                _c4_o = v_OverstayRule[i_OverstayRule]
+                _c4_OverstayRuleDescription = _c4_o.OverstayRuleDescription
+                _c4_StartTime = _c4_o.StartTime
+                _c4_OverstayFee = _c4_o.OverstayFee
+                _c4_OverstayFeePeriod = _c4_o.OverstayFeePeriod
+                if _c4_OverstayRuleDescription is not None:
+                    el = 'OverstayRule/OverstayRuleDescription'
+                    v <<= 3
+                    n += 3
+                    if len(_c4_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c4_OverstayRuleDescription)} outside [0, 160]')
+                    _l = len(_c4_OverstayRuleDescription)
+                    if _l < 126 and _c4_OverstayRuleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_OverstayRuleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c4_OverstayRuleDescription); v = w.v; n = w.n
+                    if not (_c4_StartTime is not None): raise EncodeError('missing content: StartTime')
+                    el = 'OverstayRule/StartTime'
+                    if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c4_StartTime < 128: v = (v << 8) | _c4_StartTime; n += 8
+                    elif _c4_StartTime < 16384: v = (v << 16) | ((_c4_StartTime & 127) << 8) | 32768 | (_c4_StartTime >> 7); n += 16
+                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_c4_StartTime & 127) << 16) | (((_c4_StartTime >> 7) & 127) << 8) | 8421376 | (_c4_StartTime >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_s = 2
+                elif _c4_StartTime is not None:
+                    el = 'OverstayRule/StartTime'
+                    if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if _c4_StartTime < 128: v = (v << 8) | _c4_StartTime; n += 8
+                    elif _c4_StartTime < 16384: v = (v << 16) | ((_c4_StartTime & 127) << 8) | 32768 | (_c4_StartTime >> 7); n += 16
+                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_c4_StartTime & 127) << 16) | (((_c4_StartTime >> 7) & 127) << 8) | 8421376 | (_c4_StartTime >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+                if _c4_s == 2:
+                    if _c4_OverstayFee is not None:
+                        el = 'OverstayRule/OverstayFee'
+                        _o = _c4_OverstayFee
+                        _c4_c1_Exponent = _o.Exponent
+                        _c4_c1_Value = _o.Value
+                        if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'OverstayRule/OverstayFee/Exponent'
+                        if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
+                        if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'OverstayRule/OverstayFee/Value'
+                        if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
+                        n += 15
+                        _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c4_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                        el = 'OverstayRule/OverstayFeePeriod'
+                        if _c4_OverstayFeePeriod < 0 or _c4_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c4_OverstayFeePeriod!r} outside [0, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c4_OverstayFeePeriod < 128: v = (v << 8) | _c4_OverstayFeePeriod; n += 8
+                        elif _c4_OverstayFeePeriod < 16384: v = (v << 16) | ((_c4_OverstayFeePeriod & 127) << 8) | 32768 | (_c4_OverstayFeePeriod >> 7); n += 16
+                        elif _c4_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c4_OverstayFeePeriod & 127) << 16) | (((_c4_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c4_OverstayFeePeriod >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c4_OverstayFeePeriod); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c4_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of OverstayFee')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
             else:
@@ -6605,9 +7564,81 @@ def _e_OverstayRuleListType(w, o):
                 el = 'OverstayRule'
                 v <<= 1
                 n += 1
-                w.v = v; w.n = n
-                _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-                v = w.v; n = w.n
+                _c5_o = v_OverstayRule[i_OverstayRule]
+                _c5_OverstayRuleDescription = _c5_o.OverstayRuleDescription
+                _c5_StartTime = _c5_o.StartTime
+                _c5_OverstayFee = _c5_o.OverstayFee
+                _c5_OverstayFeePeriod = _c5_o.OverstayFeePeriod
+                if _c5_OverstayRuleDescription is not None:
+                    el = 'OverstayRule/OverstayRuleDescription'
+                    v <<= 3
+                    n += 3
+                    if len(_c5_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c5_OverstayRuleDescription)} outside [0, 160]')
+                    _l = len(_c5_OverstayRuleDescription)
+                    if _l < 126 and _c5_OverstayRuleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_OverstayRuleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c5_OverstayRuleDescription); v = w.v; n = w.n
+                    if not (_c5_StartTime is not None): raise EncodeError('missing content: StartTime')
+                    el = 'OverstayRule/StartTime'
+                    if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c5_StartTime < 128: v = (v << 8) | _c5_StartTime; n += 8
+                    elif _c5_StartTime < 16384: v = (v << 16) | ((_c5_StartTime & 127) << 8) | 32768 | (_c5_StartTime >> 7); n += 16
+                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_c5_StartTime & 127) << 16) | (((_c5_StartTime >> 7) & 127) << 8) | 8421376 | (_c5_StartTime >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c5_s = 2
+                elif _c5_StartTime is not None:
+                    el = 'OverstayRule/StartTime'
+                    if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if _c5_StartTime < 128: v = (v << 8) | _c5_StartTime; n += 8
+                    elif _c5_StartTime < 16384: v = (v << 16) | ((_c5_StartTime & 127) << 8) | 32768 | (_c5_StartTime >> 7); n += 16
+                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_c5_StartTime & 127) << 16) | (((_c5_StartTime >> 7) & 127) << 8) | 8421376 | (_c5_StartTime >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c5_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+                if _c5_s == 2:
+                    if _c5_OverstayFee is not None:
+                        el = 'OverstayRule/OverstayFee'
+                        _o = _c5_OverstayFee
+                        _c5_c1_Exponent = _o.Exponent
+                        _c5_c1_Value = _o.Value
+                        if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'OverstayRule/OverstayFee/Exponent'
+                        if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
+                        if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'OverstayRule/OverstayFee/Value'
+                        if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 15) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
+                        n += 15
+                        _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c5_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                        el = 'OverstayRule/OverstayFeePeriod'
+                        if _c5_OverstayFeePeriod < 0 or _c5_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c5_OverstayFeePeriod!r} outside [0, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c5_OverstayFeePeriod < 128: v = (v << 8) | _c5_OverstayFeePeriod; n += 8
+                        elif _c5_OverstayFeePeriod < 16384: v = (v << 16) | ((_c5_OverstayFeePeriod & 127) << 8) | 32768 | (_c5_OverstayFeePeriod >> 7); n += 16
+                        elif _c5_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c5_OverstayFeePeriod & 127) << 16) | (((_c5_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c5_OverstayFeePeriod >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c5_OverstayFeePeriod); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c5_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of OverstayFee')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
             else:
@@ -6619,9 +7650,81 @@ def _e_OverstayRuleListType(w, o):
                     el = 'OverstayRule'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-                    v = w.v; n = w.n
+                    _c6_o = v_OverstayRule[i_OverstayRule]
+                    _c6_OverstayRuleDescription = _c6_o.OverstayRuleDescription
+                    _c6_StartTime = _c6_o.StartTime
+                    _c6_OverstayFee = _c6_o.OverstayFee
+                    _c6_OverstayFeePeriod = _c6_o.OverstayFeePeriod
+                    if _c6_OverstayRuleDescription is not None:
+                        el = 'OverstayRule/OverstayRuleDescription'
+                        v <<= 3
+                        n += 3
+                        if len(_c6_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c6_OverstayRuleDescription)} outside [0, 160]')
+                        _l = len(_c6_OverstayRuleDescription)
+                        if _l < 126 and _c6_OverstayRuleDescription.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_OverstayRuleDescription.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c6_OverstayRuleDescription); v = w.v; n = w.n
+                        if not (_c6_StartTime is not None): raise EncodeError('missing content: StartTime')
+                        el = 'OverstayRule/StartTime'
+                        if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        if _c6_StartTime < 128: v = (v << 8) | _c6_StartTime; n += 8
+                        elif _c6_StartTime < 16384: v = (v << 16) | ((_c6_StartTime & 127) << 8) | 32768 | (_c6_StartTime >> 7); n += 16
+                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_c6_StartTime & 127) << 16) | (((_c6_StartTime >> 7) & 127) << 8) | 8421376 | (_c6_StartTime >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_s = 2
+                    elif _c6_StartTime is not None:
+                        el = 'OverstayRule/StartTime'
+                        if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
+                        v = (v << 3) | (1 << 1)
+                        n += 3
+                        if _c6_StartTime < 128: v = (v << 8) | _c6_StartTime; n += 8
+                        elif _c6_StartTime < 16384: v = (v << 16) | ((_c6_StartTime & 127) << 8) | 32768 | (_c6_StartTime >> 7); n += 16
+                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_c6_StartTime & 127) << 16) | (((_c6_StartTime >> 7) & 127) << 8) | 8421376 | (_c6_StartTime >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_s = 2
+                    else:
+                        raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+                    if _c6_s == 2:
+                        if _c6_OverstayFee is not None:
+                            el = 'OverstayRule/OverstayFee'
+                            _o = _c6_OverstayFee
+                            _c6_c1_Exponent = _o.Exponent
+                            _c6_c1_Value = _o.Value
+                            if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                            el = 'OverstayRule/OverstayFee/Exponent'
+                            if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
+                            if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
+                            el = 'OverstayRule/OverstayFee/Value'
+                            if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
+                            v = (v << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
+                            n += 15
+                            _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
+                            if _m < 128: v = (v << 8) | _m; n += 8
+                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            if not (_c6_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                            el = 'OverstayRule/OverstayFeePeriod'
+                            if _c6_OverstayFeePeriod < 0 or _c6_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c6_OverstayFeePeriod!r} outside [0, 4294967295]')
+                            v <<= 4
+                            n += 4
+                            if _c6_OverstayFeePeriod < 128: v = (v << 8) | _c6_OverstayFeePeriod; n += 8
+                            elif _c6_OverstayFeePeriod < 16384: v = (v << 16) | ((_c6_OverstayFeePeriod & 127) << 8) | 32768 | (_c6_OverstayFeePeriod >> 7); n += 16
+                            elif _c6_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c6_OverstayFeePeriod & 127) << 16) | (((_c6_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c6_OverstayFeePeriod >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_c6_OverstayFeePeriod); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c6_s = -1
+                        else:
+                            raise EncodeError('missing content: expected one of OverstayFee')
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_OverstayRule += 1
                     _k += 1
                     if _k == 4:
@@ -13168,9 +14271,140 @@ def _d_Scheduled_SEResControlModeType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
         el = 'ScheduleTuple'
+        _c1_ScheduleTupleID = None
+        _c1_ChargingSchedule = None
+        _c1_DischargingSchedule = None
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+        el = 'ScheduleTuple/ScheduleTupleID'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c1_ScheduleTupleID = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c1_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                q -= 24
+                _c1_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c1_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_ScheduleTupleID = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c1_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+        if _c1_ScheduleTupleID < 1 or _c1_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c1_ScheduleTupleID, r.at(r.end - q))
+        el = 'ScheduleTuple/ChargingSchedule'
+        _c1_c1_PowerSchedule = None
+        _c1_c1_AbsolutePriceSchedule = None
+        _c1_c1_PriceLevelSchedule = None
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+        el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
         r.pos = r.end - q
-        _v = _d_ScheduleTupleType(r)
+        _c1_c1_PowerSchedule = _d_PowerScheduleType(r)
         V = r.v; q = r.end - r.pos
+        _c1_c1_s = 1
+        if _c1_c1_s == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                r.pos = r.end - q
+                _c1_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                _c1_c1_s = -1
+            elif ec == 1:
+                el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+                r.pos = r.end - q
+                _c1_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                _c1_c1_s = -1
+            elif ec == 2:
+                pass
+                _c1_c1_s = -1
+            else:
+                raise r.deviation('ChargingScheduleType', r.end - q)
+        _c1_ChargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
+        _c1_ChargingSchedule.PowerSchedule = _c1_c1_PowerSchedule
+        _c1_ChargingSchedule.AbsolutePriceSchedule = _c1_c1_AbsolutePriceSchedule
+        _c1_ChargingSchedule.PriceLevelSchedule = _c1_c1_PriceLevelSchedule
+        _c1_s = 2
+        if _c1_s == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'ScheduleTuple/DischargingSchedule'
+                _c1_c2_PowerSchedule = None
+                _c1_c2_AbsolutePriceSchedule = None
+                _c1_c2_PriceLevelSchedule = None
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                r.pos = r.end - q
+                _c1_c2_PowerSchedule = _d_PowerScheduleType(r)
+                V = r.v; q = r.end - r.pos
+                _c1_c2_s = 1
+                if _c1_c2_s == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                        r.pos = r.end - q
+                        _c1_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                        _c1_c2_s = -1
+                    elif ec == 1:
+                        el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
+                        r.pos = r.end - q
+                        _c1_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                        _c1_c2_s = -1
+                    elif ec == 2:
+                        pass
+                        _c1_c2_s = -1
+                    else:
+                        raise r.deviation('ChargingScheduleType', r.end - q)
+                _c1_DischargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
+                _c1_DischargingSchedule.PowerSchedule = _c1_c2_PowerSchedule
+                _c1_DischargingSchedule.AbsolutePriceSchedule = _c1_c2_AbsolutePriceSchedule
+                _c1_DischargingSchedule.PriceLevelSchedule = _c1_c2_PriceLevelSchedule
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('ScheduleTupleType', r.end - q)
+        _v = _new(iso20_commonmessages.ScheduleTupleType)
+        _v.ScheduleTupleID = _c1_ScheduleTupleID
+        _v.ChargingSchedule = _c1_ChargingSchedule
+        _v.DischargingSchedule = _c1_DischargingSchedule
         f_ScheduleTuple.append(_v)
         s = 1
         if s == 1:
@@ -13179,9 +14413,140 @@ def _d_Scheduled_SEResControlModeType(r):
             ec = (V >> q) & 3
             if ec == 0:
                 el = 'ScheduleTuple'
+                _c2_ScheduleTupleID = None
+                _c2_ChargingSchedule = None
+                _c2_DischargingSchedule = None
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+                el = 'ScheduleTuple/ScheduleTupleID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_ScheduleTupleID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_ScheduleTupleID = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+                if _c2_ScheduleTupleID < 1 or _c2_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c2_ScheduleTupleID, r.at(r.end - q))
+                el = 'ScheduleTuple/ChargingSchedule'
+                _c2_c1_PowerSchedule = None
+                _c2_c1_AbsolutePriceSchedule = None
+                _c2_c1_PriceLevelSchedule = None
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
                 r.pos = r.end - q
-                _v = _d_ScheduleTupleType(r)
+                _c2_c1_PowerSchedule = _d_PowerScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                _c2_c1_s = 1
+                if _c2_c1_s == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                        r.pos = r.end - q
+                        _c2_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                        _c2_c1_s = -1
+                    elif ec == 1:
+                        el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+                        r.pos = r.end - q
+                        _c2_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                        _c2_c1_s = -1
+                    elif ec == 2:
+                        pass
+                        _c2_c1_s = -1
+                    else:
+                        raise r.deviation('ChargingScheduleType', r.end - q)
+                _c2_ChargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
+                _c2_ChargingSchedule.PowerSchedule = _c2_c1_PowerSchedule
+                _c2_ChargingSchedule.AbsolutePriceSchedule = _c2_c1_AbsolutePriceSchedule
+                _c2_ChargingSchedule.PriceLevelSchedule = _c2_c1_PriceLevelSchedule
+                _c2_s = 2
+                if _c2_s == 2:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        el = 'ScheduleTuple/DischargingSchedule'
+                        _c2_c2_PowerSchedule = None
+                        _c2_c2_AbsolutePriceSchedule = None
+                        _c2_c2_PriceLevelSchedule = None
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                        el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                        r.pos = r.end - q
+                        _c2_c2_PowerSchedule = _d_PowerScheduleType(r)
+                        V = r.v; q = r.end - r.pos
+                        _c2_c2_s = 1
+                        if _c2_c2_s == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
+                            if ec == 0:
+                                el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                                r.pos = r.end - q
+                                _c2_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                                _c2_c2_s = -1
+                            elif ec == 1:
+                                el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
+                                r.pos = r.end - q
+                                _c2_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                                _c2_c2_s = -1
+                            elif ec == 2:
+                                pass
+                                _c2_c2_s = -1
+                            else:
+                                raise r.deviation('ChargingScheduleType', r.end - q)
+                        _c2_DischargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
+                        _c2_DischargingSchedule.PowerSchedule = _c2_c2_PowerSchedule
+                        _c2_DischargingSchedule.AbsolutePriceSchedule = _c2_c2_AbsolutePriceSchedule
+                        _c2_DischargingSchedule.PriceLevelSchedule = _c2_c2_PriceLevelSchedule
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
+                        _c2_s = -1
+                    elif ec == 1:
+                        pass
+                        _c2_s = -1
+                    else:
+                        raise r.deviation('ScheduleTupleType', r.end - q)
+                _v = _new(iso20_commonmessages.ScheduleTupleType)
+                _v.ScheduleTupleID = _c2_ScheduleTupleID
+                _v.ChargingSchedule = _c2_ChargingSchedule
+                _v.DischargingSchedule = _c2_DischargingSchedule
                 f_ScheduleTuple.append(_v)
                 s = 2
             elif ec == 1:
@@ -13195,9 +14560,140 @@ def _d_Scheduled_SEResControlModeType(r):
             ec = (V >> q) & 3
             if ec == 0:
                 el = 'ScheduleTuple'
+                _c3_ScheduleTupleID = None
+                _c3_ChargingSchedule = None
+                _c3_DischargingSchedule = None
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+                el = 'ScheduleTuple/ScheduleTupleID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c3_ScheduleTupleID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c3_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_ScheduleTupleID = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+                if _c3_ScheduleTupleID < 1 or _c3_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c3_ScheduleTupleID, r.at(r.end - q))
+                el = 'ScheduleTuple/ChargingSchedule'
+                _c3_c1_PowerSchedule = None
+                _c3_c1_AbsolutePriceSchedule = None
+                _c3_c1_PriceLevelSchedule = None
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
                 r.pos = r.end - q
-                _v = _d_ScheduleTupleType(r)
+                _c3_c1_PowerSchedule = _d_PowerScheduleType(r)
                 V = r.v; q = r.end - r.pos
+                _c3_c1_s = 1
+                if _c3_c1_s == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                        r.pos = r.end - q
+                        _c3_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                        _c3_c1_s = -1
+                    elif ec == 1:
+                        el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+                        r.pos = r.end - q
+                        _c3_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                        _c3_c1_s = -1
+                    elif ec == 2:
+                        pass
+                        _c3_c1_s = -1
+                    else:
+                        raise r.deviation('ChargingScheduleType', r.end - q)
+                _c3_ChargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
+                _c3_ChargingSchedule.PowerSchedule = _c3_c1_PowerSchedule
+                _c3_ChargingSchedule.AbsolutePriceSchedule = _c3_c1_AbsolutePriceSchedule
+                _c3_ChargingSchedule.PriceLevelSchedule = _c3_c1_PriceLevelSchedule
+                _c3_s = 2
+                if _c3_s == 2:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        el = 'ScheduleTuple/DischargingSchedule'
+                        _c3_c2_PowerSchedule = None
+                        _c3_c2_AbsolutePriceSchedule = None
+                        _c3_c2_PriceLevelSchedule = None
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                        el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                        r.pos = r.end - q
+                        _c3_c2_PowerSchedule = _d_PowerScheduleType(r)
+                        V = r.v; q = r.end - r.pos
+                        _c3_c2_s = 1
+                        if _c3_c2_s == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
+                            if ec == 0:
+                                el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                                r.pos = r.end - q
+                                _c3_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                                _c3_c2_s = -1
+                            elif ec == 1:
+                                el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
+                                r.pos = r.end - q
+                                _c3_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                                V = r.v; q = r.end - r.pos
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                                _c3_c2_s = -1
+                            elif ec == 2:
+                                pass
+                                _c3_c2_s = -1
+                            else:
+                                raise r.deviation('ChargingScheduleType', r.end - q)
+                        _c3_DischargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
+                        _c3_DischargingSchedule.PowerSchedule = _c3_c2_PowerSchedule
+                        _c3_DischargingSchedule.AbsolutePriceSchedule = _c3_c2_AbsolutePriceSchedule
+                        _c3_DischargingSchedule.PriceLevelSchedule = _c3_c2_PriceLevelSchedule
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
+                        _c3_s = -1
+                    elif ec == 1:
+                        pass
+                        _c3_s = -1
+                    else:
+                        raise r.deviation('ScheduleTupleType', r.end - q)
+                _v = _new(iso20_commonmessages.ScheduleTupleType)
+                _v.ScheduleTupleID = _c3_ScheduleTupleID
+                _v.ChargingSchedule = _c3_ChargingSchedule
+                _v.DischargingSchedule = _c3_DischargingSchedule
                 f_ScheduleTuple.append(_v)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -13228,9 +14724,131 @@ def _e_Scheduled_SEResControlModeType(w, o):
             el = 'ScheduleTuple'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_ScheduleTupleType(w, v_ScheduleTuple[i_ScheduleTuple])
-            v = w.v; n = w.n
+            _c1_o = v_ScheduleTuple[i_ScheduleTuple]
+            _c1_ScheduleTupleID = _c1_o.ScheduleTupleID
+            _c1_ChargingSchedule = _c1_o.ChargingSchedule
+            _c1_DischargingSchedule = _c1_o.DischargingSchedule
+            if _c1_ScheduleTupleID is not None:
+                el = 'ScheduleTuple/ScheduleTupleID'
+                if _c1_ScheduleTupleID < 1 or _c1_ScheduleTupleID > 4294967295: raise EncodeError(f'value {_c1_ScheduleTupleID!r} outside [1, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c1_ScheduleTupleID < 128: v = (v << 8) | _c1_ScheduleTupleID; n += 8
+                elif _c1_ScheduleTupleID < 16384: v = (v << 16) | ((_c1_ScheduleTupleID & 127) << 8) | 32768 | (_c1_ScheduleTupleID >> 7); n += 16
+                elif _c1_ScheduleTupleID < 2097152: v = (v << 24) | ((_c1_ScheduleTupleID & 127) << 16) | (((_c1_ScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c1_ScheduleTupleID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ScheduleTupleID); v = w.v; n = w.n
+                if not (_c1_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
+                el = 'ScheduleTuple/ChargingSchedule'
+                v <<= 2
+                n += 2
+                _c1_c1_o = _c1_ChargingSchedule
+                _c1_c1_PowerSchedule = _c1_c1_o.PowerSchedule
+                _c1_c1_AbsolutePriceSchedule = _c1_c1_o.AbsolutePriceSchedule
+                _c1_c1_PriceLevelSchedule = _c1_c1_o.PriceLevelSchedule
+                if _c1_c1_PowerSchedule is not None:
+                    el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    _e_PowerScheduleType(w, _c1_c1_PowerSchedule)
+                    v = w.v; n = w.n
+                    _c1_c1_PowerSchedule = None
+                    _c1_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of PowerSchedule')
+                if _c1_c1_s == 1:
+                    if _c1_c1_AbsolutePriceSchedule is not None:
+                        el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        _e_AbsolutePriceScheduleType(w, _c1_c1_AbsolutePriceSchedule)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c1_c1_AbsolutePriceSchedule = None
+                        if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
+                        _c1_c1_s = -1
+                    elif _c1_c1_PriceLevelSchedule is not None:
+                        el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+                        v = (v << 2) | 1
+                        n += 2
+                        w.v = v; w.n = n
+                        _e_PriceLevelScheduleType(w, _c1_c1_PriceLevelSchedule)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c1_c1_PriceLevelSchedule = None
+                        if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
+                        _c1_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 2
+                        n += 2
+                        if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
+                        _c1_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of ScheduleTupleID')
+            if _c1_s == 2:
+                if _c1_DischargingSchedule is not None:
+                    el = 'ScheduleTuple/DischargingSchedule'
+                    v <<= 2
+                    n += 2
+                    _c1_c2_o = _c1_DischargingSchedule
+                    _c1_c2_PowerSchedule = _c1_c2_o.PowerSchedule
+                    _c1_c2_AbsolutePriceSchedule = _c1_c2_o.AbsolutePriceSchedule
+                    _c1_c2_PriceLevelSchedule = _c1_c2_o.PriceLevelSchedule
+                    if _c1_c2_PowerSchedule is not None:
+                        el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                        v <<= 1
+                        n += 1
+                        w.v = v; w.n = n
+                        _e_PowerScheduleType(w, _c1_c2_PowerSchedule)
+                        v = w.v; n = w.n
+                        _c1_c2_PowerSchedule = None
+                        _c1_c2_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of PowerSchedule')
+                    if _c1_c2_s == 1:
+                        if _c1_c2_AbsolutePriceSchedule is not None:
+                            el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_AbsolutePriceScheduleType(w, _c1_c2_AbsolutePriceSchedule)
+                            v = w.v; n = w.n
+                            v <<= 1
+                            n += 1
+                            _c1_c2_AbsolutePriceSchedule = None
+                            if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
+                            _c1_c2_s = -1
+                        elif _c1_c2_PriceLevelSchedule is not None:
+                            el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_PriceLevelScheduleType(w, _c1_c2_PriceLevelSchedule)
+                            v = w.v; n = w.n
+                            v <<= 1
+                            n += 1
+                            _c1_c2_PriceLevelSchedule = None
+                            if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
+                            _c1_c2_s = -1
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
+                            _c1_c2_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_ScheduleTuple += 1
             s = 1
         else:
@@ -13240,9 +14858,131 @@ def _e_Scheduled_SEResControlModeType(w, o):
                 el = 'ScheduleTuple'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                _e_ScheduleTupleType(w, v_ScheduleTuple[i_ScheduleTuple])
-                v = w.v; n = w.n
+                _c2_o = v_ScheduleTuple[i_ScheduleTuple]
+                _c2_ScheduleTupleID = _c2_o.ScheduleTupleID
+                _c2_ChargingSchedule = _c2_o.ChargingSchedule
+                _c2_DischargingSchedule = _c2_o.DischargingSchedule
+                if _c2_ScheduleTupleID is not None:
+                    el = 'ScheduleTuple/ScheduleTupleID'
+                    if _c2_ScheduleTupleID < 1 or _c2_ScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_ScheduleTupleID!r} outside [1, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_ScheduleTupleID < 128: v = (v << 8) | _c2_ScheduleTupleID; n += 8
+                    elif _c2_ScheduleTupleID < 16384: v = (v << 16) | ((_c2_ScheduleTupleID & 127) << 8) | 32768 | (_c2_ScheduleTupleID >> 7); n += 16
+                    elif _c2_ScheduleTupleID < 2097152: v = (v << 24) | ((_c2_ScheduleTupleID & 127) << 16) | (((_c2_ScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c2_ScheduleTupleID >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_ScheduleTupleID); v = w.v; n = w.n
+                    if not (_c2_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
+                    el = 'ScheduleTuple/ChargingSchedule'
+                    v <<= 2
+                    n += 2
+                    _c2_c1_o = _c2_ChargingSchedule
+                    _c2_c1_PowerSchedule = _c2_c1_o.PowerSchedule
+                    _c2_c1_AbsolutePriceSchedule = _c2_c1_o.AbsolutePriceSchedule
+                    _c2_c1_PriceLevelSchedule = _c2_c1_o.PriceLevelSchedule
+                    if _c2_c1_PowerSchedule is not None:
+                        el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
+                        v <<= 1
+                        n += 1
+                        w.v = v; w.n = n
+                        _e_PowerScheduleType(w, _c2_c1_PowerSchedule)
+                        v = w.v; n = w.n
+                        _c2_c1_PowerSchedule = None
+                        _c2_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of PowerSchedule')
+                    if _c2_c1_s == 1:
+                        if _c2_c1_AbsolutePriceSchedule is not None:
+                            el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_AbsolutePriceScheduleType(w, _c2_c1_AbsolutePriceSchedule)
+                            v = w.v; n = w.n
+                            v <<= 1
+                            n += 1
+                            _c2_c1_AbsolutePriceSchedule = None
+                            if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
+                            _c2_c1_s = -1
+                        elif _c2_c1_PriceLevelSchedule is not None:
+                            el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_PriceLevelScheduleType(w, _c2_c1_PriceLevelSchedule)
+                            v = w.v; n = w.n
+                            v <<= 1
+                            n += 1
+                            _c2_c1_PriceLevelSchedule = None
+                            if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
+                            _c2_c1_s = -1
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
+                            _c2_c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c2_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of ScheduleTupleID')
+                if _c2_s == 2:
+                    if _c2_DischargingSchedule is not None:
+                        el = 'ScheduleTuple/DischargingSchedule'
+                        v <<= 2
+                        n += 2
+                        _c2_c2_o = _c2_DischargingSchedule
+                        _c2_c2_PowerSchedule = _c2_c2_o.PowerSchedule
+                        _c2_c2_AbsolutePriceSchedule = _c2_c2_o.AbsolutePriceSchedule
+                        _c2_c2_PriceLevelSchedule = _c2_c2_o.PriceLevelSchedule
+                        if _c2_c2_PowerSchedule is not None:
+                            el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                            v <<= 1
+                            n += 1
+                            w.v = v; w.n = n
+                            _e_PowerScheduleType(w, _c2_c2_PowerSchedule)
+                            v = w.v; n = w.n
+                            _c2_c2_PowerSchedule = None
+                            _c2_c2_s = 1
+                        else:
+                            raise EncodeError('missing content: expected one of PowerSchedule')
+                        if _c2_c2_s == 1:
+                            if _c2_c2_AbsolutePriceSchedule is not None:
+                                el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_AbsolutePriceScheduleType(w, _c2_c2_AbsolutePriceSchedule)
+                                v = w.v; n = w.n
+                                v <<= 1
+                                n += 1
+                                _c2_c2_AbsolutePriceSchedule = None
+                                if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
+                                _c2_c2_s = -1
+                            elif _c2_c2_PriceLevelSchedule is not None:
+                                el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_PriceLevelScheduleType(w, _c2_c2_PriceLevelSchedule)
+                                v = w.v; n = w.n
+                                v <<= 1
+                                n += 1
+                                _c2_c2_PriceLevelSchedule = None
+                                if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
+                                _c2_c2_s = -1
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
+                                _c2_c2_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_ScheduleTuple += 1
                 s = 2
             elif True:
@@ -13255,9 +14995,131 @@ def _e_Scheduled_SEResControlModeType(w, o):
                 el = 'ScheduleTuple'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                _e_ScheduleTupleType(w, v_ScheduleTuple[i_ScheduleTuple])
-                v = w.v; n = w.n
+                _c3_o = v_ScheduleTuple[i_ScheduleTuple]
+                _c3_ScheduleTupleID = _c3_o.ScheduleTupleID
+                _c3_ChargingSchedule = _c3_o.ChargingSchedule
+                _c3_DischargingSchedule = _c3_o.DischargingSchedule
+                if _c3_ScheduleTupleID is not None:
+                    el = 'ScheduleTuple/ScheduleTupleID'
+                    if _c3_ScheduleTupleID < 1 or _c3_ScheduleTupleID > 4294967295: raise EncodeError(f'value {_c3_ScheduleTupleID!r} outside [1, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c3_ScheduleTupleID < 128: v = (v << 8) | _c3_ScheduleTupleID; n += 8
+                    elif _c3_ScheduleTupleID < 16384: v = (v << 16) | ((_c3_ScheduleTupleID & 127) << 8) | 32768 | (_c3_ScheduleTupleID >> 7); n += 16
+                    elif _c3_ScheduleTupleID < 2097152: v = (v << 24) | ((_c3_ScheduleTupleID & 127) << 16) | (((_c3_ScheduleTupleID >> 7) & 127) << 8) | 8421376 | (_c3_ScheduleTupleID >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c3_ScheduleTupleID); v = w.v; n = w.n
+                    if not (_c3_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
+                    el = 'ScheduleTuple/ChargingSchedule'
+                    v <<= 2
+                    n += 2
+                    _c3_c1_o = _c3_ChargingSchedule
+                    _c3_c1_PowerSchedule = _c3_c1_o.PowerSchedule
+                    _c3_c1_AbsolutePriceSchedule = _c3_c1_o.AbsolutePriceSchedule
+                    _c3_c1_PriceLevelSchedule = _c3_c1_o.PriceLevelSchedule
+                    if _c3_c1_PowerSchedule is not None:
+                        el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
+                        v <<= 1
+                        n += 1
+                        w.v = v; w.n = n
+                        _e_PowerScheduleType(w, _c3_c1_PowerSchedule)
+                        v = w.v; n = w.n
+                        _c3_c1_PowerSchedule = None
+                        _c3_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of PowerSchedule')
+                    if _c3_c1_s == 1:
+                        if _c3_c1_AbsolutePriceSchedule is not None:
+                            el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_AbsolutePriceScheduleType(w, _c3_c1_AbsolutePriceSchedule)
+                            v = w.v; n = w.n
+                            v <<= 1
+                            n += 1
+                            _c3_c1_AbsolutePriceSchedule = None
+                            if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
+                            _c3_c1_s = -1
+                        elif _c3_c1_PriceLevelSchedule is not None:
+                            el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_PriceLevelScheduleType(w, _c3_c1_PriceLevelSchedule)
+                            v = w.v; n = w.n
+                            v <<= 1
+                            n += 1
+                            _c3_c1_PriceLevelSchedule = None
+                            if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
+                            _c3_c1_s = -1
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
+                            _c3_c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c3_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of ScheduleTupleID')
+                if _c3_s == 2:
+                    if _c3_DischargingSchedule is not None:
+                        el = 'ScheduleTuple/DischargingSchedule'
+                        v <<= 2
+                        n += 2
+                        _c3_c2_o = _c3_DischargingSchedule
+                        _c3_c2_PowerSchedule = _c3_c2_o.PowerSchedule
+                        _c3_c2_AbsolutePriceSchedule = _c3_c2_o.AbsolutePriceSchedule
+                        _c3_c2_PriceLevelSchedule = _c3_c2_o.PriceLevelSchedule
+                        if _c3_c2_PowerSchedule is not None:
+                            el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                            v <<= 1
+                            n += 1
+                            w.v = v; w.n = n
+                            _e_PowerScheduleType(w, _c3_c2_PowerSchedule)
+                            v = w.v; n = w.n
+                            _c3_c2_PowerSchedule = None
+                            _c3_c2_s = 1
+                        else:
+                            raise EncodeError('missing content: expected one of PowerSchedule')
+                        if _c3_c2_s == 1:
+                            if _c3_c2_AbsolutePriceSchedule is not None:
+                                el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_AbsolutePriceScheduleType(w, _c3_c2_AbsolutePriceSchedule)
+                                v = w.v; n = w.n
+                                v <<= 1
+                                n += 1
+                                _c3_c2_AbsolutePriceSchedule = None
+                                if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
+                                _c3_c2_s = -1
+                            elif _c3_c2_PriceLevelSchedule is not None:
+                                el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_PriceLevelScheduleType(w, _c3_c2_PriceLevelSchedule)
+                                v = w.v; n = w.n
+                                v <<= 1
+                                n += 1
+                                _c3_c2_PriceLevelSchedule = None
+                                if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
+                                _c3_c2_s = -1
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
+                                _c3_c2_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_ScheduleTuple += 1
                 v <<= 1
                 n += 1

@@ -1791,53 +1791,9 @@ def _d_BodyType(r):
                     elif ec == 28:
                         el = 'ServiceDiscoveryRes'
                         _cf = 'ServiceDiscoveryRes'
-                        _c21_ResponseCode = None
-                        _c21_PaymentOptionList = None
-                        _c21_ChargeService = None
-                        _c21_ServiceList = None
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-                        el = 'ServiceDiscoveryRes/ResponseCode'
-                        _c21_ResponseCode = ((x >> 2) & 31)
-                        if _c21_ResponseCode >= 26: _c21_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c21_ResponseCode, 26, r.at(r.end - q))
-                        else: _c21_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c21_ResponseCode]
-                        el = 'ServiceDiscoveryRes/PaymentOptionList'
                         r.pos = r.end - q
-                        _c21_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
+                        _cv = _d_ServiceDiscoveryResType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-                        el = 'ServiceDiscoveryRes/ChargeService'
-                        r.pos = r.end - q
-                        _c21_ChargeService = c_iso2_msgdatatypes._d_ChargeServiceType(r)
-                        V = r.v; q = r.end - r.pos
-                        _c21_s = 3
-                        if _c21_s == 3:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
-                            if ec == 0:
-                                el = 'ServiceDiscoveryRes/ServiceList'
-                                r.pos = r.end - q
-                                _c21_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-                                _c21_s = -1
-                            elif ec == 1:
-                                pass
-                                _c21_s = -1
-                            else:
-                                raise r.deviation('ServiceDiscoveryResType', r.end - q)
-                        _cv = _new(iso2_msgbody.ServiceDiscoveryResType)
-                        _cv.ResponseCode = _c21_ResponseCode
-                        _cv.PaymentOptionList = _c21_PaymentOptionList
-                        _cv.ChargeService = _c21_ChargeService
-                        _cv.ServiceList = _c21_ServiceList
                         s = 1
                     elif ec == 29:
                         q -= 1
@@ -1852,14 +1808,14 @@ def _d_BodyType(r):
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
-                            _c22_EVCCID = b''
+                            _c21_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c22_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c22_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
-                            if len(_c22_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c22_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos
+                            if len(_c21_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c21_EVCCID, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
@@ -1867,32 +1823,32 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.SessionSetupReqType)
-                        _cv.EVCCID = _c22_EVCCID
+                        _cv.EVCCID = _c21_EVCCID
                         s = 1
                     elif ec == 30:
                         el = 'SessionSetupRes'
                         _cf = 'SessionSetupRes'
-                        _c23_ResponseCode = None
-                        _c23_EVSEID = None
-                        _c23_EVSETimeStamp = None
+                        _c22_ResponseCode = None
+                        _c22_EVSEID = None
+                        _c22_EVSETimeStamp = None
                         q -= 10
                         if q < 0: V, q = r.slideq(q, 10)
                         x = (V >> q) & 1023
                         if x & 775: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
-                        _c23_ResponseCode = ((x >> 3) & 31)
-                        if _c23_ResponseCode >= 26: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 26, r.at(r.end - q))
-                        else: _c23_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c23_ResponseCode]
+                        _c22_ResponseCode = ((x >> 3) & 31)
+                        if _c22_ResponseCode >= 26: _c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c22_ResponseCode, 26, r.at(r.end - q))
+                        else: _c22_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c22_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
                         r.pos = r.end - q
-                        _c23_EVSEID = r.string('iso2_msgbody:EVSEID')
-                        if len(_c23_EVSEID) < 7 or len(_c23_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c23_EVSEID, r.at(r.pos))
+                        _c22_EVSEID = r.string('iso2_msgbody:EVSEID')
+                        if len(_c22_EVSEID) < 7 or len(_c22_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c22_EVSEID, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('SessionSetupResType', r.end - q)
-                        _c23_s = 2
-                        if _c23_s == 2:
+                        _c22_s = 2
+                        if _c22_s == 2:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             ec = (V >> q) & 3
@@ -1907,35 +1863,35 @@ def _d_BodyType(r):
                                     _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
                                         q -= 8
-                                        _c23_EVSETimeStamp = _y >> 16
+                                        _c22_EVSETimeStamp = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c23_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        _c22_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                                     elif not _y & 128:
                                         q -= 24
-                                        _c23_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c22_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = r.end - q; _c23_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                                        r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
-                                    _c23_EVSETimeStamp = (V >> q) & 127
+                                    _c22_EVSETimeStamp = (V >> q) & 127
                                 else:
-                                    r.pos = r.end - q; _c23_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-                                if _neg: _c23_EVSETimeStamp = -_c23_EVSETimeStamp - 1
-                                if _c23_EVSETimeStamp < -9223372036854775808 or _c23_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c23_EVSETimeStamp, r.at(r.end - q))
-                                _c23_s = -1
+                                if _neg: _c22_EVSETimeStamp = -_c22_EVSETimeStamp - 1
+                                if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c22_EVSETimeStamp, r.at(r.end - q))
+                                _c22_s = -1
                             elif ec == 1:
                                 pass
-                                _c23_s = -1
+                                _c22_s = -1
                             else:
                                 raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(iso2_msgbody.SessionSetupResType)
-                        _cv.ResponseCode = _c23_ResponseCode
-                        _cv.EVSEID = _c23_EVSEID
-                        _cv.EVSETimeStamp = _c23_EVSETimeStamp
+                        _cv.ResponseCode = _c22_ResponseCode
+                        _cv.EVSEID = _c22_EVSEID
+                        _cv.EVSETimeStamp = _c22_EVSETimeStamp
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -1948,9 +1904,9 @@ def _d_BodyType(r):
                         el = 'SessionStopReq'
                         _cf = 'SessionStopReq'
                         el = 'SessionStopReq/ChargingSession'
-                        _c24_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 2) & 1)]
+                        _c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 2) & 1)]
                         _cv = _new(iso2_msgbody.SessionStopReqType)
-                        _cv.ChargingSession = _c24_ChargingSession
+                        _cv.ChargingSession = _c23_ChargingSession
                         s = 1
                     elif ec == 32:
                         q -= 9
@@ -1960,11 +1916,11 @@ def _d_BodyType(r):
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c25_ResponseCode = ((x >> 2) & 31)
-                        if _c25_ResponseCode >= 26: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 26, r.at(r.end - q))
-                        else: _c25_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c25_ResponseCode]
+                        _c24_ResponseCode = ((x >> 2) & 31)
+                        if _c24_ResponseCode >= 26: _c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c24_ResponseCode, 26, r.at(r.end - q))
+                        else: _c24_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c24_ResponseCode]
                         _cv = _new(iso2_msgbody.SessionStopResType)
-                        _cv.ResponseCode = _c25_ResponseCode
+                        _cv.ResponseCode = _c24_ResponseCode
                         s = 1
                     elif ec == 33:
                         q -= 24
@@ -1974,20 +1930,20 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                        _c26_c1_EVReady = ((x >> 20) & 1) == 1
+                        _c25_c1_EVReady = ((x >> 20) & 1) == 1
                         el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                        _c26_c1_EVErrorCode = ((x >> 13) & 15)
-                        if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
-                        else: _c26_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                        _c25_c1_EVErrorCode = ((x >> 13) & 15)
+                        if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
+                        else: _c25_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
                         el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                        _c26_c1_EVRESSSOC = ((x >> 3) & 127)
-                        if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(r.end - q))
-                        _c26_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
-                        _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
-                        _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
-                        _c26_DC_EVStatus.EVRESSSOC = _c26_c1_EVRESSSOC
+                        _c25_c1_EVRESSSOC = ((x >> 3) & 127)
+                        if _c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c25_c1_EVRESSSOC, r.at(r.end - q))
+                        _c25_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c25_DC_EVStatus.EVReady = _c25_c1_EVReady
+                        _c25_DC_EVStatus.EVErrorCode = _c25_c1_EVErrorCode
+                        _c25_DC_EVStatus.EVRESSSOC = _c25_c1_EVRESSSOC
                         _cv = _new(iso2_msgbody.WeldingDetectionReqType)
-                        _cv.DC_EVStatus = _c26_DC_EVStatus
+                        _cv.DC_EVStatus = _c25_DC_EVStatus
                         s = 1
                     elif ec == 34:
                         q -= 9
@@ -1997,14 +1953,14 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
-                        _c27_ResponseCode = ((x >> 2) & 31)
-                        if _c27_ResponseCode >= 26: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 26, r.at(r.end - q))
-                        else: _c27_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c27_ResponseCode]
+                        _c26_ResponseCode = ((x >> 2) & 31)
+                        if _c26_ResponseCode >= 26: _c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c26_ResponseCode, 26, r.at(r.end - q))
+                        else: _c26_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c26_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
-                        _c27_c1_NotificationMaxDelay = None
-                        _c27_c1_EVSENotification = None
-                        _c27_c1_EVSEIsolationStatus = None
-                        _c27_c1_EVSEStatusCode = None
+                        _c26_c1_NotificationMaxDelay = None
+                        _c26_c1_EVSENotification = None
+                        _c26_c1_EVSEIsolationStatus = None
+                        _c26_c1_EVSEStatusCode = None
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -2013,31 +1969,31 @@ def _d_BodyType(r):
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c27_c1_NotificationMaxDelay = _y >> 16
+                                _c26_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c26_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
                                 q -= 24
-                                _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c26_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c27_c1_NotificationMaxDelay = (V >> q) & 127
+                            _c26_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
                         x = (V >> q) & 63
                         if x & 57: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c27_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c27_c1_NotificationMaxDelay, r.at(r.end - q))
+                        if _c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c27_c1_EVSENotification = ((x >> 1) & 3)
-                        if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(r.end - q))
-                        else: _c27_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
-                        _c27_c1_s = 2
-                        if _c27_c1_s == 2:
+                        _c26_c1_EVSENotification = ((x >> 1) & 3)
+                        if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c26_c1_EVSENotification]
+                        _c26_c1_s = 2
+                        if _c26_c1_s == 2:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             ec = (V >> q) & 3
@@ -2047,80 +2003,80 @@ def _d_BodyType(r):
                                 x = (V >> q) & 4095
                                 if x & 2273: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c27_c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                                if _c27_c1_EVSEIsolationStatus >= 5: _c27_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c27_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                                else: _c27_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c27_c1_EVSEIsolationStatus]
+                                _c26_c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                                if _c26_c1_EVSEIsolationStatus >= 5: _c26_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c26_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                else: _c26_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c26_c1_EVSEIsolationStatus]
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                else: _c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
-                                _c27_c1_s = 4
+                                _c26_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
+                                _c26_c1_s = 4
                             elif ec == 1:
                                 q -= 6
                                 if q < 0: V, q = r.slideq(q, 6)
                                 x = (V >> q) & 63
                                 if x & 33: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                else: _c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
-                                _c27_c1_s = 4
+                                _c26_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
+                                _c26_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c27_c1_s == 4:
+                        if _c26_c1_s == 4:
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _c27_c1_s = -1
-                        _c27_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
-                        _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
-                        _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
-                        _c27_DC_EVSEStatus.EVSEIsolationStatus = _c27_c1_EVSEIsolationStatus
-                        _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
+                            _c26_c1_s = -1
+                        _c26_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                        _c26_DC_EVSEStatus.NotificationMaxDelay = _c26_c1_NotificationMaxDelay
+                        _c26_DC_EVSEStatus.EVSENotification = _c26_c1_EVSENotification
+                        _c26_DC_EVSEStatus.EVSEIsolationStatus = _c26_c1_EVSEIsolationStatus
+                        _c26_DC_EVSEStatus.EVSEStatusCode = _c26_c1_EVSEStatusCode
                         q -= 16
                         if q < 0: V, q = r.slideq(q, 16)
                         x = (V >> q) & 65535
                         if x & 58254: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c27_c2_Multiplier = ((x >> 10) & 7) + -3
-                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(r.end - q))
+                        _c26_c2_Multiplier = ((x >> 10) & 7) + -3
+                        if _c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c26_c2_Multiplier, r.at(r.end - q))
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                        _c27_c2_Unit = ((x >> 4) & 7)
-                        if _c27_c2_Unit >= 7: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 7, r.at(r.end - q))
-                        else: _c27_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c27_c2_Unit]
+                        _c26_c2_Unit = ((x >> 4) & 7)
+                        if _c26_c2_Unit >= 7: _c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c26_c2_Unit, 7, r.at(r.end - q))
+                        else: _c26_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c26_c2_Unit]
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c27_c2_Value = _y >> 16
+                                _c26_c2_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                             elif not _y & 128:
                                 q -= 24
-                                _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c26_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c27_c2_Value = (V >> q) & 127
+                            _c26_c2_Value = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
-                        if _neg: _c27_c2_Value = -_c27_c2_Value - 1
-                        if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
-                        _c27_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
-                        _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
-                        _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
-                        _c27_EVSEPresentVoltage.Value = _c27_c2_Value
+                        if _neg: _c26_c2_Value = -_c26_c2_Value - 1
+                        if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
+                        _c26_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c26_EVSEPresentVoltage.Multiplier = _c26_c2_Multiplier
+                        _c26_EVSEPresentVoltage.Unit = _c26_c2_Unit
+                        _c26_EVSEPresentVoltage.Value = _c26_c2_Value
                         _cv = _new(iso2_msgbody.WeldingDetectionResType)
-                        _cv.ResponseCode = _c27_ResponseCode
-                        _cv.DC_EVSEStatus = _c27_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c27_EVSEPresentVoltage
+                        _cv.ResponseCode = _c26_ResponseCode
+                        _cv.DC_EVSEStatus = _c26_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c26_EVSEPresentVoltage
                         s = 1
                     elif ec == 35:
                         pass
@@ -3325,63 +3281,24 @@ def _e_BodyType(w, o):
             el = 'ServiceDiscoveryRes'
             v = (v << 6) | 28
             n += 6
-            _c21_o = v_ServiceDiscoveryRes
-            _c21_ResponseCode = _c21_o.ResponseCode
-            _c21_PaymentOptionList = _c21_o.PaymentOptionList
-            _c21_ChargeService = _c21_o.ChargeService
-            _c21_ServiceList = _c21_o.ServiceList
-            if _c21_ResponseCode is not None:
-                el = 'ServiceDiscoveryRes/ResponseCode'
-                _c21_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
-                if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c21_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
-                el = 'ServiceDiscoveryRes/PaymentOptionList'
-                v = (v << 9) | (_c21_i1 << 2)
-                n += 9
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_PaymentOptionListType(w, _c21_PaymentOptionList)
-                v = w.v; n = w.n
-                if not (_c21_ChargeService is not None): raise EncodeError('missing content: ChargeService')
-                el = 'ServiceDiscoveryRes/ChargeService'
-                v <<= 1
-                n += 1
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_ChargeServiceType(w, _c21_ChargeService)
-                v = w.v; n = w.n
-                _c21_s = 3
-            else:
-                raise EncodeError('missing content: expected one of ResponseCode')
-            if _c21_s == 3:
-                if _c21_ServiceList is not None:
-                    el = 'ServiceDiscoveryRes/ServiceList'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ServiceListType(w, _c21_ServiceList)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c21_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c21_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            _e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
+            v = w.v; n = w.n
             v <<= 1
             n += 1
             if o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_SessionSetupReq := o.SessionSetupReq) is not None:
             el = 'SessionSetupReq'
             _o = v_SessionSetupReq
-            _c22_EVCCID = _o.EVCCID
-            if not (_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+            _c21_EVCCID = _o.EVCCID
+            if not (_c21_EVCCID is not None): raise EncodeError('missing content: EVCCID')
             el = 'SessionSetupReq/EVCCID'
             v = (v << 8) | (29 << 2)
             n += 8
-            if len(_c22_EVCCID) > 6: raise EncodeError(f'length {len(_c22_EVCCID)} outside [0, 6]')
-            _l = len(_c22_EVCCID)
-            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
+            if len(_c21_EVCCID) > 6: raise EncodeError(f'length {len(_c21_EVCCID)} outside [0, 6]')
+            _l = len(_c21_EVCCID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c21_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c21_EVCCID); v = w.v; n = w.n
             v <<= 3
             n += 3
             if o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3389,47 +3306,47 @@ def _e_BodyType(w, o):
             el = 'SessionSetupRes'
             v = (v << 6) | 30
             n += 6
-            _c23_o = v_SessionSetupRes
-            _c23_ResponseCode = _c23_o.ResponseCode
-            _c23_EVSEID = _c23_o.EVSEID
-            _c23_EVSETimeStamp = _c23_o.EVSETimeStamp
-            if _c23_ResponseCode is not None:
+            _c22_o = v_SessionSetupRes
+            _c22_ResponseCode = _c22_o.ResponseCode
+            _c22_EVSEID = _c22_o.EVSEID
+            _c22_EVSETimeStamp = _c22_o.EVSETimeStamp
+            if _c22_ResponseCode is not None:
                 el = 'SessionSetupRes/ResponseCode'
-                _c23_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
-                if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                _c22_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c22_ResponseCode)
+                if _c22_i1 is None: raise EncodeError(f'{_c22_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c22_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                 el = 'SessionSetupRes/EVSEID'
-                v = (v << 10) | (_c23_i1 << 3)
+                v = (v << 10) | (_c22_i1 << 3)
                 n += 10
-                if len(_c23_EVSEID) < 7 or len(_c23_EVSEID) > 37: raise EncodeError(f'length {len(_c23_EVSEID)} outside [7, 37]')
-                _l = len(_c23_EVSEID)
-                if _l < 126 and _c23_EVSEID.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c23_EVSEID.encode(), 'big')
+                if len(_c22_EVSEID) < 7 or len(_c22_EVSEID) > 37: raise EncodeError(f'length {len(_c22_EVSEID)} outside [7, 37]')
+                _l = len(_c22_EVSEID)
+                if _l < 126 and _c22_EVSEID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c22_EVSEID.encode(), 'big')
                     n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c23_EVSEID); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.string(_c22_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c23_s = 2
+                _c22_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c23_s == 2:
-                if _c23_EVSETimeStamp is not None:
+            if _c22_s == 2:
+                if _c22_EVSETimeStamp is not None:
                     el = 'SessionSetupRes/EVSETimeStamp'
-                    if _c23_EVSETimeStamp < -9223372036854775808 or _c23_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c23_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c23_EVSETimeStamp < 0)
+                    if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c22_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c22_EVSETimeStamp < 0)
                     n += 4
-                    _m = (-_c23_EVSETimeStamp - 1 if _c23_EVSETimeStamp < 0 else _c23_EVSETimeStamp)
+                    _m = (-_c22_EVSETimeStamp - 1 if _c22_EVSETimeStamp < 0 else _c22_EVSETimeStamp)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c23_s = -1
+                    _c22_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c23_s = -1
+                    _c22_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3437,137 +3354,137 @@ def _e_BodyType(w, o):
         elif (v_SessionStopReq := o.SessionStopReq) is not None:
             el = 'SessionStopReq'
             _o = v_SessionStopReq
-            _c24_ChargingSession = _o.ChargingSession
-            if not (_c24_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
+            _c23_ChargingSession = _o.ChargingSession
+            if not (_c23_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
             el = 'SessionStopReq/ChargingSession'
-            _c24_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c24_ChargingSession)
-            if _c24_i1 is None: raise EncodeError(f'{_c24_ChargingSession!r} is not one of the enumeration chargingSessionType')
-            v = (v << 12) | (31 << 6) | (_c24_i1 << 3)
+            _c23_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c23_ChargingSession)
+            if _c23_i1 is None: raise EncodeError(f'{_c23_ChargingSession!r} is not one of the enumeration chargingSessionType')
+            v = (v << 12) | (31 << 6) | (_c23_i1 << 3)
             n += 12
             if o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_SessionStopRes := o.SessionStopRes) is not None:
             el = 'SessionStopRes'
             _o = v_SessionStopRes
-            _c25_ResponseCode = _o.ResponseCode
-            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c24_ResponseCode = _o.ResponseCode
+            if not (_c24_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'SessionStopRes/ResponseCode'
-            _c25_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
-            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 16) | (32 << 10) | (_c25_i1 << 3)
+            _c24_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c24_ResponseCode)
+            if _c24_i1 is None: raise EncodeError(f'{_c24_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 16) | (32 << 10) | (_c24_i1 << 3)
             n += 16
             if o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_WeldingDetectionReq := o.WeldingDetectionReq) is not None:
             el = 'WeldingDetectionReq'
             _o = v_WeldingDetectionReq
-            _c26_DC_EVStatus = _o.DC_EVStatus
-            if not (_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c25_DC_EVStatus = _o.DC_EVStatus
+            if not (_c25_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'WeldingDetectionReq/DC_EVStatus'
-            _o = _c26_DC_EVStatus
-            _c26_c1_EVReady = _o.EVReady
-            _c26_c1_EVErrorCode = _o.EVErrorCode
-            _c26_c1_EVRESSSOC = _o.EVRESSSOC
-            if not (_c26_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+            _o = _c25_DC_EVStatus
+            _c25_c1_EVReady = _o.EVReady
+            _c25_c1_EVErrorCode = _o.EVErrorCode
+            _c25_c1_EVRESSSOC = _o.EVRESSSOC
+            if not (_c25_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
             el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-            if _c26_c1_EVReady is not True and _c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVReady!r}')
-            if not (_c26_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            if _c25_c1_EVReady is not True and _c25_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVReady!r}')
+            if not (_c25_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-            _c26_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
-            if _c26_c1_i1 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-            if not (_c26_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            _c25_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c25_c1_EVErrorCode)
+            if _c25_c1_i1 is None: raise EncodeError(f'{_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c25_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-            if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
-            v = (v << 31) | (33 << 25) | (_c26_c1_EVReady << 21) | (_c26_c1_i1 << 14) | (_c26_c1_EVRESSSOC << 4)
+            if not 0 <= _c25_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c25_c1_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 31) | (33 << 25) | (_c25_c1_EVReady << 21) | (_c25_c1_i1 << 14) | (_c25_c1_EVRESSSOC << 4)
             n += 31
             if o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_WeldingDetectionRes := o.WeldingDetectionRes) is not None:
             el = 'WeldingDetectionRes'
             _o = v_WeldingDetectionRes
-            _c27_ResponseCode = _o.ResponseCode
-            _c27_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c26_ResponseCode = _o.ResponseCode
+            _c26_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c26_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c26_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'WeldingDetectionRes/ResponseCode'
-            _c27_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c27_ResponseCode)
-            if _c27_i1 is None: raise EncodeError(f'{_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            _c26_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c26_ResponseCode)
+            if _c26_i1 is None: raise EncodeError(f'{_c26_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c26_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'WeldingDetectionRes/DC_EVSEStatus'
-            v = (v << 15) | (34 << 9) | (_c27_i1 << 2)
+            v = (v << 15) | (34 << 9) | (_c26_i1 << 2)
             n += 15
-            _c27_c2_o = _c27_DC_EVSEStatus
-            _c27_c2_NotificationMaxDelay = _c27_c2_o.NotificationMaxDelay
-            _c27_c2_EVSENotification = _c27_c2_o.EVSENotification
-            _c27_c2_EVSEIsolationStatus = _c27_c2_o.EVSEIsolationStatus
-            _c27_c2_EVSEStatusCode = _c27_c2_o.EVSEStatusCode
-            if _c27_c2_NotificationMaxDelay is not None:
+            _c26_c2_o = _c26_DC_EVSEStatus
+            _c26_c2_NotificationMaxDelay = _c26_c2_o.NotificationMaxDelay
+            _c26_c2_EVSENotification = _c26_c2_o.EVSENotification
+            _c26_c2_EVSEIsolationStatus = _c26_c2_o.EVSEIsolationStatus
+            _c26_c2_EVSEStatusCode = _c26_c2_o.EVSEStatusCode
+            if _c26_c2_NotificationMaxDelay is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                if _c27_c2_NotificationMaxDelay < 0 or _c27_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c27_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                if _c26_c2_NotificationMaxDelay < 0 or _c26_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c26_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c27_c2_NotificationMaxDelay < 128: v = (v << 8) | _c27_c2_NotificationMaxDelay; n += 8
-                elif _c27_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c27_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c27_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c27_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c27_c2_NotificationMaxDelay & 127) << 16) | (((_c27_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c27_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c27_c2_NotificationMaxDelay); v = w.v; n = w.n
-                if not (_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                if _c26_c2_NotificationMaxDelay < 128: v = (v << 8) | _c26_c2_NotificationMaxDelay; n += 8
+                elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c26_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c26_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c26_c2_NotificationMaxDelay & 127) << 16) | (((_c26_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c26_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                _c27_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c27_c2_EVSENotification)
-                if _c27_c2_i1 is None: raise EncodeError(f'{_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c27_c2_i1 << 1)
+                _c26_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c26_c2_EVSENotification)
+                if _c26_c2_i1 is None: raise EncodeError(f'{_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c26_c2_i1 << 1)
                 n += 6
-                _c27_c2_NotificationMaxDelay = None
-                _c27_c2_EVSENotification = None
-                _c27_c2_s = 2
+                _c26_c2_NotificationMaxDelay = None
+                _c26_c2_EVSENotification = None
+                _c26_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c27_c2_s == 2:
-                if _c27_c2_EVSEIsolationStatus is not None:
+            if _c26_c2_s == 2:
+                if _c26_c2_EVSEIsolationStatus is not None:
                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                    _c27_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c27_c2_EVSEIsolationStatus)
-                    if _c27_c2_i2 is None: raise EncodeError(f'{_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    _c26_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c26_c2_EVSEIsolationStatus)
+                    if _c26_c2_i2 is None: raise EncodeError(f'{_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c27_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
-                    if _c27_c2_i3 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c27_c2_i2 << 8) | (_c27_c2_i3 << 1)
+                    _c26_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
+                    if _c26_c2_i3 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c26_c2_i2 << 8) | (_c26_c2_i3 << 1)
                     n += 14
-                    _c27_c2_EVSEIsolationStatus = None
-                    _c27_c2_EVSEStatusCode = None
-                    _c27_c2_s = 4
-                elif _c27_c2_EVSEStatusCode is not None:
+                    _c26_c2_EVSEIsolationStatus = None
+                    _c26_c2_EVSEStatusCode = None
+                    _c26_c2_s = 4
+                elif _c26_c2_EVSEStatusCode is not None:
                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c27_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
-                    if _c27_c2_i4 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c27_c2_i4 << 1)
+                    _c26_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
+                    if _c26_c2_i4 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c26_c2_i4 << 1)
                     n += 8
-                    _c27_c2_EVSEStatusCode = None
-                    _c27_c2_s = 4
+                    _c26_c2_EVSEStatusCode = None
+                    _c26_c2_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c27_c2_s == 4:
+            if _c26_c2_s == 4:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c27_c2_NotificationMaxDelay is not None or _c27_c2_EVSENotification is not None or _c27_c2_EVSEIsolationStatus is not None or _c27_c2_EVSEStatusCode is not None: raise _leftover(_c27_c2_o)
-                    _c27_c2_s = -1
+                    if _c26_c2_NotificationMaxDelay is not None or _c26_c2_EVSENotification is not None or _c26_c2_EVSEIsolationStatus is not None or _c26_c2_EVSEStatusCode is not None: raise _leftover(_c26_c2_o)
+                    _c26_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            if not (_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
-            _o = _c27_EVSEPresentVoltage
-            _c27_c3_Multiplier = _o.Multiplier
-            _c27_c3_Unit = _o.Unit
-            _c27_c3_Value = _o.Value
-            if not (_c27_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _o = _c26_EVSEPresentVoltage
+            _c26_c3_Multiplier = _o.Multiplier
+            _c26_c3_Unit = _o.Unit
+            _c26_c3_Value = _o.Value
+            if not (_c26_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-            if not -3 <= _c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c27_c3_Multiplier!r} outside [-3, 3]')
-            if not (_c27_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c26_c3_Multiplier <= 3: raise EncodeError(f'value {_c26_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c26_c3_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-            _c27_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c27_c3_Unit)
-            if _c27_c3_i1 is None: raise EncodeError(f'{_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c27_c3_Value is not None): raise EncodeError('missing content: Value')
+            _c26_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c26_c3_Unit)
+            if _c26_c3_i1 is None: raise EncodeError(f'{_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c26_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-            if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c27_c3_Multiplier - -3) << 10) | (_c27_c3_i1 << 4) | (_c27_c3_Value < 0)
+            if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c26_c3_Multiplier - -3) << 10) | (_c26_c3_i1 << 4) | (_c26_c3_Value < 0)
             n += 16
-            _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
+            _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
@@ -11113,9 +11030,134 @@ def _d_ServiceDiscoveryResType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ChargeService'
-        r.pos = r.end - q
-        f_ChargeService = c_iso2_msgdatatypes._d_ChargeServiceType(r)
-        V = r.v; q = r.end - r.pos
+        _c1_ServiceID = None
+        _c1_ServiceName = None
+        _c1_ServiceCategory = None
+        _c1_ServiceScope = None
+        _c1_FreeService = None
+        _c1_SupportedEnergyTransferMode = None
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ChargeServiceType', r.end - q)
+        el = 'ChargeService/ServiceID'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                q -= 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_ServiceID = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
+        if _c1_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
+        _c1_s = 1
+        if _c1_s == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'ChargeService/ServiceName'
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                    _c1_ServiceName = ''
+                else:
+                    r.pos = r.end - q
+                    _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                    if len(_c1_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 25: raise r.deviation('ChargeServiceType', r.end - q)
+                el = 'ChargeService/ServiceCategory'
+                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            elif ec == 1:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('ChargeServiceType', r.end - q)
+                el = 'ChargeService/ServiceCategory'
+                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            else:
+                raise r.deviation('ChargeServiceType', r.end - q)
+        if _c1_s == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'ChargeService/ServiceScope'
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1:
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                    _c1_ServiceScope = ''
+                else:
+                    r.pos = r.end - q
+                    _c1_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                    if len(_c1_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', _c1_ServiceScope, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 13: raise r.deviation('ChargeServiceType', r.end - q)
+                el = 'ChargeService/FreeService'
+                _c1_FreeService = ((x >> 1) & 1) == 1
+                _c1_s = 5
+            elif ec == 1:
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 5: raise r.deviation('ChargeServiceType', r.end - q)
+                el = 'ChargeService/FreeService'
+                _c1_FreeService = ((x >> 1) & 1) == 1
+                _c1_s = 5
+            else:
+                raise r.deviation('ChargeServiceType', r.end - q)
+        if _c1_s == 5:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
+            el = 'ChargeService/SupportedEnergyTransferMode'
+            r.pos = r.end - q
+            _c1_SupportedEnergyTransferMode = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
+            _c1_s = -1
+        f_ChargeService = _new(iso2_msgdatatypes.ChargeServiceType)
+        f_ChargeService.ServiceID = _c1_ServiceID
+        f_ChargeService.ServiceName = _c1_ServiceName
+        f_ChargeService.ServiceCategory = _c1_ServiceCategory
+        f_ChargeService.ServiceScope = _c1_ServiceScope
+        f_ChargeService.FreeService = _c1_FreeService
+        f_ChargeService.SupportedEnergyTransferMode = _c1_SupportedEnergyTransferMode
         s = 3
         if s == 3:
             q -= 2
@@ -11170,9 +11212,102 @@ def _e_ServiceDiscoveryResType(w, o):
             el = 'ChargeService'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_ChargeServiceType(w, v_ChargeService)
-            v = w.v; n = w.n
+            _c2_o = v_ChargeService
+            _c2_ServiceID = _c2_o.ServiceID
+            _c2_ServiceName = _c2_o.ServiceName
+            _c2_ServiceCategory = _c2_o.ServiceCategory
+            _c2_ServiceScope = _c2_o.ServiceScope
+            _c2_FreeService = _c2_o.FreeService
+            _c2_SupportedEnergyTransferMode = _c2_o.SupportedEnergyTransferMode
+            if _c2_ServiceID is not None:
+                el = 'ChargeService/ServiceID'
+                if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
+                elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
+                elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_ServiceID = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c2_s == 1:
+                if _c2_ServiceName is not None:
+                    el = 'ChargeService/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c2_ServiceName) > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
+                    _l = len(_c2_ServiceName)
+                    if _l < 126 and _c2_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_ServiceName); v = w.v; n = w.n
+                    if not (_c2_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'ChargeService/ServiceCategory'
+                    _c2_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c2_i1 << 1)
+                    n += 6
+                    _c2_ServiceName = None
+                    _c2_ServiceCategory = None
+                    _c2_s = 3
+                elif _c2_ServiceCategory is not None:
+                    el = 'ChargeService/ServiceCategory'
+                    _c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
+                    if _c2_i2 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c2_i2 << 1)
+                    n += 6
+                    _c2_ServiceCategory = None
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c2_s == 3:
+                if _c2_ServiceScope is not None:
+                    el = 'ChargeService/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c2_ServiceScope) > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
+                    _l = len(_c2_ServiceScope)
+                    if _l < 126 and _c2_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_ServiceScope); v = w.v; n = w.n
+                    if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    el = 'ChargeService/FreeService'
+                    if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                    v = (v << 5) | (_c2_FreeService << 1)
+                    n += 5
+                    _c2_ServiceScope = None
+                    _c2_FreeService = None
+                    _c2_s = 5
+                elif _c2_FreeService is not None:
+                    el = 'ChargeService/FreeService'
+                    if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                    v = (v << 5) | (1 << 3) | (_c2_FreeService << 1)
+                    n += 5
+                    _c2_FreeService = None
+                    _c2_s = 5
+                else:
+                    raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+            if _c2_s == 5:
+                if _c2_SupportedEnergyTransferMode is not None:
+                    el = 'ChargeService/SupportedEnergyTransferMode'
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SupportedEnergyTransferModeType(w, _c2_SupportedEnergyTransferMode)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_SupportedEnergyTransferMode = None
+                    if _c2_ServiceID is not None or _c2_ServiceName is not None or _c2_ServiceCategory is not None or _c2_ServiceScope is not None or _c2_FreeService is not None or _c2_SupportedEnergyTransferMode is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')

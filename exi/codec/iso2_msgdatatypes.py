@@ -5812,9 +5812,139 @@ def _d_PMaxScheduleType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PMaxScheduleType', r.end - q)
         el = 'PMaxScheduleEntry'
-        r.pos = r.end - q
-        _v = _d_PMaxScheduleEntryType(r)
-        V = r.v; q = r.end - r.pos
+        _c1_RelativeTimeInterval = None
+        _c1_TimeInterval = None
+        _c1_PMax = None
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
+        if ec == 0:
+            el = 'PMaxScheduleEntry/RelativeTimeInterval'
+            _c1_c1_start = None
+            _c1_c1_duration = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c1_c1_start = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    q -= 24
+                    _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_c1_start = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c1_start, r.at(r.end - q))
+            _c1_c1_s = 1
+            if _c1_c1_s == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
+                if ec == 0:
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c1_c1_duration = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            q -= 24
+                            _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c1_c1_duration = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c1_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_c1_duration, r.at(r.end - q))
+                    _c1_c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_c1_s = -1
+                else:
+                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _c1_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+            _c1_RelativeTimeInterval.start = _c1_c1_start
+            _c1_RelativeTimeInterval.duration = _c1_c1_duration
+            _c1_s = 1
+        elif ec == 1:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            el = 'PMaxScheduleEntry/TimeInterval'
+            _c1_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
+            _c1_s = 1
+        else:
+            raise r.deviation('PMaxScheduleEntryType', r.end - q)
+        if _c1_s == 1:
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 58254: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            el = 'PMaxScheduleEntry/PMax/Multiplier'
+            _c1_c3_Multiplier = ((x >> 10) & 7) + -3
+            if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(r.end - q))
+            el = 'PMaxScheduleEntry/PMax/Unit'
+            _c1_c3_Unit = ((x >> 4) & 7)
+            if _c1_c3_Unit >= 7: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 7, r.at(r.end - q))
+            else: _c1_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c3_Unit]
+            el = 'PMaxScheduleEntry/PMax/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c1_c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    q -= 24
+                    _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+            if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
+            _c1_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
+            _c1_PMax.Multiplier = _c1_c3_Multiplier
+            _c1_PMax.Unit = _c1_c3_Unit
+            _c1_PMax.Value = _c1_c3_Value
+            _c1_s = -1
+        _v = _new(iso2_msgdatatypes.PMaxScheduleEntryType)
+        _v.RelativeTimeInterval = _c1_RelativeTimeInterval
+        _v.TimeInterval = _c1_TimeInterval
+        _v.PMax = _c1_PMax
         f_PMaxScheduleEntry.append(_v)
         s = 1
         if s == 1:
@@ -5825,9 +5955,139 @@ def _d_PMaxScheduleType(r):
                 ec = (V >> q) & 3
                 if ec == 0:
                     el = 'PMaxScheduleEntry'
-                    r.pos = r.end - q
-                    _v = _d_PMaxScheduleEntryType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c2_RelativeTimeInterval = None
+                    _c2_TimeInterval = None
+                    _c2_PMax = None
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                        _c2_c1_start = None
+                        _c2_c1_duration = None
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c1_start = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c1_start = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        if _c2_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c2_c1_start, r.at(r.end - q))
+                        _c2_c1_s = 1
+                        if _c2_c1_s == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
+                            if ec == 0:
+                                q -= 1
+                                if q < 0: V, q = r.slideq(q, 1)
+                                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
+                                        q -= 8
+                                        _c2_c1_duration = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c1_duration = (V >> q) & 127
+                                else:
+                                    r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                                if _c2_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c2_c1_duration, r.at(r.end - q))
+                                _c2_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c2_c1_s = -1
+                            else:
+                                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        _c2_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+                        _c2_RelativeTimeInterval.start = _c2_c1_start
+                        _c2_RelativeTimeInterval.duration = _c2_c1_duration
+                        _c2_s = 1
+                    elif ec == 1:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                        el = 'PMaxScheduleEntry/TimeInterval'
+                        _c2_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
+                        _c2_s = 1
+                    else:
+                        raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                    if _c2_s == 1:
+                        q -= 16
+                        if q < 0: V, q = r.slideq(q, 16)
+                        x = (V >> q) & 65535
+                        if x & 58254: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                        el = 'PMaxScheduleEntry/PMax/Multiplier'
+                        _c2_c3_Multiplier = ((x >> 10) & 7) + -3
+                        if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
+                        el = 'PMaxScheduleEntry/PMax/Unit'
+                        _c2_c3_Unit = ((x >> 4) & 7)
+                        if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(r.end - q))
+                        else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
+                        el = 'PMaxScheduleEntry/PMax/Value'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c3_Value = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                        if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
+                        _c2_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c2_PMax.Multiplier = _c2_c3_Multiplier
+                        _c2_PMax.Unit = _c2_c3_Unit
+                        _c2_PMax.Value = _c2_c3_Value
+                        _c2_s = -1
+                    _v = _new(iso2_msgdatatypes.PMaxScheduleEntryType)
+                    _v.RelativeTimeInterval = _c2_RelativeTimeInterval
+                    _v.TimeInterval = _c2_TimeInterval
+                    _v.PMax = _c2_PMax
                     f_PMaxScheduleEntry.append(_v)
                     _k += 1
                     if _k == 1023:
@@ -5864,9 +6124,92 @@ def _e_PMaxScheduleType(w, o):
             el = 'PMaxScheduleEntry'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
-            v = w.v; n = w.n
+            _c1_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
+            _c1_RelativeTimeInterval = _c1_o.RelativeTimeInterval
+            _c1_TimeInterval = _c1_o.TimeInterval
+            _c1_PMax = _c1_o.PMax
+            if _c1_RelativeTimeInterval is not None:
+                el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                v <<= 2
+                n += 2
+                _c1_c1_o = _c1_RelativeTimeInterval
+                _c1_c1_start = _c1_c1_o.start
+                _c1_c1_duration = _c1_c1_o.duration
+                if _c1_c1_start is not None:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                    if _c1_c1_start < 0 or _c1_c1_start > 16777214: raise EncodeError(f'value {_c1_c1_start!r} outside [0, 16777214]')
+                    v <<= 2
+                    n += 2
+                    if _c1_c1_start < 128: v = (v << 8) | _c1_c1_start; n += 8
+                    elif _c1_c1_start < 16384: v = (v << 16) | ((_c1_c1_start & 127) << 8) | 32768 | (_c1_c1_start >> 7); n += 16
+                    elif _c1_c1_start < 2097152: v = (v << 24) | ((_c1_c1_start & 127) << 16) | (((_c1_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_c1_start >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of start')
+                if _c1_c1_s == 1:
+                    if _c1_c1_duration is not None:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                        if _c1_c1_duration < 0 or _c1_c1_duration > 86400: raise EncodeError(f'value {_c1_c1_duration!r} outside [0, 86400]')
+                        v <<= 3
+                        n += 3
+                        if _c1_c1_duration < 128: v = (v << 8) | _c1_c1_duration; n += 8
+                        elif _c1_c1_duration < 16384: v = (v << 16) | ((_c1_c1_duration & 127) << 8) | 32768 | (_c1_c1_duration >> 7); n += 16
+                        elif _c1_c1_duration < 2097152: v = (v << 24) | ((_c1_c1_duration & 127) << 16) | (((_c1_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_c1_duration >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c1_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c1_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                _c1_RelativeTimeInterval = None
+                _c1_s = 1
+            elif _c1_TimeInterval is not None:
+                el = 'PMaxScheduleEntry/TimeInterval'
+                _o = _c1_TimeInterval
+                v = (v << 3) | (1 << 1)
+                n += 3
+                _c1_TimeInterval = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+            if _c1_s == 1:
+                if _c1_PMax is not None:
+                    el = 'PMaxScheduleEntry/PMax'
+                    _o = _c1_PMax
+                    _c1_c3_Multiplier = _o.Multiplier
+                    _c1_c3_Unit = _o.Unit
+                    _c1_c3_Value = _o.Value
+                    if not (_c1_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'PMaxScheduleEntry/PMax/Multiplier'
+                    if not -3 <= _c1_c3_Multiplier <= 3: raise EncodeError(f'value {_c1_c3_Multiplier!r} outside [-3, 3]')
+                    if not (_c1_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'PMaxScheduleEntry/PMax/Unit'
+                    _c1_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_c3_Unit)
+                    if _c1_c3_i1 is None: raise EncodeError(f'{_c1_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c1_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'PMaxScheduleEntry/PMax/Value'
+                    if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: raise EncodeError(f'value {_c1_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c1_c3_Multiplier - -3) << 10) | (_c1_c3_i1 << 4) | (_c1_c3_Value < 0)
+                    n += 16
+                    _m = (-_c1_c3_Value - 1 if _c1_c3_Value < 0 else _c1_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c1_PMax = None
+                    if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PMax')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_PMaxScheduleEntry += 1
             s = 1
         else:
@@ -5878,9 +6221,92 @@ def _e_PMaxScheduleType(w, o):
                     el = 'PMaxScheduleEntry'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
-                    v = w.v; n = w.n
+                    _c2_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
+                    _c2_RelativeTimeInterval = _c2_o.RelativeTimeInterval
+                    _c2_TimeInterval = _c2_o.TimeInterval
+                    _c2_PMax = _c2_o.PMax
+                    if _c2_RelativeTimeInterval is not None:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                        v <<= 2
+                        n += 2
+                        _c2_c1_o = _c2_RelativeTimeInterval
+                        _c2_c1_start = _c2_c1_o.start
+                        _c2_c1_duration = _c2_c1_o.duration
+                        if _c2_c1_start is not None:
+                            el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                            if _c2_c1_start < 0 or _c2_c1_start > 16777214: raise EncodeError(f'value {_c2_c1_start!r} outside [0, 16777214]')
+                            v <<= 2
+                            n += 2
+                            if _c2_c1_start < 128: v = (v << 8) | _c2_c1_start; n += 8
+                            elif _c2_c1_start < 16384: v = (v << 16) | ((_c2_c1_start & 127) << 8) | 32768 | (_c2_c1_start >> 7); n += 16
+                            elif _c2_c1_start < 2097152: v = (v << 24) | ((_c2_c1_start & 127) << 16) | (((_c2_c1_start >> 7) & 127) << 8) | 8421376 | (_c2_c1_start >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = w.v; n = w.n
+                            v <<= 1
+                            n += 1
+                            _c2_c1_s = 1
+                        else:
+                            raise EncodeError('missing content: expected one of start')
+                        if _c2_c1_s == 1:
+                            if _c2_c1_duration is not None:
+                                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                                if _c2_c1_duration < 0 or _c2_c1_duration > 86400: raise EncodeError(f'value {_c2_c1_duration!r} outside [0, 86400]')
+                                v <<= 3
+                                n += 3
+                                if _c2_c1_duration < 128: v = (v << 8) | _c2_c1_duration; n += 8
+                                elif _c2_c1_duration < 16384: v = (v << 16) | ((_c2_c1_duration & 127) << 8) | 32768 | (_c2_c1_duration >> 7); n += 16
+                                elif _c2_c1_duration < 2097152: v = (v << 24) | ((_c2_c1_duration & 127) << 16) | (((_c2_c1_duration >> 7) & 127) << 8) | 8421376 | (_c2_c1_duration >> 14); n += 24
+                                else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = w.v; n = w.n
+                                v <<= 2
+                                n += 2
+                                _c2_c1_s = -1
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                _c2_c1_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                        _c2_RelativeTimeInterval = None
+                        _c2_s = 1
+                    elif _c2_TimeInterval is not None:
+                        el = 'PMaxScheduleEntry/TimeInterval'
+                        _o = _c2_TimeInterval
+                        v = (v << 3) | (1 << 1)
+                        n += 3
+                        _c2_TimeInterval = None
+                        _c2_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+                    if _c2_s == 1:
+                        if _c2_PMax is not None:
+                            el = 'PMaxScheduleEntry/PMax'
+                            _o = _c2_PMax
+                            _c2_c3_Multiplier = _o.Multiplier
+                            _c2_c3_Unit = _o.Unit
+                            _c2_c3_Value = _o.Value
+                            if not (_c2_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                            el = 'PMaxScheduleEntry/PMax/Multiplier'
+                            if not -3 <= _c2_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c3_Multiplier!r} outside [-3, 3]')
+                            if not (_c2_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                            el = 'PMaxScheduleEntry/PMax/Unit'
+                            _c2_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c3_Unit)
+                            if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                            if not (_c2_c3_Value is not None): raise EncodeError('missing content: Value')
+                            el = 'PMaxScheduleEntry/PMax/Value'
+                            if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
+                            v = (v << 16) | ((_c2_c3_Multiplier - -3) << 10) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
+                            n += 16
+                            _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
+                            if _m < 128: v = (v << 8) | _m; n += 8
+                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            v <<= 3
+                            n += 3
+                            _c2_PMax = None
+                            if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                        else:
+                            raise EncodeError('missing content: expected one of PMax')
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_PMaxScheduleEntry += 1
                     _k += 1
                     if _k == 1023:

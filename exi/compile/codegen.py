@@ -973,7 +973,7 @@ class CodecWriter:
         return [("fix", 1, [], "0"), *self.enc_value_ops(t, expr), ("fix", 1, [], "0")]
 
     SMALL_FIELDS = 6  # inline a branching type of at most this many fields ...
-    SMALL_LINES = 120  # ... whose decoder and encoder bodies are at most this long
+    SMALL_LINES = 140  # ... whose decoder and encoder bodies are at most this long
 
     def _small(self, info: TypeInfo) -> bool:
         """A type that branches (optional fields, a choice) but is small and runs one pass over its states
