@@ -152,8 +152,18 @@ class Reader:
         return (self.v >> (self.end - p)) & ((1 << n) - 1)
 
     def uint(self) -> int:
-        at = self.base + self.pos
-        v, end, p = self.v, self.end, self.pos
+        p = self.pos
+        end = self.end
+        if p + 16 <= end:  # one or two octets (generated code calls here near a window's end)
+            y = (self.v >> (end - p - 16)) & 0xFFFF
+            if y < 0x8000:
+                self.pos = p + 8
+                return y >> 8
+            if not y & 0x80:
+                self.pos = p + 16
+                return ((y >> 8) & 0x7F) | ((y & 0x7F) << 7)
+        at = self.base + p
+        v = self.v
         result = 0
         shift = 0
         while True:

@@ -81,3 +81,18 @@ def test_body_alternatives_round_trip_through_the_choice_coders() -> None:
         decoded = exi.decode("iso2", exi.encode("iso2", _iso2_message(**{name: value}))).Body
         assert getattr(decoded, name) == value
         assert all(getattr(decoded, other) is None for other in names if other != name)
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 255, 16383, 16384, 2**21 - 1, 2**21, 2**35 + 5])
+@pytest.mark.parametrize("tail", [b"", b"\x00", b"\xff", b"\xff\xff\xff"])
+def test_reader_uint_at_and_before_the_window_end(value: int, tail: bytes) -> None:
+    """Reader.uint (what generated code calls for long values and near a window's end) reads one or two
+    octets from a 16-bit piece and longer ones octet by octet; the bytes after the value never matter."""
+    from exi.runtime import Reader, Writer
+
+    w = Writer()
+    w.uint(value)
+    data = w.getvalue() + tail
+    r = Reader(data)
+    assert r.uint() == value
+    assert r.pos == 8 * (len(data) - len(tail))
