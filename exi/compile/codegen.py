@@ -1686,16 +1686,6 @@ class CodecWriter:
         out.set_part(self._mod, self.label, self.root_desc, "\n".join(head + body), uses_relaxed=bool(relaxed))
         out.consts.update(self.const_exprs)
 
-    def _all_enums(self) -> list[SimpleType]:
-        out = []
-        for info in self.infos.values():
-            for f in info.fields:
-                t = f.type
-                if isinstance(t, SimpleType) and t.rep == "list":
-                    t = t.item
-                if isinstance(t, SimpleType) and t.rep == "enum":
-                    out.append(t)
-        return out
 
 
 __all__ = ["Generator", "ns_module", "qname_key"]
