@@ -93,8 +93,9 @@ class Reader:
     """Reads bit-packed EXI from ``data`` starting after the one-byte header.
 
     ``v`` holds a window of the input as an int; ``pos`` and ``end`` are bit positions within the
-    window and ``base`` is the window's bit offset in the input. Generated code keeps ``v``, ``end``
-    and ``pos`` in locals and calls :meth:`slide` when a read runs past the window.
+    window and ``base`` is the window's bit offset in the input. Generated code keeps ``v`` and
+    ``q = end - pos`` (the bits left after its position) in locals, calls :meth:`slideq` when a read runs
+    past the window, and stores ``pos = end - q`` before calling the reader.
     """
 
     __slots__ = ("base", "data", "dev", "end", "gvals", "lvals", "pos", "strict", "total", "v")
@@ -126,12 +127,6 @@ class Reader:
         self.end = len(chunk) * 8
         self.base = first * 8
         self.pos = start - self.base
-
-    def slide(self, p: int, n: int) -> tuple[int, int, int]:
-        """Generated code read ``n`` bits ending at window position ``p`` past the window's end:
-        move the window and return the new (v, end, position after the read)."""
-        self._load(self.base + p - n, n)
-        return self.v, self.end, self.pos + n
 
     def slideq(self, q: int, n: int) -> tuple[int, int]:
         """Generated code keeps ``q``, the bits left in the window after its position, and read ``n`` bits

@@ -317,38 +317,13 @@ class Generator:
         return files
 
 
-_WINDOW_FORMS = [  # (pattern, replacement) from the position form to the bits-left form, in order
-    (re.compile(r"V = r\.v; E = r\.end; p = r\.pos"), "V = r.v; q = r.end - r.pos"),
-    (re.compile(r"if p > E: V, E, p = r\.slide\(p, (\d+)\)"), r"if q < 0: V, q = r.slideq(q, \1)"),
-    (re.compile(r"\bp \+= "), "q -= "),
-    (re.compile(r"\(E - p - (\d+)\)"), r"(q - \1)"),
-    (re.compile(r"\(E - p\)"), "q"),
-    (re.compile(r"\bp \+ (\d+) <= E\b"), r"q >= \1"),
-    (re.compile(r"\bp \+ 8 \+ \(_l << 3\) <= E\b"), "q >= 8 + (_l << 3)"),
-    (re.compile(r"\br\.pos = p\b"), "r.pos = r.end - q"),
-    (re.compile(r"\br\.at\(p\)"), "r.at(r.end - q)"),
-    (re.compile(r"(raise r\.deviation\('[^']*'), p\)"), r"\1, r.end - q)"),
-]
-
-
 def _bits_left_form(lines: list[str]) -> list[str]:
-    """Decoder code is written with the window position ``p`` and end ``E``; it runs with ``q = E - p``
-    instead (one local, ``V >> q`` per read: two bytecodes fewer for every read). Header lines ``E = r.end``
-    and ``p = r.pos`` become one ``q = r.end - r.pos``."""
-    out = []
+    """Decoder code keeps ``q``, the bits left in the window after the read position (``V >> q`` per read,
+    ``r.pos = r.end - q`` at a call), not a position and an end: refuse a line that still names them."""
     for x in lines:
-        s = x.strip()
-        if s == "E = r.end":
-            continue
-        if s == "p = r.pos":
-            out.append(x.replace("p = r.pos", "q = r.end - r.pos"))
-            continue
-        for pat, rep in _WINDOW_FORMS:
-            x = pat.sub(rep, x)
         if re.search(r"\b[pE]\b", re.sub(r"'[^']*'", "''", x)):
-            raise ValueError(f"generated decoder line still in position form: {x.strip()}")
-        out.append(x)
-    return out
+            raise ValueError(f"generated decoder line uses a window position: {x.strip()}")
+    return lines
 
 
 def _dead_el(lines: list[str]) -> list[str]:
@@ -514,7 +489,7 @@ class CodecWriter:
             if (1 << n) - 1 > st.max_value - st.min_value:
                 # the n bits hold more than the facet allows: a lenient decode keeps the value (recorded)
                 lines.append(f"if {target} > {st.max_value}: r.facet({self._where(target)!r}, "
-                             f"'maxInclusive {st.max_value}', {target}, r.at(p))")
+                             f"'maxInclusive {st.max_value}', {target}, r.at(r.end - q))")
             return [("fix", n, lines)]
         if rep == "enum":
             n = len(st.enum)
@@ -525,7 +500,7 @@ class CodecWriter:
                 return [("fix", width, [f"{target} = {table}[{{p}}]"])]
             return [("fix", width, [
                 f"{target} = {{p}}",
-                f"if {target} >= {n}: {target} = r.enum_index({self._where(target)!r}, {target}, {n}, r.at(p))",
+                f"if {target} >= {n}: {target} = r.enum_index({self._where(target)!r}, {target}, {n}, r.at(r.end - q))",
                 f"else: {target} = {table}[{target}]"])]
         if rep == "int":
             return [("fix", 1, ["_neg = {p}"]), ("uint", target),
@@ -535,20 +510,20 @@ class CodecWriter:
         if rep in ("b64", "hex"):
             # up to 127 bytes inside the window (a SessionID, a GenChallenge, most keys): length and bytes read
             # here, no calls; else the reader's binary()
-            lines = ["if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:",
-                     "    p += 8 + (_l << 3)",
-                     f"    {target} = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')",
+            lines = ["if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):",
+                     "    q -= 8 + (_l << 3)",
+                     f"    {target} = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')",
                      "else:",
-                     f"    r.pos = p; {target} = r.binary(); V = r.v; E = r.end; p = r.pos",
-                     *self._len_facet(st, target, "r.at(p)")]
+                     f"    r.pos = r.end - q; {target} = r.binary(); V = r.v; q = r.end - r.pos",
+                     *self._len_facet(st, target, "r.at(r.end - q)")]
             return [("raw", lines)]
         if rep == "list":
             assert st.item is not None
-            lines = ["r.pos = p", "_cnt = r.length(1)", "V = r.v; E = r.end; p = r.pos", f"{target} = []",
+            lines = ["r.pos = r.end - q", "_cnt = r.length(1)", "V = r.v; q = r.end - r.pos", f"{target} = []",
                      "for _ in range(_cnt):"]
             lines.extend("    " + x for x in self._render_dec(self.dec_value_ops(st.item, "_it", key), "list"))
             lines.append(f"    {target}.append(_it)")
-            lines.extend(self._len_facet(st, target, "r.at(p)"))
+            lines.extend(self._len_facet(st, target, "r.at(r.end - q)"))
             return [("raw", lines)]
         return [("var", self.dec_value(st, target, key, ""))]
 
@@ -567,7 +542,7 @@ class CodecWriter:
         if not conds:
             return []
         return [f"if {' or '.join(conds)}: r.facet({self._where(target)!r}, "
-                f"'range [{st.min_value}, {st.max_value}]', {target}, r.at(p))"]
+                f"'range [{st.min_value}, {st.max_value}]', {target}, r.at(r.end - q))"]
 
     @staticmethod
     def _len_condition(st: SimpleType, target: str) -> str | None:
@@ -633,34 +608,34 @@ class CodecWriter:
             if kind == "var":
                 lines = ops[i][1]
                 if any("r." in x or "_d_" in x for x in lines):  # a call: hand it the position
-                    L.append("r.pos = p")
+                    L.append("r.pos = r.end - q")
                     L.extend(lines)
-                    L.append("V = r.v; E = r.end; p = r.pos")
+                    L.append("V = r.v; q = r.end - r.pos")
                 else:
                     L.extend(lines)
                 i += 1
                 continue
             if kind == "uint":  # up to three octets read inline from one 24-bit piece of the window
                 t = ops[i][1]
-                L.append("if p + 24 <= E:")
-                L.append("    _y = (V >> (E - p - 24)) & 16777215")
+                L.append("if q >= 24:")
+                L.append("    _y = (V >> (q - 24)) & 16777215")
                 L.append("    if _y < 8388608:")
-                L.append("        p += 8")
+                L.append("        q -= 8")
                 L.append(f"        {t} = _y >> 16")
                 L.append("    elif not _y & 32768:")
-                L.append("        p += 16")
+                L.append("        q -= 16")
                 L.append(f"        {t} = ((_y >> 16) & 127) | ((_y >> 1) & 16256)")
                 # three octets: times in seconds past 4.5 hours, energies, meter readings
                 L.append("    elif not _y & 128:")
-                L.append("        p += 24")
+                L.append("        q -= 24")
                 L.append(f"        {t} = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)")
                 L.append("    else:")
-                L.append(f"        r.pos = p; {t} = r.uint(); V = r.v; E = r.end; p = r.pos")
-                L.append("elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end")
-                L.append("    p += 8")
-                L.append(f"    {t} = (V >> (E - p)) & 127")
+                L.append(f"        r.pos = r.end - q; {t} = r.uint(); V = r.v; q = r.end - r.pos")
+                L.append("elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end")
+                L.append("    q -= 8")
+                L.append(f"    {t} = (V >> q) & 127")
                 L.append("else:")
-                L.append(f"    r.pos = p; {t} = r.uint(); V = r.v; E = r.end; p = r.pos")
+                L.append(f"    r.pos = r.end - q; {t} = r.uint(); V = r.v; q = r.end - r.pos")
                 i += 1
                 continue
             run = []
@@ -675,16 +650,16 @@ class CodecWriter:
                 continue
             fixes = [op for op in run if op[0] == "fix" and op[1]]
             if all(op[2] == "code" for op in fixes):  # event codes only: one test of all their bits
-                L.append(f"p += {total}")
-                L.append(f"if p > E: V, E, p = r.slide(p, {total})")
-                L.append(f"if (V >> (E - p)) & {(1 << total) - 1}: raise r.deviation({where!r}, p)")
+                L.append(f"q -= {total}")
+                L.append(f"if q < 0: V, q = r.slideq(q, {total})")
+                L.append(f"if (V >> q) & {(1 << total) - 1}: raise r.deviation({where!r}, r.end - q)")
                 for op in run:
                     if op[0] == "nop":
                         L.extend(op[1])
                 continue
-            L.append(f"p += {total}")
-            L.append(f"if p > E: V, E, p = r.slide(p, {total})")
-            L.append(f"x = (V >> (E - p)) & {(1 << total) - 1}")
+            L.append(f"q -= {total}")
+            L.append(f"if q < 0: V, q = r.slideq(q, {total})")
+            L.append(f"x = (V >> q) & {(1 << total) - 1}")
             shift = total
             code_mask = 0
             body: list[str] = []
@@ -705,7 +680,7 @@ class CodecWriter:
                     piece = f"({piece} & {mask})"
                 body.extend(line.replace("{p}", piece) for line in lines)
             if code_mask:
-                L.append(f"if x & {code_mask}: raise r.deviation({where!r}, p)")
+                L.append(f"if x & {code_mask}: raise r.deviation({where!r}, r.end - q)")
             L.extend(body)
         return L
 
@@ -946,9 +921,9 @@ class CodecWriter:
             # An empty value may come as a second-level EE instead of CH (EXIficient writes <X/> so):
             # escape, then EE = 0 among the 3-bit second-level codes of a start tag.
             empty = {"str": "''", "list": "[]"}.get(t.rep, "b''")
-            lines = ["p += 1", "if p > E: V, E, p = r.slide(p, 1)", "if (V >> (E - p)) & 1:",
-                     "    p += 3", "    if p > E: V, E, p = r.slide(p, 3)",
-                     f"    if (V >> (E - p)) & 7: raise r.deviation({decl.qname[1]!r}, p)",
+            lines = ["q -= 1", "if q < 0: V, q = r.slideq(q, 1)", "if (V >> q) & 1:",
+                     "    q -= 3", "    if q < 0: V, q = r.slideq(q, 3)",
+                     f"    if (V >> q) & 7: raise r.deviation({decl.qname[1]!r}, r.end - q)",
                      f"    {target} = {empty}", "else:"]
             lines.extend("    " + x for x in self._render_dec([*value_ops, ("fix", 1, "code")], decl.qname[1]))
             return [("raw", lines)]
@@ -1106,7 +1081,7 @@ class CodecWriter:
         self._cur_type = ct.name[1] if ct.name else name
         sig = "r, key" if info.needs_key else "r"
         self._tmp_n = 0
-        L = [f"def _d_{name}({sig}):", f"    # {self._desc(ct)}", "    V = r.v", "    E = r.end", "    p = r.pos",
+        L = [f"def _d_{name}({sig}):", f"    # {self._desc(ct)}", "    V = r.v", "    q = r.end - r.pos",
              "    el = ''"]
         saved_choice = getattr(self, "_choice", None)
         self._choice = info if self._is_choice(info) else None
@@ -1124,7 +1099,7 @@ class CodecWriter:
         else:
             L.extend("        " + x for x in self._states(
                 [(st.index, self._dec_block(info, st, chains.get(st.index))) for st in blocks]))
-        L.append("        r.pos = p")
+        L.append("        r.pos = r.end - q")
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, r) from None")
         if self._choice is not None:
@@ -1179,7 +1154,7 @@ class CodecWriter:
             return [("var", ["r.string(key)  # mixed-content text is not kept in the model"])]
         if ev.kind == "EE":
             return []
-        return [("var", [f"raise DecodeError('wildcard content ({ev.kind}) is not supported', r.at(p))"])]
+        return [("var", [f"raise DecodeError('wildcard content ({ev.kind}) is not supported', r.at(r.end - q))"])]
 
     def _follow_dec(self, info: TypeInfo, p: Production) -> tuple[list[tuple], int]:
         """Ops for production p and the inlined states after it; returns (ops, next state index)."""
@@ -1209,9 +1184,9 @@ class CodecWriter:
         L: list[str] = []
         empty = self._empty_ch(info, st) if chain is None else None
         if empty is not None:
-            L.append(f"p += {st.width}")
-            L.append(f"if p > E: V, E, p = r.slide(p, {st.width})")
-            L.append(f"ec = (V >> (E - p)) & {(1 << st.width) - 1}")
+            L.append(f"q -= {st.width}")
+            L.append(f"if q < 0: V, q = r.slideq(q, {st.width})")
+            L.append(f"ec = (V >> q) & {(1 << st.width) - 1}")
             for i, p in enumerate(st.prods):
                 ops, nxt = self._follow_dec(info, p)
                 L.append(f"{'if' if i == 0 else 'elif'} ec == {p.code}:")
@@ -1219,12 +1194,12 @@ class CodecWriter:
                 if not terminal:
                     L.append(f"    s = {nxt}")
             L.append(f"elif ec == {len(st.prods)}:")
-            L.extend(["    p += 3", "    if p > E: V, E, p = r.slide(p, 3)",
-                      f"    if (V >> (E - p)) & 7: raise r.deviation({where!r}, p)", f"    f_value = {empty}"])
+            L.extend(["    q -= 3", "    if q < 0: V, q = r.slideq(q, 3)",
+                      f"    if (V >> q) & 7: raise r.deviation({where!r}, r.end - q)", f"    f_value = {empty}"])
             if not terminal:
                 L.append("    s = -1")
             L.append("else:")
-            L.append(f"    raise r.deviation({where!r}, p)")
+            L.append(f"    raise r.deviation({where!r}, r.end - q)")
             return L
         if chain is None and len(st.prods) == 1:
             ops, nxt = self._follow_dec(info, st.prods[0])
@@ -1241,16 +1216,16 @@ class CodecWriter:
                 L.append("_k = 0")
             L.append("while True:")
             ind = "    "
-        L.append(f"{ind}p += {st.width}")
-        L.append(f"{ind}if p > E: V, E, p = r.slide(p, {st.width})")
-        L.append(f"{ind}ec = (V >> (E - p)) & {(1 << st.width) - 1}")
+        L.append(f"{ind}q -= {st.width}")
+        L.append(f"{ind}if q < 0: V, q = r.slideq(q, {st.width})")
+        L.append(f"{ind}ec = (V >> q) & {(1 << st.width) - 1}")
         if not loop and len(st.prods) > 8:
             cases = []
             for p in st.prods:
                 ops, nxt = self._follow_dec(info, p)
                 body = self._render_dec(ops, where) or ["pass"]
                 cases.append((p.code, body + ([] if terminal else [f"s = {nxt}"])))
-            L.extend(self._bisect(cases, f"raise r.deviation({where!r}, p)"))
+            L.extend(self._bisect(cases, f"raise r.deviation({where!r}, r.end - q)"))
             return L
         for i, p in enumerate(st.prods):
             L.append(f"{ind}{'if' if i == 0 else 'elif'} ec == {p.code}:")
@@ -1270,7 +1245,7 @@ class CodecWriter:
             if loop:
                 L.append(f"{ind}    break")
         L.append(f"{ind}else:")
-        L.append(f"{ind}    raise r.deviation({where!r}, p)")
+        L.append(f"{ind}    raise r.deviation({where!r}, r.end - q)")
         return L
 
     @staticmethod
@@ -1508,9 +1483,9 @@ class CodecWriter:
             L.append(f"    return {self.fref(e.type, 'd')}({args})")
         else:
             self._cur_type = e.qname[1]
-            L.extend(_bits_left_form(["    V = r.v", "    E = r.end", "    p = r.pos",
+            L.extend(_bits_left_form(["    V = r.v", "    q = r.end - r.pos",
                                       *self.dec_element(e, "val", "    ", e.qname[1]),
-                                      "    r.pos = p", "    return val"]))
+                                      "    r.pos = r.end - q", "    return val"]))
         L.append("")
         L.append(f"def _ee{idx}(w, o):  # {e.qname[1]}")
         if isinstance(e.type, ComplexType):
@@ -1566,10 +1541,10 @@ class CodecWriter:
                 attrs.append(f"    ({q[0]!r}, {q[1]!r}, {qid}, None, None),")
                 continue
             L.append(f"def _rxad{i}(r):  # @{q[1]}")
-            L.extend(_bits_left_form(["    V = r.v", "    E = r.end", "    p = r.pos",
+            L.extend(_bits_left_form(["    V = r.v", "    q = r.end - r.pos",
                                       *("    " + x for x in self._render_dec(self.dec_value_ops(st, "val", str(qid)),
                                                                           "@" + q[1])),
-                                      "    r.pos = p", "    return val", ""]))
+                                      "    r.pos = r.end - q", "    return val", ""]))
             L.append(f"def _rxae{i}(w, o):  # @{q[1]}")
             L.extend(["    v = w.v", "    n = w.n"])
             L.extend("    " + x for x in self._render_enc(self.enc_value_ops(st, "o")))
