@@ -227,3 +227,55 @@ def test_car_with_an_unknown_enumeration_value_is_refused_without_power() -> Non
     res = car.send_raw(_with_session_id(progress_index_3(), car.sid), "PowerDeliveryRes")
     assert res.ResponseCode == "FAILED" and car.ended and not hw.closed and hw.target_i == 0
     assert any("enumeration index 3" in note for note in car.session.notes)
+
+
+@pytest.mark.parametrize(("value", "breaks"), [
+    (16383, False), (16384, False), (32767, False), (-16384, False), (-16385, False), (-32768, False),
+    (32768, True), (-32769, True), (40000, True), (2**21 - 1, True), (2**21 + 5, True), (-(2**28), True)])
+def test_short_range_is_checked_on_every_length_of_the_value(value: int, breaks: bool) -> None:
+    """A PhysicalValue's Value (short): magnitudes of one or two octets always fit the range, so the decoder
+    checks only the longer ones (three octets inline, four or more in the reader); each length is exercised
+    here on both sides of the bounds."""
+    data = replace_bits(exi.encode("iso2", power_delivery(1)), "0" + uint_bits(11000),
+                        ("1" + uint_bits(-value - 1)) if value < 0 else ("0" + uint_bits(value)))
+    found: list[exi.Deviation] = []
+    msg = exi.decode("iso2", data, deviations=found)
+    assert msg.Body.PowerDeliveryReq.ChargingProfile.ProfileEntry[0].ChargingProfileEntryMaxPower.Value == value
+    if not breaks:
+        assert found == []
+        assert exi.encode("iso2", msg) == data
+        return
+    assert [(d.facet, d.value) for d in found] == [("range [-32768, 32767]", value)]
+    assert found[0].path.endswith("PhysicalValueType/Value")  # deviation paths name the type, then the field
+    with pytest.raises(exi.DecodeError, match=r"breaks range \[-32768, 32767\]"):
+        exi.decode("iso2", data, strict=True)
+    with pytest.raises(exi.EncodeError, match="outside"):
+        exi.encode("iso2", msg)
+
+
+@pytest.mark.parametrize(("start", "breaks"), [(2**21 - 1, False), (2**21, False), (16777214, False),
+                                               (16777215, True), (2**30, True)])
+def test_unsigned_range_is_checked_past_the_octets_that_always_fit(start: int, breaks: bool) -> None:
+    """RelativeTimeInterval.start (0..16777214): values of up to three octets always fit, longer ones are
+    checked."""
+    entry = t.PMaxScheduleEntryType(RelativeTimeInterval=t.RelativeTimeIntervalType(start=77777),
+                                    PMax=t.PhysicalValueType(0, "W", 11000))
+    tuple_ = t.SAScheduleTupleType(1, t.PMaxScheduleType([entry]))
+    body = b.BodyType(ChargeParameterDiscoveryRes=b.ChargeParameterDiscoveryResType(
+        "OK", "Finished", SAScheduleList=t.SAScheduleListType([tuple_]),
+        DC_EVSEChargeParameter=t.DC_EVSEChargeParameterType(
+            t.DC_EVSEStatusType(0, "None", EVSEStatusCode="EVSE_Ready"),
+            *(t.PhysicalValueType(0, u, 100) for u in ("A", "W", "V", "A", "V")),
+            EVSEPeakCurrentRipple=t.PhysicalValueType(0, "A", 1))))
+    data = replace_bits(exi.encode("iso2", V2G_Message(MessageHeaderType(SID), body)), uint_bits(77777),
+                        uint_bits(start))
+    found: list[exi.Deviation] = []
+    msg = exi.decode("iso2", data, deviations=found)
+    decoded = msg.Body.ChargeParameterDiscoveryRes.SAScheduleList.SAScheduleTuple[0]
+    assert decoded.PMaxSchedule.PMaxScheduleEntry[0].RelativeTimeInterval.start == start
+    if breaks:
+        assert [(d.facet, d.value) for d in found] == [("range [0, 16777214]", start)]
+        with pytest.raises(exi.DecodeError):
+            exi.decode("iso2", data, strict=True)
+    else:
+        assert found == [] and exi.decode("iso2", data, strict=True) == msg

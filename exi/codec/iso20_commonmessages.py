@@ -79,15 +79,16 @@ def _d_AbsolutePriceScheduleType(r):
                     f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         elif ec == 1:
             q -= 1
@@ -107,15 +108,16 @@ def _d_AbsolutePriceScheduleType(r):
                     f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         else:
             raise r.deviation('AbsolutePriceScheduleType', r.end - q)
@@ -272,18 +274,20 @@ def _d_AbsolutePriceScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_MinimumCost = _new(iso20_commontypes.RationalNumberType)
                 f_MinimumCost.Exponent = _c1_Exponent
                 f_MinimumCost.Value = _c1_Value
@@ -308,18 +312,20 @@ def _d_AbsolutePriceScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_MaximumCost = _new(iso20_commontypes.RationalNumberType)
                 f_MaximumCost.Exponent = _c2_Exponent
                 f_MaximumCost.Value = _c2_Value
@@ -362,18 +368,20 @@ def _d_AbsolutePriceScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_MaximumCost = _new(iso20_commontypes.RationalNumberType)
                 f_MaximumCost.Exponent = _c3_Exponent
                 f_MaximumCost.Value = _c3_Value
@@ -633,14 +641,17 @@ def _e_AbsolutePriceScheduleType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'MinimumCost/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 17
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_MinimumCost = None
@@ -655,14 +666,17 @@ def _e_AbsolutePriceScheduleType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'MaximumCost/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_MaximumCost = None
@@ -698,14 +712,17 @@ def _e_AbsolutePriceScheduleType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'MaximumCost/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_MaximumCost = None
@@ -858,18 +875,20 @@ def _d_AdditionalServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('AdditionalServiceListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_ServiceFee = _new(iso20_commontypes.RationalNumberType)
         _c1_ServiceFee.Exponent = _c1_c1_Exponent
         _c1_ServiceFee.Value = _c1_c1_Value
@@ -923,18 +942,20 @@ def _d_AdditionalServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_c1_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('AdditionalServiceListType', r.end - q)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                     _c2_ServiceFee = _new(iso20_commontypes.RationalNumberType)
                     _c2_ServiceFee.Exponent = _c2_c1_Exponent
                     _c2_ServiceFee.Value = _c2_c1_Value
@@ -998,14 +1019,17 @@ def _e_AdditionalServiceListType(w, o):
             if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'AdditionalService/ServiceFee/Value'
-            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             i_AdditionalService += 1
@@ -1040,14 +1064,17 @@ def _e_AdditionalServiceListType(w, o):
                     if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
                     if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'AdditionalService/ServiceFee/Value'
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
                     n += 16
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_AdditionalService += 1
@@ -1118,18 +1145,20 @@ def _d_AdditionalServiceType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('AdditionalServiceType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_ServiceFee = _new(iso20_commontypes.RationalNumberType)
         f_ServiceFee.Exponent = _c1_Exponent
         f_ServiceFee.Value = _c1_Value
@@ -1169,14 +1198,17 @@ def _e_AdditionalServiceType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'ServiceFee/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -1230,15 +1262,16 @@ def _d_AuthorizationReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1523,15 +1556,16 @@ def _d_AuthorizationResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1693,15 +1727,16 @@ def _d_AuthorizationSetupReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1843,15 +1878,16 @@ def _d_AuthorizationSetupResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -2283,15 +2319,16 @@ def _d_CertificateInstallationReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -2607,15 +2644,16 @@ def _d_CertificateInstallationResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -3097,15 +3135,16 @@ def _d_Dynamic_SEReqControlModeType(r):
                 f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_DepartureTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-        if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -3149,18 +3188,20 @@ def _d_Dynamic_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c1_Exponent
                 f_EVTargetEnergyRequest.Value = _c1_Value
@@ -3200,18 +3241,20 @@ def _d_Dynamic_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c2_Exponent
                 f_EVTargetEnergyRequest.Value = _c2_Value
@@ -3238,18 +3281,20 @@ def _d_Dynamic_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c3_Exponent
             f_EVTargetEnergyRequest.Value = _c3_Value
@@ -3274,19 +3319,21 @@ def _d_Dynamic_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c4_Exponent
             f_EVMaximumEnergyRequest.Value = _c4_Value
@@ -3305,18 +3352,20 @@ def _d_Dynamic_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c5_Exponent
             f_EVMinimumEnergyRequest.Value = _c5_Value
@@ -3345,18 +3394,20 @@ def _d_Dynamic_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c6_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c6_Value
@@ -3381,18 +3432,20 @@ def _d_Dynamic_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c7_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c7_Value
@@ -3426,18 +3479,20 @@ def _d_Dynamic_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c8_Value
@@ -3517,14 +3572,17 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetEnergyRequest/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -3547,14 +3605,17 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetEnergyRequest/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -3571,14 +3632,17 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetEnergyRequest/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -3595,14 +3659,17 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 15
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -3613,14 +3680,17 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -3637,14 +3707,17 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumV2XEnergyRequest/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 7
@@ -3658,14 +3731,17 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumV2XEnergyRequest/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 8
@@ -3684,14 +3760,17 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumV2XEnergyRequest/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 8
@@ -3741,15 +3820,16 @@ def _d_Dynamic_SEResControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 9
@@ -4318,15 +4398,16 @@ def _d_EVAbsolutePriceScheduleType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'Currency'
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
@@ -4462,15 +4543,16 @@ def _d_EVEnergyOfferType(r):
                 _c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
-        if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
         el = 'EVPowerSchedule/EVPowerScheduleEntries'
         r.pos = r.end - q
         _c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -4495,15 +4577,16 @@ def _d_EVEnergyOfferType(r):
                 _c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
-        if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         el = 'EVAbsolutePriceSchedule/Currency'
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
@@ -4772,15 +4855,16 @@ def _d_EVPowerProfileType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -4993,16 +5077,17 @@ def _d_EVPowerScheduleEntryListType(r):
                 _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
-        if _c1_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         el = 'EVPowerScheduleEntry/Power/Exponent'
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPowerScheduleEntry/Power/Value'
@@ -5018,18 +5103,20 @@ def _d_EVPowerScheduleEntryListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_Power = _new(iso20_commontypes.RationalNumberType)
         _c1_Power.Exponent = _c1_c1_Exponent
         _c1_Power.Value = _c1_c1_Value
@@ -5062,16 +5149,17 @@ def _d_EVPowerScheduleEntryListType(r):
                             _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_Duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     q -= 16
                     if q < 0: V, q = r.slideq(q, 16)
                     x = (V >> q) & 65535
                     if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
-                    if _c2_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     el = 'EVPowerScheduleEntry/Power/Exponent'
                     _c2_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVPowerScheduleEntry/Power/Value'
@@ -5087,18 +5175,20 @@ def _d_EVPowerScheduleEntryListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_c1_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                     _c2_Power = _new(iso20_commontypes.RationalNumberType)
                     _c2_Power.Exponent = _c2_c1_Exponent
                     _c2_Power.Value = _c2_c1_Value
@@ -5161,14 +5251,17 @@ def _e_EVPowerScheduleEntryListType(w, o):
             if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPowerScheduleEntry/Power/Value'
-            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             i_EVPowerScheduleEntry += 1
@@ -5202,14 +5295,17 @@ def _e_EVPowerScheduleEntryListType(w, o):
                     if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
                     if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVPowerScheduleEntry/Power/Value'
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
                     n += 16
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_EVPowerScheduleEntry += 1
@@ -5259,16 +5355,17 @@ def _d_EVPowerScheduleEntryType(r):
                 f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('EVPowerScheduleEntryType', r.end - q)
-        if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'Power/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Power/Value'
@@ -5284,18 +5381,20 @@ def _d_EVPowerScheduleEntryType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_Power = _new(iso20_commontypes.RationalNumberType)
         f_Power.Exponent = _c1_Exponent
         f_Power.Value = _c1_Value
@@ -5334,14 +5433,17 @@ def _e_EVPowerScheduleEntryType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'Power/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -5376,15 +5478,16 @@ def _d_EVPowerScheduleType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVPowerScheduleType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'EVPowerScheduleEntries'
         r.pos = r.end - q
         f_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -5560,16 +5663,17 @@ def _d_EVPriceRuleStackType(r):
                 f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
-        if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'EVPriceRule/EnergyFee/Exponent'
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPriceRule/EnergyFee/Value'
@@ -5585,19 +5689,21 @@ def _d_EVPriceRuleStackType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_EnergyFee = _new(iso20_commontypes.RationalNumberType)
         _c1_EnergyFee.Exponent = _c1_c1_Exponent
         _c1_EnergyFee.Value = _c1_c1_Value
@@ -5616,18 +5722,20 @@ def _d_EVPriceRuleStackType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c2_Value - 1 if _neg else _c1_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVPriceRuleStackType', r.end - q)
         if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
         _c1_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
         _c1_PowerRangeStart.Exponent = _c1_c2_Exponent
         _c1_PowerRangeStart.Value = _c1_c2_Value
@@ -5662,19 +5770,21 @@ def _d_EVPriceRuleStackType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_c1_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c1_Value - 1 if _neg else _c2_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 17
                     if q < 0: V, q = r.slideq(q, 17)
                     x = (V >> q) & 131071
                     if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
                     _c2_EnergyFee = _new(iso20_commontypes.RationalNumberType)
                     _c2_EnergyFee.Exponent = _c2_c1_Exponent
                     _c2_EnergyFee.Value = _c2_c1_Value
@@ -5693,18 +5803,20 @@ def _d_EVPriceRuleStackType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_c2_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c2_Value - 1 if _neg else _c2_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('EVPriceRuleStackType', r.end - q)
                     if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
                     _c2_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
                     _c2_PowerRangeStart.Exponent = _c2_c2_Exponent
                     _c2_PowerRangeStart.Value = _c2_c2_Value
@@ -5769,15 +5881,18 @@ def _e_EVPriceRuleStackType(w, o):
             if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPriceRule/EnergyFee/Value'
-            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 17
             v_Duration = None
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
             el = 'EVPriceRule/PowerRangeStart'
             _o = _c1_PowerRangeStart
@@ -5788,14 +5903,17 @@ def _e_EVPriceRuleStackType(w, o):
             if not -128 <= _c1_c2_Exponent <= 127: raise EncodeError(f'value {_c1_c2_Exponent!r} outside [-128, 127]')
             if not (_c1_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPriceRule/PowerRangeStart/Value'
-            if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
             n += 17
             _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             i_EVPriceRule += 1
@@ -5820,14 +5938,17 @@ def _e_EVPriceRuleStackType(w, o):
                     if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
                     if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVPriceRule/EnergyFee/Value'
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
                     n += 17
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
                     el = 'EVPriceRule/PowerRangeStart'
                     _o = _c2_PowerRangeStart
@@ -5838,14 +5959,17 @@ def _e_EVPriceRuleStackType(w, o):
                     if not -128 <= _c2_c2_Exponent <= 127: raise EncodeError(f'value {_c2_c2_Exponent!r} outside [-128, 127]')
                     if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVPriceRule/PowerRangeStart/Value'
-                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
                     n += 17
                     _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_EVPriceRule += 1
@@ -5897,19 +6021,21 @@ def _d_EVPriceRuleType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('EVPriceRuleType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EnergyFee = _new(iso20_commontypes.RationalNumberType)
         f_EnergyFee.Exponent = _c1_Exponent
         f_EnergyFee.Value = _c1_Value
@@ -5928,18 +6054,20 @@ def _d_EVPriceRuleType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('EVPriceRuleType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
         f_PowerRangeStart.Exponent = _c2_Exponent
         f_PowerRangeStart.Value = _c2_Value
@@ -5969,14 +6097,17 @@ def _e_EVPriceRuleType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EnergyFee/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
             el = 'PowerRangeStart'
             _o = v_PowerRangeStart
@@ -5987,14 +6118,17 @@ def _e_EVPriceRuleType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'PowerRangeStart/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -6046,15 +6180,16 @@ def _d_MeteringConfirmationReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -6458,15 +6593,16 @@ def _d_MeteringConfirmationResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -6606,15 +6742,16 @@ def _d_OverstayRuleListType(r):
                     f_OverstayTimeThreshold = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_OverstayTimeThreshold = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_OverstayTimeThreshold = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_OverstayTimeThreshold = r.uint(); V = r.v; q = r.end - r.pos
+                if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OverstayRuleListType', r.end - q)
-            if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 14
@@ -6636,169 +6773,29 @@ def _d_OverstayRuleListType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('OverstayRuleListType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
             f_OverstayPowerThreshold.Exponent = _c1_Exponent
             f_OverstayPowerThreshold.Value = _c1_Value
             s = 2
         elif ec == 2:
             el = 'OverstayRule'
-            _c2_OverstayRuleDescription = None
-            _c2_StartTime = None
-            _c2_OverstayFee = None
-            _c2_OverstayFeePeriod = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
-            if ec == 0:
-                el = 'OverstayRule/OverstayRuleDescription'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
-                    _c2_OverstayRuleDescription = ''
-                else:
-                    r.pos = r.end - q
-                    _c2_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                    if len(_c2_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c2_OverstayRuleDescription, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/StartTime'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_StartTime = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
-                _c2_s = 2
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/StartTime'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_StartTime = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
-                _c2_s = 2
-            else:
-                raise r.deviation('OverstayRuleType', r.end - q)
-            if _c2_s == 2:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/OverstayFee/Exponent'
-                _c2_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'OverstayRule/OverstayFee/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_c1_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                _c2_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                _c2_OverstayFee.Exponent = _c2_c1_Exponent
-                _c2_OverstayFee.Value = _c2_c1_Value
-                el = 'OverstayRule/OverstayFeePeriod'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_OverstayFeePeriod = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_OverstayFeePeriod = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c2_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c2_OverstayFeePeriod, r.at(r.end - q))
-                _c2_s = -1
-            _v = _new(iso20_commonmessages.OverstayRuleType)
-            _v.OverstayRuleDescription = _c2_OverstayRuleDescription
-            _v.StartTime = _c2_StartTime
-            _v.OverstayFee = _c2_OverstayFee
-            _v.OverstayFeePeriod = _c2_OverstayFeePeriod
+            r.pos = r.end - q
+            _v = _d_OverstayRuleType(r)
+            V = r.v; q = r.end - r.pos
             f_OverstayRule.append(_v)
             s = 3
         else:
@@ -6813,183 +6810,43 @@ def _d_OverstayRuleListType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('OverstayRuleListType', r.end - q)
                 el = 'OverstayPowerThreshold/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
+                _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayPowerThreshold/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('OverstayRuleListType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                if _neg: _c2_Value = -_c2_Value - 1
                 f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
-                f_OverstayPowerThreshold.Exponent = _c3_Exponent
-                f_OverstayPowerThreshold.Value = _c3_Value
+                f_OverstayPowerThreshold.Exponent = _c2_Exponent
+                f_OverstayPowerThreshold.Value = _c2_Value
                 s = 2
             elif ec == 1:
                 el = 'OverstayRule'
-                _c4_OverstayRuleDescription = None
-                _c4_StartTime = None
-                _c4_OverstayFee = None
-                _c4_OverstayFeePeriod = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'OverstayRule/OverstayRuleDescription'
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
-                        _c4_OverstayRuleDescription = ''
-                    else:
-                        r.pos = r.end - q
-                        _c4_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                        if len(_c4_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c4_OverstayRuleDescription, r.at(r.pos))
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                    el = 'OverstayRule/StartTime'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_StartTime = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                        elif not _y & 128:
-                            q -= 24
-                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c4_StartTime = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
-                    _c4_s = 2
-                elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                    el = 'OverstayRule/StartTime'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_StartTime = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                        elif not _y & 128:
-                            q -= 24
-                            _c4_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c4_StartTime = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
-                    _c4_s = 2
-                else:
-                    raise r.deviation('OverstayRuleType', r.end - q)
-                if _c4_s == 2:
-                    q -= 15
-                    if q < 0: V, q = r.slideq(q, 15)
-                    x = (V >> q) & 32767
-                    if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
-                    el = 'OverstayRule/OverstayFee/Exponent'
-                    _c4_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayRule/OverstayFee/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_c1_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                        elif not _y & 128:
-                            q -= 24
-                            _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c4_c1_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _neg: _c4_c1_Value = -_c4_c1_Value - 1
-                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
-                    _c4_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                    _c4_OverstayFee.Exponent = _c4_c1_Exponent
-                    _c4_OverstayFee.Value = _c4_c1_Value
-                    el = 'OverstayRule/OverstayFeePeriod'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_OverstayFeePeriod = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                        elif not _y & 128:
-                            q -= 24
-                            _c4_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c4_OverstayFeePeriod = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c4_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c4_OverstayFeePeriod, r.at(r.end - q))
-                    _c4_s = -1
-                _v = _new(iso20_commonmessages.OverstayRuleType)
-                _v.OverstayRuleDescription = _c4_OverstayRuleDescription
-                _v.StartTime = _c4_StartTime
-                _v.OverstayFee = _c4_OverstayFee
-                _v.OverstayFeePeriod = _c4_OverstayFeePeriod
+                r.pos = r.end - q
+                _v = _d_OverstayRuleType(r)
+                V = r.v; q = r.end - r.pos
                 f_OverstayRule.append(_v)
                 s = 3
             else:
@@ -6999,151 +6856,9 @@ def _d_OverstayRuleListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OverstayRuleListType', r.end - q)
             el = 'OverstayRule'
-            _c5_OverstayRuleDescription = None
-            _c5_StartTime = None
-            _c5_OverstayFee = None
-            _c5_OverstayFeePeriod = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
-            if ec == 0:
-                el = 'OverstayRule/OverstayRuleDescription'
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
-                    _c5_OverstayRuleDescription = ''
-                else:
-                    r.pos = r.end - q
-                    _c5_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                    if len(_c5_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c5_OverstayRuleDescription, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/StartTime'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_StartTime = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
-                _c5_s = 2
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/StartTime'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_StartTime = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
-                _c5_s = 2
-            else:
-                raise r.deviation('OverstayRuleType', r.end - q)
-            if _c5_s == 2:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/OverstayFee/Exponent'
-                _c5_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'OverstayRule/OverstayFee/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_c1_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
-                _c5_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                _c5_OverstayFee.Exponent = _c5_c1_Exponent
-                _c5_OverstayFee.Value = _c5_c1_Value
-                el = 'OverstayRule/OverstayFeePeriod'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_OverstayFeePeriod = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_OverstayFeePeriod = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c5_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c5_OverstayFeePeriod, r.at(r.end - q))
-                _c5_s = -1
-            _v = _new(iso20_commonmessages.OverstayRuleType)
-            _v.OverstayRuleDescription = _c5_OverstayRuleDescription
-            _v.StartTime = _c5_StartTime
-            _v.OverstayFee = _c5_OverstayFee
-            _v.OverstayFeePeriod = _c5_OverstayFeePeriod
+            r.pos = r.end - q
+            _v = _d_OverstayRuleType(r)
+            V = r.v; q = r.end - r.pos
             f_OverstayRule.append(_v)
             s = 3
         if s == 3:
@@ -7154,151 +6869,9 @@ def _d_OverstayRuleListType(r):
                 ec = (V >> q) & 3
                 if ec == 0:
                     el = 'OverstayRule'
-                    _c6_OverstayRuleDescription = None
-                    _c6_StartTime = None
-                    _c6_OverstayFee = None
-                    _c6_OverstayFeePeriod = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
-                    if ec == 0:
-                        el = 'OverstayRule/OverstayRuleDescription'
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
-                            _c6_OverstayRuleDescription = ''
-                        else:
-                            r.pos = r.end - q
-                            _c6_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                            if len(_c6_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c6_OverstayRuleDescription, r.at(r.pos))
-                            V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                        el = 'OverstayRule/StartTime'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_StartTime = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_StartTime = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
-                        _c6_s = 2
-                    elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                        el = 'OverstayRule/StartTime'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_StartTime = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_StartTime = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
-                        _c6_s = 2
-                    else:
-                        raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c6_s == 2:
-                        q -= 15
-                        if q < 0: V, q = r.slideq(q, 15)
-                        x = (V >> q) & 32767
-                        if x & 28686: raise r.deviation('OverstayRuleType', r.end - q)
-                        el = 'OverstayRule/OverstayFee/Exponent'
-                        _c6_c1_Exponent = ((x >> 4) & 255) + -128
-                        el = 'OverstayRule/OverstayFee/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_c1_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _neg: _c6_c1_Value = -_c6_c1_Value - 1
-                        if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
-                        _c6_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                        _c6_OverstayFee.Exponent = _c6_c1_Exponent
-                        _c6_OverstayFee.Value = _c6_c1_Value
-                        el = 'OverstayRule/OverstayFeePeriod'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_OverstayFeePeriod = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_OverstayFeePeriod = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c6_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c6_OverstayFeePeriod, r.at(r.end - q))
-                        _c6_s = -1
-                    _v = _new(iso20_commonmessages.OverstayRuleType)
-                    _v.OverstayRuleDescription = _c6_OverstayRuleDescription
-                    _v.StartTime = _c6_StartTime
-                    _v.OverstayFee = _c6_OverstayFee
-                    _v.OverstayFeePeriod = _c6_OverstayFeePeriod
+                    r.pos = r.end - q
+                    _v = _d_OverstayRuleType(r)
+                    V = r.v; q = r.end - r.pos
                     f_OverstayRule.append(_v)
                     _k += 1
                     if _k == 4:
@@ -7358,14 +6931,17 @@ def _e_OverstayRuleListType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'OverstayPowerThreshold/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_OverstayPowerThreshold = None
@@ -7374,81 +6950,9 @@ def _e_OverstayRuleListType(w, o):
             el = 'OverstayRule'
             v = (v << 2) | 2
             n += 2
-            _c2_o = v_OverstayRule[i_OverstayRule]
-            _c2_OverstayRuleDescription = _c2_o.OverstayRuleDescription
-            _c2_StartTime = _c2_o.StartTime
-            _c2_OverstayFee = _c2_o.OverstayFee
-            _c2_OverstayFeePeriod = _c2_o.OverstayFeePeriod
-            if _c2_OverstayRuleDescription is not None:
-                el = 'OverstayRule/OverstayRuleDescription'
-                v <<= 3
-                n += 3
-                if len(_c2_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c2_OverstayRuleDescription)} outside [0, 160]')
-                _l = len(_c2_OverstayRuleDescription)
-                if _l < 126 and _c2_OverstayRuleDescription.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_OverstayRuleDescription.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c2_OverstayRuleDescription); v = w.v; n = w.n
-                if not (_c2_StartTime is not None): raise EncodeError('missing content: StartTime')
-                el = 'OverstayRule/StartTime'
-                if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
-                v <<= 3
-                n += 3
-                if _c2_StartTime < 128: v = (v << 8) | _c2_StartTime; n += 8
-                elif _c2_StartTime < 16384: v = (v << 16) | ((_c2_StartTime & 127) << 8) | 32768 | (_c2_StartTime >> 7); n += 16
-                elif _c2_StartTime < 2097152: v = (v << 24) | ((_c2_StartTime & 127) << 16) | (((_c2_StartTime >> 7) & 127) << 8) | 8421376 | (_c2_StartTime >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                _c2_s = 2
-            elif _c2_StartTime is not None:
-                el = 'OverstayRule/StartTime'
-                if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
-                v = (v << 3) | (1 << 1)
-                n += 3
-                if _c2_StartTime < 128: v = (v << 8) | _c2_StartTime; n += 8
-                elif _c2_StartTime < 16384: v = (v << 16) | ((_c2_StartTime & 127) << 8) | 32768 | (_c2_StartTime >> 7); n += 16
-                elif _c2_StartTime < 2097152: v = (v << 24) | ((_c2_StartTime & 127) << 16) | (((_c2_StartTime >> 7) & 127) << 8) | 8421376 | (_c2_StartTime >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                _c2_s = 2
-            else:
-                raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-            if _c2_s == 2:
-                if _c2_OverstayFee is not None:
-                    el = 'OverstayRule/OverstayFee'
-                    _o = _c2_OverstayFee
-                    _c2_c1_Exponent = _o.Exponent
-                    _c2_c1_Value = _o.Value
-                    if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayRule/OverstayFee/Exponent'
-                    if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayRule/OverstayFee/Value'
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
-                    n += 15
-                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c2_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                    el = 'OverstayRule/OverstayFeePeriod'
-                    if _c2_OverstayFeePeriod < 0 or _c2_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c2_OverstayFeePeriod!r} outside [0, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    if _c2_OverstayFeePeriod < 128: v = (v << 8) | _c2_OverstayFeePeriod; n += 8
-                    elif _c2_OverstayFeePeriod < 16384: v = (v << 16) | ((_c2_OverstayFeePeriod & 127) << 8) | 32768 | (_c2_OverstayFeePeriod >> 7); n += 16
-                    elif _c2_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c2_OverstayFeePeriod & 127) << 16) | (((_c2_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c2_OverstayFeePeriod >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_OverstayFeePeriod); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of OverstayFee')
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
+            v = w.v; n = w.n
             i_OverstayRule += 1
             s = 3
         else:
@@ -7457,21 +6961,24 @@ def _e_OverstayRuleListType(w, o):
             if v_OverstayPowerThreshold is not None:
                 el = 'OverstayPowerThreshold'
                 _o = v_OverstayPowerThreshold
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+                _c2_Exponent = _o.Exponent
+                _c2_Value = _o.Value
+                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
                 el = 'OverstayPowerThreshold/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayPowerThreshold/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+                v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_OverstayPowerThreshold = None
@@ -7480,81 +6987,9 @@ def _e_OverstayRuleListType(w, o):
                 el = 'OverstayRule'
                 v = (v << 2) | 1
                 n += 2
-                _c4_o = v_OverstayRule[i_OverstayRule]
-                _c4_OverstayRuleDescription = _c4_o.OverstayRuleDescription
-                _c4_StartTime = _c4_o.StartTime
-                _c4_OverstayFee = _c4_o.OverstayFee
-                _c4_OverstayFeePeriod = _c4_o.OverstayFeePeriod
-                if _c4_OverstayRuleDescription is not None:
-                    el = 'OverstayRule/OverstayRuleDescription'
-                    v <<= 3
-                    n += 3
-                    if len(_c4_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c4_OverstayRuleDescription)} outside [0, 160]')
-                    _l = len(_c4_OverstayRuleDescription)
-                    if _l < 126 and _c4_OverstayRuleDescription.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_OverstayRuleDescription.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c4_OverstayRuleDescription); v = w.v; n = w.n
-                    if not (_c4_StartTime is not None): raise EncodeError('missing content: StartTime')
-                    el = 'OverstayRule/StartTime'
-                    if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c4_StartTime < 128: v = (v << 8) | _c4_StartTime; n += 8
-                    elif _c4_StartTime < 16384: v = (v << 16) | ((_c4_StartTime & 127) << 8) | 32768 | (_c4_StartTime >> 7); n += 16
-                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_c4_StartTime & 127) << 16) | (((_c4_StartTime >> 7) & 127) << 8) | 8421376 | (_c4_StartTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_s = 2
-                elif _c4_StartTime is not None:
-                    el = 'OverstayRule/StartTime'
-                    if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    if _c4_StartTime < 128: v = (v << 8) | _c4_StartTime; n += 8
-                    elif _c4_StartTime < 16384: v = (v << 16) | ((_c4_StartTime & 127) << 8) | 32768 | (_c4_StartTime >> 7); n += 16
-                    elif _c4_StartTime < 2097152: v = (v << 24) | ((_c4_StartTime & 127) << 16) | (((_c4_StartTime >> 7) & 127) << 8) | 8421376 | (_c4_StartTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-                if _c4_s == 2:
-                    if _c4_OverstayFee is not None:
-                        el = 'OverstayRule/OverstayFee'
-                        _o = _c4_OverstayFee
-                        _c4_c1_Exponent = _o.Exponent
-                        _c4_c1_Value = _o.Value
-                        if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                        el = 'OverstayRule/OverstayFee/Exponent'
-                        if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
-                        if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'OverstayRule/OverstayFee/Value'
-                        if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
-                        n += 15
-                        _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        if not (_c4_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                        el = 'OverstayRule/OverstayFeePeriod'
-                        if _c4_OverstayFeePeriod < 0 or _c4_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c4_OverstayFeePeriod!r} outside [0, 4294967295]')
-                        v <<= 4
-                        n += 4
-                        if _c4_OverstayFeePeriod < 128: v = (v << 8) | _c4_OverstayFeePeriod; n += 8
-                        elif _c4_OverstayFeePeriod < 16384: v = (v << 16) | ((_c4_OverstayFeePeriod & 127) << 8) | 32768 | (_c4_OverstayFeePeriod >> 7); n += 16
-                        elif _c4_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c4_OverstayFeePeriod & 127) << 16) | (((_c4_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c4_OverstayFeePeriod >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c4_OverstayFeePeriod); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c4_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of OverstayFee')
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
+                v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
             else:
@@ -7564,81 +6999,9 @@ def _e_OverstayRuleListType(w, o):
                 el = 'OverstayRule'
                 v <<= 1
                 n += 1
-                _c5_o = v_OverstayRule[i_OverstayRule]
-                _c5_OverstayRuleDescription = _c5_o.OverstayRuleDescription
-                _c5_StartTime = _c5_o.StartTime
-                _c5_OverstayFee = _c5_o.OverstayFee
-                _c5_OverstayFeePeriod = _c5_o.OverstayFeePeriod
-                if _c5_OverstayRuleDescription is not None:
-                    el = 'OverstayRule/OverstayRuleDescription'
-                    v <<= 3
-                    n += 3
-                    if len(_c5_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c5_OverstayRuleDescription)} outside [0, 160]')
-                    _l = len(_c5_OverstayRuleDescription)
-                    if _l < 126 and _c5_OverstayRuleDescription.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_OverstayRuleDescription.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c5_OverstayRuleDescription); v = w.v; n = w.n
-                    if not (_c5_StartTime is not None): raise EncodeError('missing content: StartTime')
-                    el = 'OverstayRule/StartTime'
-                    if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c5_StartTime < 128: v = (v << 8) | _c5_StartTime; n += 8
-                    elif _c5_StartTime < 16384: v = (v << 16) | ((_c5_StartTime & 127) << 8) | 32768 | (_c5_StartTime >> 7); n += 16
-                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_c5_StartTime & 127) << 16) | (((_c5_StartTime >> 7) & 127) << 8) | 8421376 | (_c5_StartTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c5_s = 2
-                elif _c5_StartTime is not None:
-                    el = 'OverstayRule/StartTime'
-                    if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    if _c5_StartTime < 128: v = (v << 8) | _c5_StartTime; n += 8
-                    elif _c5_StartTime < 16384: v = (v << 16) | ((_c5_StartTime & 127) << 8) | 32768 | (_c5_StartTime >> 7); n += 16
-                    elif _c5_StartTime < 2097152: v = (v << 24) | ((_c5_StartTime & 127) << 16) | (((_c5_StartTime >> 7) & 127) << 8) | 8421376 | (_c5_StartTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c5_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-                if _c5_s == 2:
-                    if _c5_OverstayFee is not None:
-                        el = 'OverstayRule/OverstayFee'
-                        _o = _c5_OverstayFee
-                        _c5_c1_Exponent = _o.Exponent
-                        _c5_c1_Value = _o.Value
-                        if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                        el = 'OverstayRule/OverstayFee/Exponent'
-                        if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
-                        if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'OverstayRule/OverstayFee/Value'
-                        if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 15) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
-                        n += 15
-                        _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        if not (_c5_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                        el = 'OverstayRule/OverstayFeePeriod'
-                        if _c5_OverstayFeePeriod < 0 or _c5_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c5_OverstayFeePeriod!r} outside [0, 4294967295]')
-                        v <<= 4
-                        n += 4
-                        if _c5_OverstayFeePeriod < 128: v = (v << 8) | _c5_OverstayFeePeriod; n += 8
-                        elif _c5_OverstayFeePeriod < 16384: v = (v << 16) | ((_c5_OverstayFeePeriod & 127) << 8) | 32768 | (_c5_OverstayFeePeriod >> 7); n += 16
-                        elif _c5_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c5_OverstayFeePeriod & 127) << 16) | (((_c5_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c5_OverstayFeePeriod >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c5_OverstayFeePeriod); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c5_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of OverstayFee')
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
+                v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
             else:
@@ -7650,81 +7013,9 @@ def _e_OverstayRuleListType(w, o):
                     el = 'OverstayRule'
                     v <<= 2
                     n += 2
-                    _c6_o = v_OverstayRule[i_OverstayRule]
-                    _c6_OverstayRuleDescription = _c6_o.OverstayRuleDescription
-                    _c6_StartTime = _c6_o.StartTime
-                    _c6_OverstayFee = _c6_o.OverstayFee
-                    _c6_OverstayFeePeriod = _c6_o.OverstayFeePeriod
-                    if _c6_OverstayRuleDescription is not None:
-                        el = 'OverstayRule/OverstayRuleDescription'
-                        v <<= 3
-                        n += 3
-                        if len(_c6_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(_c6_OverstayRuleDescription)} outside [0, 160]')
-                        _l = len(_c6_OverstayRuleDescription)
-                        if _l < 126 and _c6_OverstayRuleDescription.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_OverstayRuleDescription.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c6_OverstayRuleDescription); v = w.v; n = w.n
-                        if not (_c6_StartTime is not None): raise EncodeError('missing content: StartTime')
-                        el = 'OverstayRule/StartTime'
-                        if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
-                        v <<= 3
-                        n += 3
-                        if _c6_StartTime < 128: v = (v << 8) | _c6_StartTime; n += 8
-                        elif _c6_StartTime < 16384: v = (v << 16) | ((_c6_StartTime & 127) << 8) | 32768 | (_c6_StartTime >> 7); n += 16
-                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_c6_StartTime & 127) << 16) | (((_c6_StartTime >> 7) & 127) << 8) | 8421376 | (_c6_StartTime >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c6_s = 2
-                    elif _c6_StartTime is not None:
-                        el = 'OverstayRule/StartTime'
-                        if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
-                        v = (v << 3) | (1 << 1)
-                        n += 3
-                        if _c6_StartTime < 128: v = (v << 8) | _c6_StartTime; n += 8
-                        elif _c6_StartTime < 16384: v = (v << 16) | ((_c6_StartTime & 127) << 8) | 32768 | (_c6_StartTime >> 7); n += 16
-                        elif _c6_StartTime < 2097152: v = (v << 24) | ((_c6_StartTime & 127) << 16) | (((_c6_StartTime >> 7) & 127) << 8) | 8421376 | (_c6_StartTime >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c6_s = 2
-                    else:
-                        raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-                    if _c6_s == 2:
-                        if _c6_OverstayFee is not None:
-                            el = 'OverstayRule/OverstayFee'
-                            _o = _c6_OverstayFee
-                            _c6_c1_Exponent = _o.Exponent
-                            _c6_c1_Value = _o.Value
-                            if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                            el = 'OverstayRule/OverstayFee/Exponent'
-                            if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
-                            if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
-                            el = 'OverstayRule/OverstayFee/Value'
-                            if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
-                            v = (v << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
-                            n += 15
-                            _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
-                            if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                            if not (_c6_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                            el = 'OverstayRule/OverstayFeePeriod'
-                            if _c6_OverstayFeePeriod < 0 or _c6_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c6_OverstayFeePeriod!r} outside [0, 4294967295]')
-                            v <<= 4
-                            n += 4
-                            if _c6_OverstayFeePeriod < 128: v = (v << 8) | _c6_OverstayFeePeriod; n += 8
-                            elif _c6_OverstayFeePeriod < 16384: v = (v << 16) | ((_c6_OverstayFeePeriod & 127) << 8) | 32768 | (_c6_OverstayFeePeriod >> 7); n += 16
-                            elif _c6_OverstayFeePeriod < 2097152: v = (v << 24) | ((_c6_OverstayFeePeriod & 127) << 16) | (((_c6_OverstayFeePeriod >> 7) & 127) << 8) | 8421376 | (_c6_OverstayFeePeriod >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_c6_OverstayFeePeriod); v = w.v; n = w.n
-                            v <<= 2
-                            n += 2
-                            _c6_s = -1
-                        else:
-                            raise EncodeError('missing content: expected one of OverstayFee')
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    w.v = v; w.n = n
+                    _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
+                    v = w.v; n = w.n
                     i_OverstayRule += 1
                     _k += 1
                     if _k == 4:
@@ -7794,15 +7085,16 @@ def _d_OverstayRuleType(r):
                     f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_StartTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-            if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             s = 2
         elif ec == 1:
             q -= 1
@@ -7822,15 +7114,16 @@ def _d_OverstayRuleType(r):
                     f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_StartTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
-            if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             s = 2
         else:
             raise r.deviation('OverstayRuleType', r.end - q)
@@ -7854,18 +7147,20 @@ def _d_OverstayRuleType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_OverstayFee = _new(iso20_commontypes.RationalNumberType)
             f_OverstayFee.Exponent = _c1_Exponent
             f_OverstayFee.Value = _c1_Value
@@ -7883,15 +7178,16 @@ def _d_OverstayRuleType(r):
                     f_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_OverstayFeePeriod = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-            if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -7960,14 +7256,17 @@ def _e_OverstayRuleType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayFee/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 15
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
                 el = 'OverstayFeePeriod'
                 if v_OverstayFeePeriod < 0 or v_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {v_OverstayFeePeriod!r} outside [0, 4294967295]')
@@ -8010,17 +7309,19 @@ def _d_ParameterSetType(r):
             elif not _y & 128:
                 q -= 24
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+            if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ParameterSetType', r.end - q)
-        if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         el = 'Parameter'
         r.pos = r.end - q
         _v = _d_ParameterType(r)
@@ -8189,18 +7490,20 @@ def _d_ParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_shortValue = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_shortValue - 1 if _neg else f_shortValue) < -32768 or _sv > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_shortValue = -f_shortValue - 1
-                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
                 s = -1
             elif ec == 3:
                 q -= 2
@@ -8222,16 +7525,17 @@ def _d_ParameterType(r):
                         f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_intValue - 1 if _neg else f_intValue) < -2147483648 or _sv > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_intValue = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_intValue - 1 if _neg else f_intValue) < -2147483648 or _sv > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 if _neg: f_intValue = -f_intValue - 1
-                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
                 s = -1
             elif ec == 4:
                 q -= 14
@@ -8253,18 +7557,20 @@ def _d_ParameterType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ParameterType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_rationalNumber = _new(iso20_commontypes.RationalNumberType)
                 f_rationalNumber.Exponent = _c1_Exponent
                 f_rationalNumber.Value = _c1_Value
@@ -8351,14 +7657,17 @@ def _e_ParameterType(w, o):
                 s = -1
             elif v_shortValue is not None:
                 el = 'shortValue'
-                if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_shortValue < 0)
                 n += 5
                 _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_shortValue = None
@@ -8366,14 +7675,15 @@ def _e_ParameterType(w, o):
                 s = -1
             elif v_intValue is not None:
                 el = 'intValue'
-                if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
                 v = (v << 5) | (3 << 2) | (v_intValue < 0)
                 n += 5
                 _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                 elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                else:
+                    if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_intValue = None
@@ -8389,14 +7699,17 @@ def _e_ParameterType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'rationalNumber/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 17
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_rationalNumber = None
@@ -8682,15 +7995,16 @@ def _d_PowerDeliveryReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -8752,15 +8066,16 @@ def _d_PowerDeliveryReqType(r):
                         _c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c2_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-                if _c2_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                 _c2_s = 1
                 if _c2_s == 1:
                     q -= 2
@@ -9143,15 +8458,16 @@ def _d_PowerDeliveryResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -9204,18 +8520,20 @@ def _d_PowerDeliveryResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 q -= 9
                 if q < 0: V, q = r.slideq(q, 9)
                 x = (V >> q) & 511
                 if x & 455: raise r.deviation('PowerDeliveryResType', r.end - q)
-                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 3) & 7)
                 if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
@@ -9467,16 +8785,17 @@ def _d_PowerScheduleEntryType(r):
                 f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('PowerScheduleEntryType', r.end - q)
-        if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'Power/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Power/Value'
@@ -9492,18 +8811,20 @@ def _d_PowerScheduleEntryType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_Power = _new(iso20_commontypes.RationalNumberType)
         f_Power.Exponent = _c1_Exponent
         f_Power.Value = _c1_Value
@@ -9532,18 +8853,20 @@ def _d_PowerScheduleEntryType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_Power_L2 = _new(iso20_commontypes.RationalNumberType)
                 f_Power_L2.Exponent = _c2_Exponent
                 f_Power_L2.Value = _c2_Value
@@ -9568,18 +8891,20 @@ def _d_PowerScheduleEntryType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_Power_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_Power_L3.Exponent = _c3_Exponent
                 f_Power_L3.Value = _c3_Value
@@ -9613,18 +8938,20 @@ def _d_PowerScheduleEntryType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_Power_L3 = _new(iso20_commontypes.RationalNumberType)
                 f_Power_L3.Exponent = _c4_Exponent
                 f_Power_L3.Value = _c4_Value
@@ -9678,14 +9005,17 @@ def _e_PowerScheduleEntryType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'Power/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -9702,14 +9032,17 @@ def _e_PowerScheduleEntryType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'Power_L2/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -9723,14 +9056,17 @@ def _e_PowerScheduleEntryType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'Power_L3/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -9749,14 +9085,17 @@ def _e_PowerScheduleEntryType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'Power_L3/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -9801,15 +9140,16 @@ def _d_PowerScheduleType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         s = 1
         if s == 1:
             q -= 2
@@ -9835,18 +9175,20 @@ def _d_PowerScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_AvailableEnergy = _new(iso20_commontypes.RationalNumberType)
                 f_AvailableEnergy.Exponent = _c1_Exponent
                 f_AvailableEnergy.Value = _c1_Value
@@ -9871,18 +9213,20 @@ def _d_PowerScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_PowerTolerance = _new(iso20_commontypes.RationalNumberType)
                 f_PowerTolerance.Exponent = _c2_Exponent
                 f_PowerTolerance.Value = _c2_Value
@@ -9919,18 +9263,20 @@ def _d_PowerScheduleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerScheduleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_PowerTolerance = _new(iso20_commontypes.RationalNumberType)
                 f_PowerTolerance.Exponent = _c3_Exponent
                 f_PowerTolerance.Value = _c3_Value
@@ -10002,14 +9348,17 @@ def _e_PowerScheduleType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AvailableEnergy/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 2
@@ -10023,14 +9372,17 @@ def _e_PowerScheduleType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerTolerance/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -10055,14 +9407,17 @@ def _e_PowerScheduleType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerTolerance/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -10121,16 +9476,17 @@ def _d_PriceLevelScheduleEntryListType(r):
                 _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         q -= 13
         if q < 0: V, q = r.slideq(q, 13)
         x = (V >> q) & 8191
         if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
-        if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         el = 'PriceLevelScheduleEntry/PriceLevel'
         _c1_PriceLevel = ((x >> 2) & 255)
         _v = _new(iso20_commonmessages.PriceLevelScheduleEntryType)
@@ -10162,16 +9518,17 @@ def _d_PriceLevelScheduleEntryListType(r):
                             _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_Duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     q -= 13
                     if q < 0: V, q = r.slideq(q, 13)
                     x = (V >> q) & 8191
                     if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
-                    if _c2_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
                     el = 'PriceLevelScheduleEntry/PriceLevel'
                     _c2_PriceLevel = ((x >> 2) & 255)
                     _v = _new(iso20_commonmessages.PriceLevelScheduleEntryType)
@@ -10301,16 +9658,17 @@ def _d_PriceLevelScheduleEntryType(r):
                 f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 13
         if q < 0: V, q = r.slideq(q, 13)
         x = (V >> q) & 8191
         if x & 7171: raise r.deviation('PriceLevelScheduleEntryType', r.end - q)
-        if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'PriceLevel'
         f_PriceLevel = ((x >> 2) & 255)
         r.pos = r.end - q
@@ -10387,15 +9745,16 @@ def _d_PriceLevelScheduleType(r):
                     f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
-            if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         elif ec == 1:
             q -= 1
@@ -10415,15 +9774,16 @@ def _d_PriceLevelScheduleType(r):
                     f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
-            if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             s = 2
         else:
             raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -10758,15 +10118,16 @@ def _d_PriceRuleStackType(r):
                 f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PriceRuleStackType', r.end - q)
-        if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'PriceRule'
         r.pos = r.end - q
         _v = _d_PriceRuleType(r)
@@ -10902,18 +10263,20 @@ def _d_PriceRuleType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EnergyFee = _new(iso20_commontypes.RationalNumberType)
         f_EnergyFee.Exponent = _c1_Exponent
         f_EnergyFee.Value = _c1_Value
@@ -10942,18 +10305,20 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_ParkingFee = _new(iso20_commontypes.RationalNumberType)
                 f_ParkingFee.Exponent = _c2_Exponent
                 f_ParkingFee.Value = _c2_Value
@@ -10976,15 +10341,16 @@ def _d_PriceRuleType(r):
                         f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_ParkingFeePeriod = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
-                if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -11002,17 +10368,19 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
-                if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 q -= 10
@@ -11042,18 +10410,20 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
                 f_PowerRangeStart.Exponent = _c3_Exponent
                 f_PowerRangeStart.Value = _c3_Value
@@ -11082,15 +10452,16 @@ def _d_PriceRuleType(r):
                         f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_ParkingFeePeriod = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
-                if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -11108,17 +10479,19 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
-                if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 10
@@ -11148,18 +10521,20 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
                 f_PowerRangeStart.Exponent = _c4_Exponent
                 f_PowerRangeStart.Value = _c4_Value
@@ -11186,17 +10561,19 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
-                if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 10
@@ -11226,18 +10603,20 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
                 f_PowerRangeStart.Exponent = _c5_Exponent
                 f_PowerRangeStart.Value = _c5_Value
@@ -11276,18 +10655,20 @@ def _d_PriceRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
                 f_PowerRangeStart.Exponent = _c6_Exponent
                 f_PowerRangeStart.Value = _c6_Value
@@ -11314,18 +10695,20 @@ def _d_PriceRuleType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PriceRuleType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
             f_PowerRangeStart.Exponent = _c7_Exponent
             f_PowerRangeStart.Value = _c7_Value
@@ -11369,14 +10752,17 @@ def _e_PriceRuleType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EnergyFee/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 1
@@ -11393,14 +10779,17 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'ParkingFee/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 2
@@ -11444,14 +10833,17 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerRangeStart/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 17
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -11498,14 +10890,17 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerRangeStart/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -11540,14 +10935,17 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerRangeStart/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -11570,14 +10968,17 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerRangeStart/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -11594,14 +10995,17 @@ def _e_PriceRuleType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerRangeStart/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 6
@@ -11643,15 +11047,16 @@ def _d_PriceScheduleType(r):
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PriceScheduleType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'PriceScheduleID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -11814,15 +11219,16 @@ def _d_ScheduleExchangeReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -12032,15 +11438,16 @@ def _d_ScheduleExchangeResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -12693,15 +12100,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 14
@@ -12723,18 +12131,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -12759,18 +12169,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
@@ -12795,18 +12207,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
@@ -12829,15 +12243,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c4_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_c1_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-            if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(r.end - q))
             el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
             r.pos = r.end - q
             _c4_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -12862,15 +12277,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c4_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_c2_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-            if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -12954,18 +12370,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c5_Exponent
                 f_EVTargetEnergyRequest.Value = _c5_Value
@@ -12990,18 +12408,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMaximumEnergyRequest.Value = _c6_Value
@@ -13026,18 +12446,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c7_Exponent
                 f_EVMinimumEnergyRequest.Value = _c7_Value
@@ -13060,15 +12482,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c8_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = r.end - q
                 _c8_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -13093,15 +12516,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c8_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c8_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -13185,18 +12609,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c9_Exponent
                 f_EVMaximumEnergyRequest.Value = _c9_Value
@@ -13221,18 +12647,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c10_Exponent
                 f_EVMinimumEnergyRequest.Value = _c10_Value
@@ -13255,15 +12683,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c11_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = r.end - q
                 _c11_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -13288,15 +12717,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c11_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c11_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -13380,18 +12810,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
-                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
                 f_EVMinimumEnergyRequest.Value = _c12_Value
@@ -13414,15 +12846,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c13_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = r.end - q
                 _c13_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -13447,15 +12880,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c13_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c13_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -13537,15 +12971,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c14_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = r.end - q
                 _c14_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -13570,15 +13005,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                         _c14_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -13687,14 +13123,17 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -13708,14 +13147,17 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumEnergyRequest/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (2 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 3
@@ -13729,14 +13171,17 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumEnergyRequest/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (3 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 4
@@ -13827,14 +13272,17 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetEnergyRequest/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 2
@@ -13848,14 +13296,17 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -13869,14 +13320,17 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -13967,14 +13421,17 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -13988,14 +13445,17 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -14086,14 +13546,17 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
-                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -15222,17 +14685,19 @@ def _d_SelectedServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SelectedServiceListType', r.end - q)
-        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         el = 'SelectedService/ParameterSetID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -15245,17 +14710,19 @@ def _d_SelectedServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if _c1_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c1_ParameterSetID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c1_ParameterSetID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c1_ParameterSetID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
-        if _c1_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c1_ParameterSetID, r.at(r.end - q))
         _v = _new(iso20_commonmessages.SelectedServiceType)
         _v.ServiceID = _c1_ServiceID
         _v.ParameterSetID = _c1_ParameterSetID
@@ -15283,17 +14750,19 @@ def _d_SelectedServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('SelectedServiceListType', r.end - q)
-                    if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     el = 'SelectedService/ParameterSetID'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
@@ -15306,17 +14775,19 @@ def _d_SelectedServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_ParameterSetID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
-                    if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
                     _v = _new(iso20_commonmessages.SelectedServiceType)
                     _v.ServiceID = _c2_ServiceID
                     _v.ParameterSetID = _c2_ParameterSetID
@@ -15454,17 +14925,19 @@ def _d_SelectedServiceType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('SelectedServiceType', r.end - q)
-        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         el = 'ParameterSetID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -15477,17 +14950,19 @@ def _d_SelectedServiceType(r):
             elif not _y & 128:
                 q -= 24
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+            if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-        if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15573,15 +15048,16 @@ def _d_ServiceDetailReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -15620,17 +15096,19 @@ def _d_ServiceDetailReqType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
-        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15758,15 +15236,16 @@ def _d_ServiceDetailResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -15810,17 +15289,19 @@ def _d_ServiceDetailResType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
-        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         el = 'ServiceParameterList'
         r.pos = r.end - q
         f_ServiceParameterList = _d_ServiceParameterListType(r)
@@ -15970,15 +15451,16 @@ def _d_ServiceDiscoveryReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -16155,15 +15637,16 @@ def _d_ServiceDiscoveryResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -16354,17 +15837,19 @@ def _d_ServiceIDListType(r):
             elif not _y & 128:
                 q -= 24
                 _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
+                if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _v = (V >> q) & 127
         else:
             r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
+            if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
-        if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
         f_ServiceID.append(_v)
         s = 1
         if s == 1:
@@ -16389,17 +15874,19 @@ def _d_ServiceIDListType(r):
                         elif not _y & 128:
                             q -= 24
                             _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
+                            if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _v = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
+                        if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
-                    if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
                     f_ServiceID.append(_v)
                     _k += 1
                     if _k == 15:
@@ -16505,18 +15992,20 @@ def _d_ServiceListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 59: raise r.deviation('ServiceListType', r.end - q)
-        if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         el = 'Service/FreeService'
         _c1_FreeService = ((x >> 2) & 1) == 1
         _v = _new(iso20_commonmessages.ServiceType)
@@ -16546,18 +16035,20 @@ def _d_ServiceListType(r):
                         elif not _y & 128:
                             q -= 24
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_ServiceID = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     q -= 6
                     if q < 0: V, q = r.slideq(q, 6)
                     x = (V >> q) & 63
                     if x & 59: raise r.deviation('ServiceListType', r.end - q)
-                    if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
                     el = 'Service/FreeService'
                     _c2_FreeService = ((x >> 2) & 1) == 1
                     _v = _new(iso20_commonmessages.ServiceType)
@@ -16807,15 +16298,16 @@ def _d_ServiceSelectionReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -16854,17 +16346,19 @@ def _d_ServiceSelectionReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('ServiceSelectionReqType', r.end - q)
-        if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
         el = 'SelectedEnergyTransferService/ParameterSetID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -16877,17 +16371,19 @@ def _d_ServiceSelectionReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_ParameterSetID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+            if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceSelectionReqType', r.end - q)
-        if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
         f_SelectedEnergyTransferService = _new(iso20_commonmessages.SelectedServiceType)
         f_SelectedEnergyTransferService.ServiceID = _c2_ServiceID
         f_SelectedEnergyTransferService.ParameterSetID = _c2_ParameterSetID
@@ -17069,15 +16565,16 @@ def _d_ServiceSelectionResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -17210,18 +16707,20 @@ def _d_ServiceType(r):
             elif not _y & 128:
                 q -= 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 59: raise r.deviation('ServiceType', r.end - q)
-        if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         el = 'FreeService'
         f_FreeService = ((x >> 2) & 1) == 1
         r.pos = r.end - q
@@ -17303,15 +16802,16 @@ def _d_SessionSetupReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -17484,15 +16984,16 @@ def _d_SessionSetupResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -17678,15 +17179,16 @@ def _d_SessionStopReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -17980,15 +17482,16 @@ def _d_SessionStopResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -19055,17 +18558,19 @@ def _d_TargetPositionType(r):
             elif not _y & 128:
                 q -= 24
                 f_TargetOffsetX = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_TargetOffsetX = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TargetOffsetX = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TargetOffsetX = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('TargetPositionType', r.end - q)
-        if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(r.end - q))
         el = 'TargetOffsetY'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -19078,17 +18583,19 @@ def _d_TargetPositionType(r):
             elif not _y & 128:
                 q -= 24
                 f_TargetOffsetY = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_TargetOffsetY = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TargetOffsetY = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TargetOffsetY = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('TargetPositionType', r.end - q)
-        if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -19315,18 +18822,20 @@ def _d_TaxRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('TaxRuleType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_TaxRate = _new(iso20_commontypes.RationalNumberType)
                 f_TaxRate.Exponent = _c1_Exponent
                 f_TaxRate.Value = _c1_Value
@@ -19351,18 +18860,20 @@ def _d_TaxRuleType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('TaxRuleType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_TaxRate = _new(iso20_commontypes.RationalNumberType)
                 f_TaxRate.Exponent = _c2_Exponent
                 f_TaxRate.Value = _c2_Value
@@ -19468,14 +18979,17 @@ def _e_TaxRuleType(w, o):
                 if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxRate/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -19489,14 +19003,17 @@ def _e_TaxRuleType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxRate/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -19586,15 +19103,16 @@ def _d_VehicleCheckInReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -19653,18 +19171,20 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_VehicleFrame = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_VehicleFrame - 1 if _neg else f_VehicleFrame) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_VehicleFrame - 1 if _neg else f_VehicleFrame) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_VehicleFrame = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_VehicleFrame - 1 if _neg else f_VehicleFrame) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleFrame = -f_VehicleFrame - 1
-                if f_VehicleFrame < -32768 or f_VehicleFrame > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', f_VehicleFrame, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 2
@@ -19684,18 +19204,20 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_DeviceOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_DeviceOffset = -f_DeviceOffset - 1
-                if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 q -= 2
@@ -19715,18 +19237,20 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_VehicleTravel = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleTravel = -f_VehicleTravel - 1
-                if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
             elif ec == 3:
                 pass
@@ -19755,18 +19279,20 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_DeviceOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_DeviceOffset - 1 if _neg else f_DeviceOffset) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_DeviceOffset = -f_DeviceOffset - 1
-                if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 q -= 2
@@ -19786,18 +19312,20 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_VehicleTravel = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleTravel = -f_VehicleTravel - 1
-                if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
             elif ec == 2:
                 pass
@@ -19826,18 +19354,20 @@ def _d_VehicleCheckInReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_VehicleTravel = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_VehicleTravel - 1 if _neg else f_VehicleTravel) < -32768 or _sv > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_VehicleTravel = -f_VehicleTravel - 1
-                if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
             elif ec == 1:
                 pass
@@ -19938,42 +19468,51 @@ def _e_VehicleCheckInReqType(w, o):
         if s == 3:
             if v_VehicleFrame is not None:
                 el = 'VehicleFrame'
-                if v_VehicleFrame < -32768 or v_VehicleFrame > 32767: raise EncodeError(f'value {v_VehicleFrame!r} outside [-32768, 32767]')
                 v = (v << 5) | (v_VehicleFrame < 0)
                 n += 5
                 _m = (-v_VehicleFrame - 1 if v_VehicleFrame < 0 else v_VehicleFrame)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_VehicleFrame < -32768 or v_VehicleFrame > 32767: raise EncodeError(f'value {v_VehicleFrame!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_VehicleFrame < -32768 or v_VehicleFrame > 32767: raise EncodeError(f'value {v_VehicleFrame!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_VehicleFrame = None
                 s = 4
             elif v_DeviceOffset is not None:
                 el = 'DeviceOffset'
-                if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
                 v = (v << 5) | (1 << 2) | (v_DeviceOffset < 0)
                 n += 5
                 _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_DeviceOffset = None
                 s = 5
             elif v_VehicleTravel is not None:
                 el = 'VehicleTravel'
-                if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_VehicleTravel < 0)
                 n += 5
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_VehicleTravel = None
@@ -19986,28 +19525,34 @@ def _e_VehicleCheckInReqType(w, o):
         if s == 4:
             if v_DeviceOffset is not None:
                 el = 'DeviceOffset'
-                if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_DeviceOffset < 0)
                 n += 4
                 _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_DeviceOffset = None
                 s = 5
             elif v_VehicleTravel is not None:
                 el = 'VehicleTravel'
-                if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
                 v = (v << 4) | (1 << 2) | (v_VehicleTravel < 0)
                 n += 4
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_VehicleTravel = None
@@ -20020,14 +19565,17 @@ def _e_VehicleCheckInReqType(w, o):
         if s == 5:
             if v_VehicleTravel is not None:
                 el = 'VehicleTravel'
-                if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_VehicleTravel < 0)
                 n += 4
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_VehicleTravel = None
@@ -20093,15 +19641,16 @@ def _d_VehicleCheckInResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -20156,18 +19705,20 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_ParkingSpace = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_ParkingSpace - 1 if _neg else f_ParkingSpace) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_ParkingSpace - 1 if _neg else f_ParkingSpace) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_ParkingSpace = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_ParkingSpace - 1 if _neg else f_ParkingSpace) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_ParkingSpace = -f_ParkingSpace - 1
-                if f_ParkingSpace < -32768 or f_ParkingSpace > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', f_ParkingSpace, r.at(r.end - q))
                 s = 3
             elif ec == 1:
                 q -= 2
@@ -20187,18 +19738,20 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_DeviceLocation = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_DeviceLocation = -f_DeviceLocation - 1
-                if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 2
@@ -20218,18 +19771,20 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TargetDistance = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_TargetDistance = -f_TargetDistance - 1
-                if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
             elif ec == 3:
                 pass
@@ -20258,18 +19813,20 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_DeviceLocation = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_DeviceLocation - 1 if _neg else f_DeviceLocation) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_DeviceLocation = -f_DeviceLocation - 1
-                if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 2
@@ -20289,18 +19846,20 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TargetDistance = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_TargetDistance = -f_TargetDistance - 1
-                if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
             elif ec == 2:
                 pass
@@ -20329,18 +19888,20 @@ def _d_VehicleCheckInResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_TargetDistance = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -f_TargetDistance - 1 if _neg else f_TargetDistance) < -32768 or _sv > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_TargetDistance = -f_TargetDistance - 1
-                if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
             elif ec == 1:
                 pass
@@ -20434,42 +19995,51 @@ def _e_VehicleCheckInResType(w, o):
         if s == 2:
             if v_ParkingSpace is not None:
                 el = 'ParkingSpace'
-                if v_ParkingSpace < -32768 or v_ParkingSpace > 32767: raise EncodeError(f'value {v_ParkingSpace!r} outside [-32768, 32767]')
                 v = (v << 5) | (v_ParkingSpace < 0)
                 n += 5
                 _m = (-v_ParkingSpace - 1 if v_ParkingSpace < 0 else v_ParkingSpace)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_ParkingSpace < -32768 or v_ParkingSpace > 32767: raise EncodeError(f'value {v_ParkingSpace!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_ParkingSpace < -32768 or v_ParkingSpace > 32767: raise EncodeError(f'value {v_ParkingSpace!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_ParkingSpace = None
                 s = 3
             elif v_DeviceLocation is not None:
                 el = 'DeviceLocation'
-                if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
                 v = (v << 5) | (1 << 2) | (v_DeviceLocation < 0)
                 n += 5
                 _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_DeviceLocation = None
                 s = 4
             elif v_TargetDistance is not None:
                 el = 'TargetDistance'
-                if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
                 v = (v << 5) | (2 << 2) | (v_TargetDistance < 0)
                 n += 5
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_TargetDistance = None
@@ -20482,28 +20052,34 @@ def _e_VehicleCheckInResType(w, o):
         if s == 3:
             if v_DeviceLocation is not None:
                 el = 'DeviceLocation'
-                if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_DeviceLocation < 0)
                 n += 4
                 _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_DeviceLocation = None
                 s = 4
             elif v_TargetDistance is not None:
                 el = 'TargetDistance'
-                if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
                 v = (v << 4) | (1 << 2) | (v_TargetDistance < 0)
                 n += 4
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_TargetDistance = None
@@ -20516,14 +20092,17 @@ def _e_VehicleCheckInResType(w, o):
         if s == 4:
             if v_TargetDistance is not None:
                 el = 'TargetDistance'
-                if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
                 v = (v << 4) | (v_TargetDistance < 0)
                 n += 4
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_TargetDistance = None
@@ -20587,15 +20166,16 @@ def _d_VehicleCheckOutReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -20641,15 +20221,16 @@ def _d_VehicleCheckOutReqType(r):
                 f_CheckOutTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_CheckOutTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_CheckOutTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_CheckOutTime = r.uint(); V = r.v; q = r.end - r.pos
+            if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('VehicleCheckOutReqType', r.end - q)
-        if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -20783,15 +20364,16 @@ def _d_VehicleCheckOutResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -21321,17 +20903,19 @@ def _de11(r):  # AckMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
-    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21491,15 +21075,16 @@ def _de18(r):  # BPT_DischargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21537,15 +21122,16 @@ def _de19(r):  # BPT_InductiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21583,15 +21169,16 @@ def _de20(r):  # CapacitiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21627,17 +21214,19 @@ def _de21(r):  # CarbonDioxideEmission
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('CarbonDioxideEmission', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('CarbonDioxideEmission', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('CarbonDioxideEmission', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CarbonDioxideEmission', r.end - q)
-    if val > 65535: r.facet('CarbonDioxideEmission', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21753,15 +21342,16 @@ def _de25(r):  # ChargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21842,15 +21432,16 @@ def _de28(r):  # CheckOutTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CheckOutTime', r.end - q)
-    if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -21957,15 +21548,16 @@ def _de31(r):  # DepartureTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -22003,15 +21595,16 @@ def _de32(r):  # DepartureTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -22049,32 +21642,37 @@ def _de33(r):  # DeviceLocation
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceLocation', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DeviceLocation', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('DeviceLocation', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee33(w, o):  # DeviceLocation
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22099,32 +21697,37 @@ def _de34(r):  # DeviceOffset
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('DeviceOffset', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DeviceOffset', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('DeviceOffset', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee34(w, o):  # DeviceOffset
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22149,15 +21752,16 @@ def _de35(r):  # Duration
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Duration', r.end - q)
-    if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -22996,32 +22600,37 @@ def _de64(r):  # MeterStatus
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee64(w, o):  # MeterStatus
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -23046,15 +22655,16 @@ def _de65(r):  # MeterTimestamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
-    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23167,17 +22777,19 @@ def _de69(r):  # NotificationMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
-    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23235,15 +22847,16 @@ def _de71(r):  # OverstayFeePeriod
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayFeePeriod', r.end - q)
-    if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23318,15 +22931,16 @@ def _de73(r):  # OverstayTimeThreshold
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayTimeThreshold', r.end - q)
-    if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23467,17 +23081,19 @@ def _de77(r):  # ParameterSetID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('ParameterSetID', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('ParameterSetID', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('ParameterSetID', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParameterSetID', r.end - q)
-    if val > 65535: r.facet('ParameterSetID', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23515,15 +23131,16 @@ def _de78(r):  # ParkingFeePeriod
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParkingFeePeriod', r.end - q)
-    if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23584,32 +23201,37 @@ def _de80(r):  # ParkingSpace
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('ParkingSpace', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParkingSpace', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('ParkingSpace', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee80(w, o):  # ParkingSpace
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -23943,15 +23565,16 @@ def _de91(r):  # RemainingTimeToMaximumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -23989,15 +23612,16 @@ def _de92(r):  # RemainingTimeToMinimumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24035,15 +23659,16 @@ def _de93(r):  # RemainingTimeToTargetSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24337,17 +23962,19 @@ def _de102(r):  # ServiceID
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
-    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24506,15 +24133,16 @@ def _de107(r):  # StartTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('StartTime', r.end - q)
-    if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24584,32 +24212,37 @@ def _de109(r):  # TargetDistance
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('TargetDistance', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetDistance', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('TargetDistance', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee109(w, o):  # TargetDistance
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -24632,17 +24265,19 @@ def _de110(r):  # TargetOffsetX
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('TargetOffsetX', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('TargetOffsetX', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('TargetOffsetX', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetOffsetX', r.end - q)
-    if val > 65535: r.facet('TargetOffsetX', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24678,17 +24313,19 @@ def _de111(r):  # TargetOffsetY
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('TargetOffsetY', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('TargetOffsetY', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('TargetOffsetY', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetOffsetY', r.end - q)
-    if val > 65535: r.facet('TargetOffsetY', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24917,15 +24554,16 @@ def _de118(r):  # TimeAnchor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -24963,15 +24601,16 @@ def _de119(r):  # TimeAnchor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -25009,15 +24648,16 @@ def _de120(r):  # TimeStamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -25055,32 +24695,37 @@ def _de121(r):  # Value
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee121(w, o):  # Value
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25105,32 +24750,37 @@ def _de122(r):  # VehicleFrame
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleFrame', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VehicleFrame', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('VehicleFrame', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee122(w, o):  # VehicleFrame
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25155,32 +24805,37 @@ def _de123(r):  # VehicleTravel
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('VehicleTravel', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VehicleTravel', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('VehicleTravel', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee123(w, o):  # VehicleTravel
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25610,30 +25265,32 @@ def _de136(r):  # intValue
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -2147483648 or _sv > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -2147483648 or _sv > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('intValue', r.end - q)
     if _neg: val = -val - 1
-    if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee136(w, o):  # intValue
     v = w.v
     n = w.n
-    if o < -2147483648 or o > 2147483647: raise EncodeError(f'value {o!r} outside [-2147483648, 2147483647]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    else:
+        if o < -2147483648 or o > 2147483647: raise EncodeError(f'value {o!r} outside [-2147483648, 2147483647]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25658,32 +25315,37 @@ def _de137(r):  # shortValue
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('shortValue', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('shortValue', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee137(w, o):  # shortValue
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

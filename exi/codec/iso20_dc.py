@@ -51,19 +51,21 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
@@ -82,19 +84,21 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargePower.Exponent = _c2_Exponent
         f_EVMinimumChargePower.Value = _c2_Value
@@ -113,19 +117,21 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVMaximumChargeCurrent.Value = _c3_Value
@@ -144,19 +150,21 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVMinimumChargeCurrent.Value = _c4_Value
@@ -175,19 +183,21 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumVoltage.Exponent = _c5_Exponent
         f_EVMaximumVoltage.Value = _c5_Value
@@ -206,18 +216,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
@@ -249,18 +261,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c7_Exponent
                 f_EVMaximumDischargePower.Value = _c7_Value
@@ -285,18 +299,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c8_Exponent
                 f_EVMaximumDischargePower.Value = _c8_Value
@@ -323,19 +339,21 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c9_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c9_Exponent
             f_EVMinimumDischargePower.Value = _c9_Value
@@ -354,19 +372,21 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargeCurrent.Exponent = _c10_Exponent
             f_EVMaximumDischargeCurrent.Value = _c10_Value
@@ -385,18 +405,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVMinimumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargeCurrent.Exponent = _c11_Exponent
             f_EVMinimumDischargeCurrent.Value = _c11_Value
@@ -445,14 +467,17 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumChargePower/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
             el = 'EVMinimumChargePower'
             _o = v_EVMinimumChargePower
@@ -463,15 +488,18 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargePower/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             v_EVMaximumChargePower = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
             el = 'EVMaximumChargeCurrent'
             _o = v_EVMaximumChargeCurrent
@@ -482,15 +510,18 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumChargeCurrent/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             v_EVMinimumChargePower = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargeCurrent is not None): raise EncodeError('missing content: EVMinimumChargeCurrent')
             el = 'EVMinimumChargeCurrent'
             _o = v_EVMinimumChargeCurrent
@@ -501,15 +532,18 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargeCurrent/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             v_EVMaximumChargeCurrent = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
             el = 'EVMaximumVoltage'
             _o = v_EVMaximumVoltage
@@ -520,15 +554,18 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumVoltage/Value'
-            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
             v_EVMinimumChargeCurrent = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
             el = 'EVMinimumVoltage'
             _o = v_EVMinimumVoltage
@@ -539,15 +576,18 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumVoltage/Value'
-            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 17
             v_EVMaximumVoltage = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVMinimumVoltage = None
@@ -568,15 +608,18 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 26) | (v_TargetSOC << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 26
                 v_TargetSOC = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -591,14 +634,17 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -616,14 +662,17 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 15
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
                 el = 'EVMaximumDischargeCurrent'
                 _o = v_EVMaximumDischargeCurrent
@@ -634,15 +683,18 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 17
                 v_EVMinimumDischargePower = None
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVMinimumDischargeCurrent')
                 el = 'EVMinimumDischargeCurrent'
                 _o = v_EVMinimumDischargeCurrent
@@ -653,15 +705,18 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargeCurrent/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 17
                 v_EVMaximumDischargeCurrent = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVMinimumDischargeCurrent = None
@@ -710,19 +765,21 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
@@ -741,19 +798,21 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargePower.Exponent = _c2_Exponent
         f_EVSEMinimumChargePower.Value = _c2_Value
@@ -772,19 +831,21 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVSEMaximumChargeCurrent.Value = _c3_Value
@@ -803,19 +864,21 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVSEMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVSEMinimumChargeCurrent.Value = _c4_Value
@@ -834,19 +897,21 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumVoltage.Exponent = _c5_Exponent
         f_EVSEMaximumVoltage.Value = _c5_Value
@@ -865,18 +930,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c6_Exponent
         f_EVSEMinimumVoltage.Value = _c6_Value
@@ -905,19 +972,21 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
                 f_EVSEPowerRampLimitation.Value = _c7_Value
@@ -936,18 +1005,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c8_Exponent
                 f_EVSEMaximumDischargePower.Value = _c8_Value
@@ -972,18 +1043,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
                 f_EVSEMaximumDischargePower.Value = _c9_Value
@@ -1010,19 +1083,21 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
             f_EVSEMinimumDischargePower.Value = _c10_Value
@@ -1041,19 +1116,21 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
             f_EVSEMaximumDischargeCurrent.Value = _c11_Value
@@ -1072,18 +1149,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c12_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
-            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVSEMinimumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumDischargeCurrent.Exponent = _c12_Exponent
             f_EVSEMinimumDischargeCurrent.Value = _c12_Value
@@ -1132,14 +1211,17 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargePower is not None): raise EncodeError('missing content: EVSEMinimumChargePower')
             el = 'EVSEMinimumChargePower'
             _o = v_EVSEMinimumChargePower
@@ -1150,15 +1232,18 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargePower/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             v_EVSEMaximumChargePower = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
             el = 'EVSEMaximumChargeCurrent'
             _o = v_EVSEMaximumChargeCurrent
@@ -1169,15 +1254,18 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargeCurrent/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             v_EVSEMinimumChargePower = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumChargeCurrent')
             el = 'EVSEMinimumChargeCurrent'
             _o = v_EVSEMinimumChargeCurrent
@@ -1188,15 +1276,18 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargeCurrent/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             v_EVSEMaximumChargeCurrent = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
             el = 'EVSEMaximumVoltage'
             _o = v_EVSEMaximumVoltage
@@ -1207,15 +1298,18 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltage/Value'
-            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
             v_EVSEMinimumChargeCurrent = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
             el = 'EVSEMinimumVoltage'
             _o = v_EVSEMinimumVoltage
@@ -1226,15 +1320,18 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumVoltage/Value'
-            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 17
             v_EVSEMaximumVoltage = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMinimumVoltage = None
@@ -1252,14 +1349,17 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPowerRampLimitation/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
                 el = 'EVSEMaximumDischargePower'
                 _o = v_EVSEMaximumDischargePower
@@ -1270,15 +1370,18 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 v_EVSEPowerRampLimitation = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -1293,14 +1396,17 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -1318,14 +1424,17 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
                 el = 'EVSEMaximumDischargeCurrent'
                 _o = v_EVSEMaximumDischargeCurrent
@@ -1336,15 +1445,18 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 17
                 v_EVSEMinimumDischargePower = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumDischargeCurrent')
                 el = 'EVSEMinimumDischargeCurrent'
                 _o = v_EVSEMinimumDischargeCurrent
@@ -1355,15 +1467,18 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargeCurrent/Value'
-                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 17
                 v_EVSEMaximumDischargeCurrent = None
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVSEMinimumDischargeCurrent = None
@@ -1417,16 +1532,17 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -1442,18 +1558,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -1478,18 +1596,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
@@ -1516,19 +1636,21 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
             f_EVMaximumEnergyRequest.Value = _c3_Value
@@ -1547,19 +1669,21 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
             f_EVMinimumEnergyRequest.Value = _c4_Value
@@ -1578,19 +1702,21 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargePower.Exponent = _c5_Exponent
             f_EVMaximumChargePower.Value = _c5_Value
@@ -1609,19 +1735,21 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c6_Exponent
             f_EVMinimumChargePower.Value = _c6_Value
@@ -1640,19 +1768,21 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVMaximumChargeCurrent.Value = _c7_Value
@@ -1671,19 +1801,21 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c8_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumVoltage.Exponent = _c8_Exponent
             f_EVMaximumVoltage.Value = _c8_Value
@@ -1702,19 +1834,21 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c9_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumVoltage.Exponent = _c9_Exponent
             f_EVMinimumVoltage.Value = _c9_Value
@@ -1733,19 +1867,21 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c10_Exponent
             f_EVMaximumDischargePower.Value = _c10_Value
@@ -1764,19 +1900,21 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c11_Exponent
             f_EVMinimumDischargePower.Value = _c11_Value
@@ -1795,18 +1933,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c12_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
-            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumDischargeCurrent.Exponent = _c12_Exponent
             f_EVMaximumDischargeCurrent.Value = _c12_Value
@@ -1835,18 +1975,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c13_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c13_Value
@@ -1871,18 +2013,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c14_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c14_Value
@@ -1916,18 +2060,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
-                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c15_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c15_Value
@@ -2001,15 +2147,18 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -2024,14 +2173,17 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -2049,14 +2201,17 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -2067,15 +2222,18 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 v_EVMaximumEnergyRequest = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
                 _o = v_EVMaximumChargePower
@@ -2086,15 +2244,18 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 v_EVMinimumEnergyRequest = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                 el = 'EVMinimumChargePower'
                 _o = v_EVMinimumChargePower
@@ -2105,15 +2266,18 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 v_EVMaximumChargePower = None
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                 el = 'EVMaximumChargeCurrent'
                 _o = v_EVMaximumChargeCurrent
@@ -2124,15 +2288,18 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 v_EVMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                 el = 'EVMaximumVoltage'
                 _o = v_EVMaximumVoltage
@@ -2143,15 +2310,18 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 v_EVMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                 el = 'EVMinimumVoltage'
                 _o = v_EVMinimumVoltage
@@ -2162,15 +2332,18 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 v_EVMaximumVoltage = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumDischargePower is not None): raise EncodeError('missing content: EVMaximumDischargePower')
                 el = 'EVMaximumDischargePower'
                 _o = v_EVMaximumDischargePower
@@ -2181,15 +2354,18 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 17
                 v_EVMinimumVoltage = None
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumDischargePower is not None): raise EncodeError('missing content: EVMinimumDischargePower')
                 el = 'EVMinimumDischargePower'
                 _o = v_EVMinimumDischargePower
@@ -2200,15 +2376,18 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 17
                 v_EVMaximumDischargePower = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
                 el = 'EVMaximumDischargeCurrent'
                 _o = v_EVMaximumDischargeCurrent
@@ -2219,15 +2398,18 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
-                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 17
                 v_EVMinimumDischargePower = None
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -2245,14 +2427,17 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumV2XEnergyRequest/Value'
-                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 16
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumV2XEnergyRequest = None
@@ -2267,14 +2452,17 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c14_Exponent <= 127: raise EncodeError(f'value {_c14_Exponent!r} outside [-128, 127]')
                 if not (_c14_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumV2XEnergyRequest/Value'
-                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumV2XEnergyRequest = None
@@ -2295,14 +2483,17 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c15_Exponent <= 127: raise EncodeError(f'value {_c15_Exponent!r} outside [-128, 127]')
                 if not (_c15_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumV2XEnergyRequest/Value'
-                if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 16
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumV2XEnergyRequest = None
@@ -2362,15 +2553,16 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 9
@@ -2406,17 +2598,19 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
             q -= 14
@@ -2438,18 +2632,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
@@ -2494,17 +2690,19 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 q -= 14
@@ -2526,18 +2724,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c2_Exponent
                 f_EVSEMaximumChargePower.Value = _c2_Value
@@ -2573,17 +2773,19 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 14
@@ -2605,18 +2807,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c3_Exponent
                 f_EVSEMaximumChargePower.Value = _c3_Value
@@ -2643,17 +2847,19 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-                if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 14
@@ -2675,18 +2881,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c4_Exponent
                 f_EVSEMaximumChargePower.Value = _c4_Value
@@ -2713,18 +2921,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c5_Exponent
             f_EVSEMaximumChargePower.Value = _c5_Value
@@ -2749,19 +2959,21 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c6_Exponent
             f_EVSEMinimumChargePower.Value = _c6_Value
@@ -2780,19 +2992,21 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c7_Value
@@ -2811,19 +3025,21 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c8_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c8_Exponent
             f_EVSEMaximumVoltage.Value = _c8_Value
@@ -2842,19 +3058,21 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c9_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
             f_EVSEMaximumDischargePower.Value = _c9_Value
@@ -2873,19 +3091,21 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
             f_EVSEMinimumDischargePower.Value = _c10_Value
@@ -2904,19 +3124,21 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
             f_EVSEMaximumDischargeCurrent.Value = _c11_Value
@@ -2935,18 +3157,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c12_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
-            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumVoltage.Exponent = _c12_Exponent
             f_EVSEMinimumVoltage.Value = _c12_Value
@@ -3037,14 +3261,17 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumChargePower = None
@@ -3089,14 +3316,17 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -3134,14 +3364,17 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -3172,14 +3405,17 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -3197,14 +3433,17 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -3222,14 +3461,17 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumChargePower/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 15
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                 el = 'EVSEMaximumChargeCurrent'
                 _o = v_EVSEMaximumChargeCurrent
@@ -3240,15 +3482,18 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 v_EVSEMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                 el = 'EVSEMaximumVoltage'
                 _o = v_EVSEMaximumVoltage
@@ -3259,15 +3504,18 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 v_EVSEMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
                 el = 'EVSEMaximumDischargePower'
                 _o = v_EVSEMaximumDischargePower
@@ -3278,15 +3526,18 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 v_EVSEMaximumVoltage = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMinimumDischargePower is not None): raise EncodeError('missing content: EVSEMinimumDischargePower')
                 el = 'EVSEMinimumDischargePower'
                 _o = v_EVSEMinimumDischargePower
@@ -3297,15 +3548,18 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 17
                 v_EVSEMaximumDischargePower = None
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
                 el = 'EVSEMaximumDischargeCurrent'
                 _o = v_EVSEMaximumDischargeCurrent
@@ -3316,15 +3570,18 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 17
                 v_EVSEMinimumDischargePower = None
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
                 el = 'EVSEMinimumVoltage'
                 _o = v_EVSEMinimumVoltage
@@ -3335,15 +3592,18 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
-                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 17
                 v_EVSEMaximumDischargeCurrent = None
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVSEMinimumVoltage = None
@@ -3398,18 +3658,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -3434,18 +3696,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
@@ -3470,18 +3734,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
@@ -3506,18 +3772,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c4_Exponent
             f_EVTargetCurrent.Value = _c4_Value
@@ -3548,18 +3816,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMaximumEnergyRequest.Value = _c5_Value
@@ -3584,18 +3854,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
@@ -3620,18 +3892,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c7_Exponent
                 f_EVTargetCurrent.Value = _c7_Value
@@ -3662,18 +3936,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumEnergyRequest.Value = _c8_Value
@@ -3698,18 +3974,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c9_Exponent
                 f_EVTargetCurrent.Value = _c9_Value
@@ -3736,18 +4014,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c10_Exponent
             f_EVTargetCurrent.Value = _c10_Value
@@ -3772,18 +4052,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetVoltage.Exponent = _c11_Exponent
             f_EVTargetVoltage.Value = _c11_Value
@@ -3813,18 +4095,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c12_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
-                    if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                     f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c12_Exponent
                     f_EVMaximumChargePower.Value = _c12_Value
@@ -3849,18 +4133,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c13_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
-                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                     f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c13_Exponent
                     f_EVMinimumChargePower.Value = _c13_Value
@@ -3885,18 +4171,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c14_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
-                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                     f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
                     f_EVMaximumChargeCurrent.Value = _c14_Value
@@ -3921,18 +4209,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c15_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
-                    if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                     f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumVoltage.Exponent = _c15_Exponent
                     f_EVMaximumVoltage.Value = _c15_Value
@@ -3960,18 +4250,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c16_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
-                    if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                     f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumVoltage.Exponent = _c16_Exponent
                     f_EVMinimumVoltage.Value = _c16_Value
@@ -3996,18 +4288,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c17_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
-                    if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                     f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c17_Exponent
                     f_EVMaximumDischargePower.Value = _c17_Value
@@ -4032,18 +4326,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c18_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
-                    if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                     f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c18_Exponent
                     f_EVMinimumDischargePower.Value = _c18_Value
@@ -4068,18 +4364,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                         elif not _y & 128:
                             q -= 24
                             _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c19_Value = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
-                    if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                     f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                     f_EVMaximumDischargeCurrent.Exponent = _c19_Exponent
                     f_EVMaximumDischargeCurrent.Value = _c19_Value
@@ -4113,18 +4411,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
-                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c20_Exponent
                 f_EVMinimumChargePower.Value = _c20_Value
@@ -4149,18 +4449,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
                 f_EVMaximumChargeCurrent.Value = _c21_Value
@@ -4185,18 +4487,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
-                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c22_Exponent
                 f_EVMaximumVoltage.Value = _c22_Value
@@ -4221,18 +4525,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
-                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c23_Exponent
                 f_EVMinimumVoltage.Value = _c23_Value
@@ -4257,18 +4563,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
-                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c24_Exponent
                 f_EVMaximumDischargePower.Value = _c24_Value
@@ -4293,18 +4601,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
-                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c25_Exponent
                 f_EVMinimumDischargePower.Value = _c25_Value
@@ -4329,18 +4639,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
-                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c26_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c26_Value
@@ -4374,18 +4686,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
-                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c27_Exponent
                 f_EVMaximumChargeCurrent.Value = _c27_Value
@@ -4410,18 +4724,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
-                if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c28_Exponent
                 f_EVMaximumVoltage.Value = _c28_Value
@@ -4446,18 +4762,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
-                if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c29_Exponent
                 f_EVMinimumVoltage.Value = _c29_Value
@@ -4482,18 +4800,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
-                if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c30_Exponent
                 f_EVMaximumDischargePower.Value = _c30_Value
@@ -4518,18 +4838,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
-                if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c31_Exponent
                 f_EVMinimumDischargePower.Value = _c31_Value
@@ -4554,18 +4876,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
-                if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c32_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c32_Value
@@ -4599,18 +4923,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
-                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c33_Exponent
                 f_EVMaximumVoltage.Value = _c33_Value
@@ -4635,18 +4961,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
-                if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c34_Exponent
                 f_EVMinimumVoltage.Value = _c34_Value
@@ -4671,18 +4999,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
-                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c35_Exponent
                 f_EVMaximumDischargePower.Value = _c35_Value
@@ -4707,18 +5037,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
-                if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c36_Exponent
                 f_EVMinimumDischargePower.Value = _c36_Value
@@ -4743,18 +5075,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c37_Value - 1 if _neg else _c37_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c37_Value - 1 if _neg else _c37_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c37_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c37_Value - 1 if _neg else _c37_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
-                if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c37_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c37_Value
@@ -4788,18 +5122,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c38_Value - 1 if _neg else _c38_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c38_Value - 1 if _neg else _c38_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c38_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c38_Value - 1 if _neg else _c38_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
-                if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c38_Exponent
                 f_EVMinimumVoltage.Value = _c38_Value
@@ -4824,18 +5160,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c39_Value - 1 if _neg else _c39_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c39_Value - 1 if _neg else _c39_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c39_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c39_Value - 1 if _neg else _c39_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
-                if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c39_Exponent
                 f_EVMaximumDischargePower.Value = _c39_Value
@@ -4860,18 +5198,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c40_Value - 1 if _neg else _c40_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c40_Value - 1 if _neg else _c40_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c40_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c40_Value - 1 if _neg else _c40_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
-                if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c40_Exponent
                 f_EVMinimumDischargePower.Value = _c40_Value
@@ -4896,18 +5236,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c41_Value - 1 if _neg else _c41_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c41_Value - 1 if _neg else _c41_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c41_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c41_Value - 1 if _neg else _c41_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
-                if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c41_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c41_Value
@@ -4941,18 +5283,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c42_Value - 1 if _neg else _c42_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c42_Value - 1 if _neg else _c42_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c42_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c42_Value - 1 if _neg else _c42_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
-                if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c42_Exponent
                 f_EVMaximumDischargePower.Value = _c42_Value
@@ -4977,18 +5321,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c43_Value - 1 if _neg else _c43_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c43_Value - 1 if _neg else _c43_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c43_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c43_Value - 1 if _neg else _c43_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
-                if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c43_Exponent
                 f_EVMinimumDischargePower.Value = _c43_Value
@@ -5013,18 +5359,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c44_Value - 1 if _neg else _c44_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c44_Value - 1 if _neg else _c44_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c44_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c44_Value - 1 if _neg else _c44_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
-                if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c44_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c44_Value
@@ -5058,18 +5406,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c45_Value - 1 if _neg else _c45_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c45_Value - 1 if _neg else _c45_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c45_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c45_Value - 1 if _neg else _c45_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
-                if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c45_Exponent
                 f_EVMinimumDischargePower.Value = _c45_Value
@@ -5094,18 +5444,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c46_Value - 1 if _neg else _c46_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c46_Value - 1 if _neg else _c46_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c46_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c46_Value - 1 if _neg else _c46_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c46_Value = -_c46_Value - 1
-                if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c46_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c46_Value
@@ -5139,18 +5491,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c47_Value - 1 if _neg else _c47_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c47_Value - 1 if _neg else _c47_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c47_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c47_Value - 1 if _neg else _c47_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c47_Value = -_c47_Value - 1
-                if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c47_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c47_Value
@@ -5213,14 +5567,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -5235,14 +5592,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumEnergyRequest/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVMaximumEnergyRequest = None
@@ -5257,14 +5617,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumEnergyRequest/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVMinimumEnergyRequest = None
@@ -5279,14 +5642,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetCurrent/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetCurrent = None
@@ -5304,14 +5670,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumEnergyRequest = None
@@ -5326,14 +5695,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumEnergyRequest = None
@@ -5348,14 +5720,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -5373,14 +5748,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumEnergyRequest = None
@@ -5395,14 +5773,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -5420,14 +5801,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -5445,14 +5829,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetVoltage/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetVoltage = None
@@ -5470,14 +5857,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
-                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargePower = None
@@ -5492,14 +5882,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
-                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumChargePower = None
@@ -5514,14 +5907,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c14_Exponent <= 127: raise EncodeError(f'value {_c14_Exponent!r} outside [-128, 127]')
                 if not (_c14_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
-                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (2 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -5536,14 +5932,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c15_Exponent <= 127: raise EncodeError(f'value {_c15_Exponent!r} outside [-128, 127]')
                 if not (_c15_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
-                if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (3 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -5558,14 +5957,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c16_Exponent <= 127: raise EncodeError(f'value {_c16_Exponent!r} outside [-128, 127]')
                 if not (_c16_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (4 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -5580,14 +5982,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c17_Exponent <= 127: raise EncodeError(f'value {_c17_Exponent!r} outside [-128, 127]')
                 if not (_c17_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
-                if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (5 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -5602,14 +6007,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c18_Exponent <= 127: raise EncodeError(f'value {_c18_Exponent!r} outside [-128, 127]')
                 if not (_c18_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
-                if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (6 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -5624,14 +6032,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c19_Exponent <= 127: raise EncodeError(f'value {_c19_Exponent!r} outside [-128, 127]')
                 if not (_c19_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
-                if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (7 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -5652,14 +6063,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c20_Exponent <= 127: raise EncodeError(f'value {_c20_Exponent!r} outside [-128, 127]')
                 if not (_c20_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
-                if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumChargePower = None
@@ -5674,14 +6088,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c21_Exponent <= 127: raise EncodeError(f'value {_c21_Exponent!r} outside [-128, 127]')
                 if not (_c21_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
-                if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -5696,14 +6113,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c22_Exponent <= 127: raise EncodeError(f'value {_c22_Exponent!r} outside [-128, 127]')
                 if not (_c22_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
-                if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (2 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -5718,14 +6138,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c23_Exponent <= 127: raise EncodeError(f'value {_c23_Exponent!r} outside [-128, 127]')
                 if not (_c23_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (3 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -5740,14 +6163,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c24_Exponent <= 127: raise EncodeError(f'value {_c24_Exponent!r} outside [-128, 127]')
                 if not (_c24_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
-                if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (4 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -5762,14 +6188,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c25_Exponent <= 127: raise EncodeError(f'value {_c25_Exponent!r} outside [-128, 127]')
                 if not (_c25_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
-                if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (5 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 18
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -5784,14 +6213,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c26_Exponent <= 127: raise EncodeError(f'value {_c26_Exponent!r} outside [-128, 127]')
                 if not (_c26_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
-                if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (6 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 18
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -5812,14 +6244,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c27_Exponent <= 127: raise EncodeError(f'value {_c27_Exponent!r} outside [-128, 127]')
                 if not (_c27_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
-                if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -5834,14 +6269,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c28_Exponent <= 127: raise EncodeError(f'value {_c28_Exponent!r} outside [-128, 127]')
                 if not (_c28_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
-                if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -5856,14 +6294,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c29_Exponent <= 127: raise EncodeError(f'value {_c29_Exponent!r} outside [-128, 127]')
                 if not (_c29_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -5878,14 +6319,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c30_Exponent <= 127: raise EncodeError(f'value {_c30_Exponent!r} outside [-128, 127]')
                 if not (_c30_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
-                if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -5900,14 +6344,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c31_Exponent <= 127: raise EncodeError(f'value {_c31_Exponent!r} outside [-128, 127]')
                 if not (_c31_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
-                if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -5922,14 +6369,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c32_Exponent <= 127: raise EncodeError(f'value {_c32_Exponent!r} outside [-128, 127]')
                 if not (_c32_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
-                if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (5 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -5950,14 +6400,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c33_Exponent <= 127: raise EncodeError(f'value {_c33_Exponent!r} outside [-128, 127]')
                 if not (_c33_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
-                if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -5972,14 +6425,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c34_Exponent <= 127: raise EncodeError(f'value {_c34_Exponent!r} outside [-128, 127]')
                 if not (_c34_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -5994,14 +6450,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c35_Exponent <= 127: raise EncodeError(f'value {_c35_Exponent!r} outside [-128, 127]')
                 if not (_c35_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
-                if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -6016,14 +6475,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c36_Exponent <= 127: raise EncodeError(f'value {_c36_Exponent!r} outside [-128, 127]')
                 if not (_c36_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
-                if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6038,14 +6500,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c37_Exponent <= 127: raise EncodeError(f'value {_c37_Exponent!r} outside [-128, 127]')
                 if not (_c37_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
-                if _c37_Value < -32768 or _c37_Value > 32767: raise EncodeError(f'value {_c37_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c37_Value < -32768 or _c37_Value > 32767: raise EncodeError(f'value {_c37_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c37_Value < -32768 or _c37_Value > 32767: raise EncodeError(f'value {_c37_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6066,14 +6531,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c38_Exponent <= 127: raise EncodeError(f'value {_c38_Exponent!r} outside [-128, 127]')
                 if not (_c38_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c38_Value < -32768 or _c38_Value > 32767: raise EncodeError(f'value {_c38_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c38_Value < -32768 or _c38_Value > 32767: raise EncodeError(f'value {_c38_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c38_Value < -32768 or _c38_Value > 32767: raise EncodeError(f'value {_c38_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -6088,14 +6556,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c39_Exponent <= 127: raise EncodeError(f'value {_c39_Exponent!r} outside [-128, 127]')
                 if not (_c39_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
-                if _c39_Value < -32768 or _c39_Value > 32767: raise EncodeError(f'value {_c39_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c39_Value < -32768 or _c39_Value > 32767: raise EncodeError(f'value {_c39_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c39_Value < -32768 or _c39_Value > 32767: raise EncodeError(f'value {_c39_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -6110,14 +6581,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c40_Exponent <= 127: raise EncodeError(f'value {_c40_Exponent!r} outside [-128, 127]')
                 if not (_c40_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
-                if _c40_Value < -32768 or _c40_Value > 32767: raise EncodeError(f'value {_c40_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c40_Value < -32768 or _c40_Value > 32767: raise EncodeError(f'value {_c40_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c40_Value < -32768 or _c40_Value > 32767: raise EncodeError(f'value {_c40_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6132,14 +6606,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c41_Exponent <= 127: raise EncodeError(f'value {_c41_Exponent!r} outside [-128, 127]')
                 if not (_c41_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
-                if _c41_Value < -32768 or _c41_Value > 32767: raise EncodeError(f'value {_c41_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c41_Value < -32768 or _c41_Value > 32767: raise EncodeError(f'value {_c41_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c41_Value < -32768 or _c41_Value > 32767: raise EncodeError(f'value {_c41_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6160,14 +6637,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c42_Exponent <= 127: raise EncodeError(f'value {_c42_Exponent!r} outside [-128, 127]')
                 if not (_c42_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
-                if _c42_Value < -32768 or _c42_Value > 32767: raise EncodeError(f'value {_c42_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c42_Value < -32768 or _c42_Value > 32767: raise EncodeError(f'value {_c42_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c42_Value < -32768 or _c42_Value > 32767: raise EncodeError(f'value {_c42_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargePower = None
@@ -6182,14 +6662,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c43_Exponent <= 127: raise EncodeError(f'value {_c43_Exponent!r} outside [-128, 127]')
                 if not (_c43_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
-                if _c43_Value < -32768 or _c43_Value > 32767: raise EncodeError(f'value {_c43_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c43_Exponent - -128) << 4) | (_c43_Value < 0)
                 n += 17
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c43_Value < -32768 or _c43_Value > 32767: raise EncodeError(f'value {_c43_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c43_Value < -32768 or _c43_Value > 32767: raise EncodeError(f'value {_c43_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6204,14 +6687,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c44_Exponent <= 127: raise EncodeError(f'value {_c44_Exponent!r} outside [-128, 127]')
                 if not (_c44_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
-                if _c44_Value < -32768 or _c44_Value > 32767: raise EncodeError(f'value {_c44_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c44_Exponent - -128) << 4) | (_c44_Value < 0)
                 n += 17
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c44_Value < -32768 or _c44_Value > 32767: raise EncodeError(f'value {_c44_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c44_Value < -32768 or _c44_Value > 32767: raise EncodeError(f'value {_c44_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6232,14 +6718,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c45_Exponent <= 127: raise EncodeError(f'value {_c45_Exponent!r} outside [-128, 127]')
                 if not (_c45_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
-                if _c45_Value < -32768 or _c45_Value > 32767: raise EncodeError(f'value {_c45_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c45_Exponent - -128) << 4) | (_c45_Value < 0)
                 n += 16
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c45_Value < -32768 or _c45_Value > 32767: raise EncodeError(f'value {_c45_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c45_Value < -32768 or _c45_Value > 32767: raise EncodeError(f'value {_c45_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumDischargePower = None
@@ -6254,14 +6743,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c46_Exponent <= 127: raise EncodeError(f'value {_c46_Exponent!r} outside [-128, 127]')
                 if not (_c46_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
-                if _c46_Value < -32768 or _c46_Value > 32767: raise EncodeError(f'value {_c46_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c46_Exponent - -128) << 4) | (_c46_Value < 0)
                 n += 16
                 _m = (-_c46_Value - 1 if _c46_Value < 0 else _c46_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c46_Value < -32768 or _c46_Value > 32767: raise EncodeError(f'value {_c46_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c46_Value < -32768 or _c46_Value > 32767: raise EncodeError(f'value {_c46_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6282,14 +6774,17 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c47_Exponent <= 127: raise EncodeError(f'value {_c47_Exponent!r} outside [-128, 127]')
                 if not (_c47_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
-                if _c47_Value < -32768 or _c47_Value > 32767: raise EncodeError(f'value {_c47_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c47_Exponent - -128) << 4) | (_c47_Value < 0)
                 n += 16
                 _m = (-_c47_Value - 1 if _c47_Value < 0 else _c47_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c47_Value < -32768 or _c47_Value > 32767: raise EncodeError(f'value {_c47_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c47_Value < -32768 or _c47_Value > 32767: raise EncodeError(f'value {_c47_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumDischargeCurrent = None
@@ -6348,18 +6843,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c1_Exponent
                 f_EVSEMaximumChargePower.Value = _c1_Value
@@ -6384,18 +6881,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c2_Exponent
                 f_EVSEMinimumChargePower.Value = _c2_Value
@@ -6420,18 +6919,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c3_Value
@@ -6456,18 +6957,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c4_Exponent
                 f_EVSEMaximumVoltage.Value = _c4_Value
@@ -6495,18 +6998,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c5_Exponent
                 f_EVSEMaximumDischargePower.Value = _c5_Value
@@ -6531,18 +7036,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c6_Exponent
                 f_EVSEMinimumDischargePower.Value = _c6_Value
@@ -6567,18 +7074,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c7_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c7_Value
@@ -6603,18 +7112,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c8_Exponent
                 f_EVSEMinimumVoltage.Value = _c8_Value
@@ -6648,18 +7159,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c9_Exponent
                 f_EVSEMinimumChargePower.Value = _c9_Value
@@ -6684,18 +7197,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c10_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c10_Value
@@ -6720,18 +7235,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
-                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c11_Exponent
                 f_EVSEMaximumVoltage.Value = _c11_Value
@@ -6756,18 +7273,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
-                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c12_Exponent
                 f_EVSEMaximumDischargePower.Value = _c12_Value
@@ -6792,18 +7311,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c13_Exponent
                 f_EVSEMinimumDischargePower.Value = _c13_Value
@@ -6828,18 +7349,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c14_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c14_Value
@@ -6864,18 +7387,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
-                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c15_Exponent
                 f_EVSEMinimumVoltage.Value = _c15_Value
@@ -6909,18 +7434,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
-                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c16_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c16_Value
@@ -6945,18 +7472,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
-                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c17_Exponent
                 f_EVSEMaximumVoltage.Value = _c17_Value
@@ -6981,18 +7510,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
-                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c18_Exponent
                 f_EVSEMaximumDischargePower.Value = _c18_Value
@@ -7017,18 +7548,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
-                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c19_Exponent
                 f_EVSEMinimumDischargePower.Value = _c19_Value
@@ -7053,18 +7586,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
-                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c20_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c20_Value
@@ -7089,18 +7624,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c21_Exponent
                 f_EVSEMinimumVoltage.Value = _c21_Value
@@ -7134,18 +7671,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
-                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c22_Exponent
                 f_EVSEMaximumVoltage.Value = _c22_Value
@@ -7170,18 +7709,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
-                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c23_Exponent
                 f_EVSEMaximumDischargePower.Value = _c23_Value
@@ -7206,18 +7747,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
-                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c24_Exponent
                 f_EVSEMinimumDischargePower.Value = _c24_Value
@@ -7242,18 +7785,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
-                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c25_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c25_Value
@@ -7278,18 +7823,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
-                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c26_Exponent
                 f_EVSEMinimumVoltage.Value = _c26_Value
@@ -7323,18 +7870,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c27_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c27_Value - 1 if _neg else _c27_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
-                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c27_Exponent
                 f_EVSEMaximumDischargePower.Value = _c27_Value
@@ -7359,18 +7908,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c28_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c28_Value - 1 if _neg else _c28_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
-                if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c28_Exponent
                 f_EVSEMinimumDischargePower.Value = _c28_Value
@@ -7395,18 +7946,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c29_Value - 1 if _neg else _c29_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
-                if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c29_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c29_Value
@@ -7431,18 +7984,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c30_Value - 1 if _neg else _c30_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
-                if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c30_Exponent
                 f_EVSEMinimumVoltage.Value = _c30_Value
@@ -7476,18 +8031,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c31_Value - 1 if _neg else _c31_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
-                if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c31_Exponent
                 f_EVSEMinimumDischargePower.Value = _c31_Value
@@ -7512,18 +8069,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c32_Value - 1 if _neg else _c32_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
-                if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c32_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c32_Value
@@ -7548,18 +8107,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c33_Value - 1 if _neg else _c33_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
-                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c33_Exponent
                 f_EVSEMinimumVoltage.Value = _c33_Value
@@ -7593,18 +8154,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c34_Value - 1 if _neg else _c34_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
-                if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c34_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c34_Value
@@ -7629,18 +8192,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c35_Value - 1 if _neg else _c35_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
-                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c35_Exponent
                 f_EVSEMinimumVoltage.Value = _c35_Value
@@ -7674,18 +8239,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c36_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c36_Value - 1 if _neg else _c36_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
-                if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c36_Exponent
                 f_EVSEMinimumVoltage.Value = _c36_Value
@@ -7738,14 +8305,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumChargePower = None
@@ -7760,14 +8330,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargePower/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMinimumChargePower = None
@@ -7782,14 +8355,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargeCurrent/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumChargeCurrent = None
@@ -7804,14 +8380,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltage/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumVoltage = None
@@ -7826,14 +8405,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumDischargePower/Value'
-            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumDischargePower = None
@@ -7848,14 +8430,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumDischargePower/Value'
-            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (5 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMinimumDischargePower = None
@@ -7870,14 +8455,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
             if not (_c7_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumDischargeCurrent/Value'
-            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (6 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumDischargeCurrent = None
@@ -7892,14 +8480,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
             if not (_c8_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumVoltage/Value'
-            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
             v = (v << 18) | (7 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMinimumVoltage = None
@@ -7920,14 +8511,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumChargePower/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumChargePower = None
@@ -7942,14 +8536,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargeCurrent = None
@@ -7964,14 +8561,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (2 << 14) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumVoltage = None
@@ -7986,14 +8586,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
-                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (3 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -8008,14 +8611,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
-                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (4 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumDischargePower = None
@@ -8030,14 +8636,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c14_Exponent <= 127: raise EncodeError(f'value {_c14_Exponent!r} outside [-128, 127]')
                 if not (_c14_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
-                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (5 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -8052,14 +8661,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c15_Exponent <= 127: raise EncodeError(f'value {_c15_Exponent!r} outside [-128, 127]')
                 if not (_c15_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
-                if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (6 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -8080,14 +8692,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c16_Exponent <= 127: raise EncodeError(f'value {_c16_Exponent!r} outside [-128, 127]')
                 if not (_c16_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
-                if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargeCurrent = None
@@ -8102,14 +8717,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c17_Exponent <= 127: raise EncodeError(f'value {_c17_Exponent!r} outside [-128, 127]')
                 if not (_c17_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
-                if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumVoltage = None
@@ -8124,14 +8742,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c18_Exponent <= 127: raise EncodeError(f'value {_c18_Exponent!r} outside [-128, 127]')
                 if not (_c18_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
-                if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -8146,14 +8767,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c19_Exponent <= 127: raise EncodeError(f'value {_c19_Exponent!r} outside [-128, 127]')
                 if not (_c19_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
-                if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumDischargePower = None
@@ -8168,14 +8792,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c20_Exponent <= 127: raise EncodeError(f'value {_c20_Exponent!r} outside [-128, 127]')
                 if not (_c20_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
-                if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -8190,14 +8817,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c21_Exponent <= 127: raise EncodeError(f'value {_c21_Exponent!r} outside [-128, 127]')
                 if not (_c21_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
-                if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (5 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -8218,14 +8848,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c22_Exponent <= 127: raise EncodeError(f'value {_c22_Exponent!r} outside [-128, 127]')
                 if not (_c22_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
-                if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumVoltage = None
@@ -8240,14 +8873,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c23_Exponent <= 127: raise EncodeError(f'value {_c23_Exponent!r} outside [-128, 127]')
                 if not (_c23_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
-                if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -8262,14 +8898,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c24_Exponent <= 127: raise EncodeError(f'value {_c24_Exponent!r} outside [-128, 127]')
                 if not (_c24_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
-                if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumDischargePower = None
@@ -8284,14 +8923,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c25_Exponent <= 127: raise EncodeError(f'value {_c25_Exponent!r} outside [-128, 127]')
                 if not (_c25_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
-                if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -8306,14 +8948,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c26_Exponent <= 127: raise EncodeError(f'value {_c26_Exponent!r} outside [-128, 127]')
                 if not (_c26_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
-                if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -8334,14 +8979,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c27_Exponent <= 127: raise EncodeError(f'value {_c27_Exponent!r} outside [-128, 127]')
                 if not (_c27_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
-                if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c27_Value < -32768 or _c27_Value > 32767: raise EncodeError(f'value {_c27_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargePower = None
@@ -8356,14 +9004,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c28_Exponent <= 127: raise EncodeError(f'value {_c28_Exponent!r} outside [-128, 127]')
                 if not (_c28_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
-                if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c28_Value < -32768 or _c28_Value > 32767: raise EncodeError(f'value {_c28_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumDischargePower = None
@@ -8378,14 +9029,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c29_Exponent <= 127: raise EncodeError(f'value {_c29_Exponent!r} outside [-128, 127]')
                 if not (_c29_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
-                if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c29_Value < -32768 or _c29_Value > 32767: raise EncodeError(f'value {_c29_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -8400,14 +9054,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c30_Exponent <= 127: raise EncodeError(f'value {_c30_Exponent!r} outside [-128, 127]')
                 if not (_c30_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
-                if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c30_Value < -32768 or _c30_Value > 32767: raise EncodeError(f'value {_c30_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -8428,14 +9085,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c31_Exponent <= 127: raise EncodeError(f'value {_c31_Exponent!r} outside [-128, 127]')
                 if not (_c31_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
-                if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c31_Value < -32768 or _c31_Value > 32767: raise EncodeError(f'value {_c31_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumDischargePower = None
@@ -8450,14 +9110,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c32_Exponent <= 127: raise EncodeError(f'value {_c32_Exponent!r} outside [-128, 127]')
                 if not (_c32_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
-                if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c32_Value < -32768 or _c32_Value > 32767: raise EncodeError(f'value {_c32_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -8472,14 +9135,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c33_Exponent <= 127: raise EncodeError(f'value {_c33_Exponent!r} outside [-128, 127]')
                 if not (_c33_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
-                if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -8500,14 +9166,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c34_Exponent <= 127: raise EncodeError(f'value {_c34_Exponent!r} outside [-128, 127]')
                 if not (_c34_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
-                if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 16
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c34_Value < -32768 or _c34_Value > 32767: raise EncodeError(f'value {_c34_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumDischargeCurrent = None
@@ -8522,14 +9191,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c35_Exponent <= 127: raise EncodeError(f'value {_c35_Exponent!r} outside [-128, 127]')
                 if not (_c35_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
-                if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 16
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c35_Value < -32768 or _c35_Value > 32767: raise EncodeError(f'value {_c35_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -8550,14 +9222,17 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c36_Exponent <= 127: raise EncodeError(f'value {_c36_Exponent!r} outside [-128, 127]')
                 if not (_c36_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
-                if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 16
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c36_Value < -32768 or _c36_Value > 32767: raise EncodeError(f'value {_c36_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMinimumVoltage = None
@@ -8610,19 +9285,21 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
@@ -8641,19 +9318,21 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargePower.Exponent = _c2_Exponent
         f_EVMinimumChargePower.Value = _c2_Value
@@ -8672,19 +9351,21 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVMaximumChargeCurrent.Value = _c3_Value
@@ -8703,19 +9384,21 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVMinimumChargeCurrent.Value = _c4_Value
@@ -8734,19 +9417,21 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMaximumVoltage.Exponent = _c5_Exponent
         f_EVMaximumVoltage.Value = _c5_Value
@@ -8765,18 +9450,20 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
@@ -8835,14 +9522,17 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumChargePower/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
             el = 'EVMinimumChargePower'
             _o = v_EVMinimumChargePower
@@ -8853,14 +9543,17 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargePower/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
             el = 'EVMaximumChargeCurrent'
             _o = v_EVMaximumChargeCurrent
@@ -8871,14 +9564,17 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumChargeCurrent/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumChargeCurrent is not None): raise EncodeError('missing content: EVMinimumChargeCurrent')
             el = 'EVMinimumChargeCurrent'
             _o = v_EVMinimumChargeCurrent
@@ -8889,14 +9585,17 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargeCurrent/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
             el = 'EVMaximumVoltage'
             _o = v_EVMaximumVoltage
@@ -8907,14 +9606,17 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumVoltage/Value'
-            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
             el = 'EVMinimumVoltage'
             _o = v_EVMinimumVoltage
@@ -8925,14 +9627,17 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumVoltage/Value'
-            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 17
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 6
@@ -8986,19 +9691,21 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
@@ -9017,19 +9724,21 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargePower.Exponent = _c2_Exponent
         f_EVSEMinimumChargePower.Value = _c2_Value
@@ -9048,19 +9757,21 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVSEMaximumChargeCurrent.Value = _c3_Value
@@ -9079,19 +9790,21 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVSEMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVSEMinimumChargeCurrent.Value = _c4_Value
@@ -9110,19 +9823,21 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMaximumVoltage.Exponent = _c5_Exponent
         f_EVSEMaximumVoltage.Value = _c5_Value
@@ -9141,18 +9856,20 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             elif not _y & 128:
                 q -= 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c6_Exponent
         f_EVSEMinimumVoltage.Value = _c6_Value
@@ -9181,18 +9898,20 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
                 f_EVSEPowerRampLimitation.Value = _c7_Value
@@ -9238,14 +9957,17 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargePower is not None): raise EncodeError('missing content: EVSEMinimumChargePower')
             el = 'EVSEMinimumChargePower'
             _o = v_EVSEMinimumChargePower
@@ -9256,14 +9978,17 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargePower/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
             el = 'EVSEMaximumChargeCurrent'
             _o = v_EVSEMaximumChargeCurrent
@@ -9274,14 +9999,17 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargeCurrent/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumChargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumChargeCurrent')
             el = 'EVSEMinimumChargeCurrent'
             _o = v_EVSEMinimumChargeCurrent
@@ -9292,14 +10020,17 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargeCurrent/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
             el = 'EVSEMaximumVoltage'
             _o = v_EVSEMaximumVoltage
@@ -9310,14 +10041,17 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltage/Value'
-            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
             el = 'EVSEMinimumVoltage'
             _o = v_EVSEMinimumVoltage
@@ -9328,14 +10062,17 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumVoltage/Value'
-            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 17
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 6
@@ -9352,14 +10089,17 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPowerRampLimitation/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 s = -1
@@ -9413,15 +10153,16 @@ def _d_DC_CableCheckReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -9560,15 +10301,16 @@ def _d_DC_CableCheckResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -9738,15 +10480,16 @@ def _d_DC_ChargeLoopReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -9817,18 +10560,20 @@ def _d_DC_ChargeLoopReqType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVPresentVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVPresentVoltage.Exponent = _c2_Exponent
             f_EVPresentVoltage.Value = _c2_Value
@@ -9991,14 +10736,17 @@ def _e_DC_ChargeLoopReqType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPresentVoltage/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 15
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPresentVoltage = None
@@ -10117,15 +10865,16 @@ def _d_DC_ChargeLoopResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -10178,18 +10927,20 @@ def _d_DC_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 q -= 8
                 if q < 0: V, q = r.slideq(q, 8)
                 x = (V >> q) & 255
                 if x & 227: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 2) & 7)
                 if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
@@ -10230,18 +10981,20 @@ def _d_DC_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c3_Exponent
                 f_EVSEPresentCurrent.Value = _c3_Value
@@ -10284,18 +11037,20 @@ def _d_DC_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c4_Exponent
                 f_EVSEPresentCurrent.Value = _c4_Value
@@ -10332,18 +11087,20 @@ def _d_DC_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c5_Exponent
                 f_EVSEPresentCurrent.Value = _c5_Value
@@ -10370,18 +11127,20 @@ def _d_DC_ChargeLoopResType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEPresentCurrent.Exponent = _c6_Exponent
             f_EVSEPresentCurrent.Value = _c6_Value
@@ -10406,19 +11165,21 @@ def _d_DC_ChargeLoopResType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 14
             if q < 0: V, q = r.slideq(q, 14)
             x = (V >> q) & 16383
             if x & 15837: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEPresentVoltage.Exponent = _c7_Exponent
             f_EVSEPresentVoltage.Value = _c7_Value
@@ -10621,14 +11382,17 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPresentCurrent/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEPresentCurrent = None
@@ -10664,14 +11428,17 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPresentCurrent/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEPresentCurrent = None
@@ -10698,14 +11465,17 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPresentCurrent/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEPresentCurrent = None
@@ -10723,14 +11493,17 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPresentCurrent/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEPresentCurrent = None
@@ -10748,14 +11521,17 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPresentVoltage/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 15
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
                 el = 'EVSEPowerLimitAchieved'
                 if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
@@ -10874,15 +11650,16 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11074,15 +11851,16 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11291,15 +12069,16 @@ def _d_DC_PreChargeReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11346,19 +12125,21 @@ def _d_DC_PreChargeReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('DC_PreChargeReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVPresentVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVPresentVoltage.Exponent = _c2_Exponent
         f_EVPresentVoltage.Value = _c2_Value
@@ -11377,18 +12158,20 @@ def _d_DC_PreChargeReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DC_PreChargeReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVTargetVoltage.Exponent = _c3_Exponent
         f_EVTargetVoltage.Value = _c3_Value
@@ -11472,7 +12255,6 @@ def _e_DC_PreChargeReqType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPresentVoltage/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 20) | (_i2 << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 20
             v_Header = None
@@ -11480,8 +12262,12 @@ def _e_DC_PreChargeReqType(w, o):
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'EVTargetVoltage'
             _o = v_EVTargetVoltage
@@ -11492,15 +12278,18 @@ def _e_DC_PreChargeReqType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetVoltage/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             v_EVPresentVoltage = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             v_EVTargetVoltage = None
@@ -11555,15 +12344,16 @@ def _d_DC_PreChargeResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11610,18 +12400,20 @@ def _d_DC_PreChargeResType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DC_PreChargeResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEPresentVoltage.Exponent = _c2_Exponent
         f_EVSEPresentVoltage.Value = _c2_Value
@@ -11703,7 +12495,6 @@ def _e_DC_PreChargeResType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentVoltage/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 24) | (_i2 << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 24
             v_Header = None
@@ -11711,8 +12502,12 @@ def _e_DC_PreChargeResType(w, o):
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             v_EVSEPresentVoltage = None
@@ -11766,15 +12561,16 @@ def _d_DC_WeldingDetectionReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11927,15 +12723,16 @@ def _d_DC_WeldingDetectionResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11982,18 +12779,20 @@ def _d_DC_WeldingDetectionResType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
         f_EVSEPresentVoltage.Exponent = _c2_Exponent
         f_EVSEPresentVoltage.Value = _c2_Value
@@ -12075,7 +12874,6 @@ def _e_DC_WeldingDetectionResType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentVoltage/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 24) | (_i2 << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 24
             v_Header = None
@@ -12083,8 +12881,12 @@ def _e_DC_WeldingDetectionResType(w, o):
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             v_EVSEPresentVoltage = None
@@ -12132,16 +12934,17 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -12157,18 +12960,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -12193,18 +12998,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
@@ -12231,19 +13038,21 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
             f_EVMaximumEnergyRequest.Value = _c3_Value
@@ -12262,19 +13071,21 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
             f_EVMinimumEnergyRequest.Value = _c4_Value
@@ -12293,19 +13104,21 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargePower.Exponent = _c5_Exponent
             f_EVMaximumChargePower.Value = _c5_Value
@@ -12324,19 +13137,21 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c6_Exponent
             f_EVMinimumChargePower.Value = _c6_Value
@@ -12355,19 +13170,21 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVMaximumChargeCurrent.Value = _c7_Value
@@ -12386,19 +13203,21 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c8_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumVoltage.Exponent = _c8_Exponent
             f_EVMaximumVoltage.Value = _c8_Value
@@ -12417,18 +13236,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c9_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumVoltage.Exponent = _c9_Exponent
             f_EVMinimumVoltage.Value = _c9_Value
@@ -12482,15 +13303,18 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             v_DepartureTime = None
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -12505,14 +13329,17 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -12530,14 +13357,17 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -12548,15 +13378,18 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 v_EVMaximumEnergyRequest = None
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
                 _o = v_EVMaximumChargePower
@@ -12567,15 +13400,18 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 v_EVMinimumEnergyRequest = None
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                 el = 'EVMinimumChargePower'
                 _o = v_EVMinimumChargePower
@@ -12586,15 +13422,18 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 v_EVMaximumChargePower = None
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                 el = 'EVMaximumChargeCurrent'
                 _o = v_EVMaximumChargeCurrent
@@ -12605,15 +13444,18 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 v_EVMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                 el = 'EVMaximumVoltage'
                 _o = v_EVMaximumVoltage
@@ -12624,15 +13466,18 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 v_EVMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                 el = 'EVMinimumVoltage'
                 _o = v_EVMinimumVoltage
@@ -12643,15 +13488,18 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 v_EVMaximumVoltage = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVMinimumVoltage = None
@@ -12699,15 +13547,16 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             s = 1
         elif ec == 1:
             q -= 9
@@ -12743,17 +13592,19 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-            if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
             q -= 14
@@ -12775,18 +13626,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
@@ -12831,17 +13684,19 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 q -= 14
@@ -12863,18 +13718,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c2_Exponent
                 f_EVSEMaximumChargePower.Value = _c2_Value
@@ -12910,17 +13767,19 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 q -= 14
@@ -12942,18 +13801,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c3_Exponent
                 f_EVSEMaximumChargePower.Value = _c3_Value
@@ -12980,17 +13841,19 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-                if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 q -= 14
@@ -13012,18 +13875,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c4_Exponent
                 f_EVSEMaximumChargePower.Value = _c4_Value
@@ -13050,18 +13915,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c5_Exponent
             f_EVSEMaximumChargePower.Value = _c5_Value
@@ -13086,19 +13953,21 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c6_Exponent
             f_EVSEMinimumChargePower.Value = _c6_Value
@@ -13117,19 +13986,21 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c7_Value
@@ -13148,18 +14019,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c8_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c8_Exponent
             f_EVSEMaximumVoltage.Value = _c8_Value
@@ -13242,14 +14115,17 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEMaximumChargePower = None
@@ -13294,14 +14170,17 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -13339,14 +14218,17 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -13377,14 +14259,17 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -13402,14 +14287,17 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargePower/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVSEMaximumChargePower = None
@@ -13427,14 +14315,17 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumChargePower/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 15
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                 el = 'EVSEMaximumChargeCurrent'
                 _o = v_EVSEMaximumChargeCurrent
@@ -13445,15 +14336,18 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 v_EVSEMinimumChargePower = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                 el = 'EVSEMaximumVoltage'
                 _o = v_EVSEMaximumVoltage
@@ -13464,15 +14358,18 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 v_EVSEMaximumChargeCurrent = None
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVSEMaximumVoltage = None
@@ -13524,18 +14421,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
@@ -13560,18 +14459,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
@@ -13596,18 +14497,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
@@ -13632,18 +14535,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c4_Exponent
             f_EVTargetCurrent.Value = _c4_Value
@@ -13674,18 +14579,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMaximumEnergyRequest.Value = _c5_Value
@@ -13710,18 +14617,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
@@ -13746,18 +14655,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c7_Exponent
                 f_EVTargetCurrent.Value = _c7_Value
@@ -13788,18 +14699,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumEnergyRequest.Value = _c8_Value
@@ -13824,18 +14737,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c9_Exponent
                 f_EVTargetCurrent.Value = _c9_Value
@@ -13862,18 +14777,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetCurrent.Exponent = _c10_Exponent
             f_EVTargetCurrent.Value = _c10_Value
@@ -13898,18 +14815,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c11_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVTargetVoltage.Exponent = _c11_Exponent
             f_EVTargetVoltage.Value = _c11_Value
@@ -13938,18 +14857,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c12_Value - 1 if _neg else _c12_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
-                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c12_Exponent
                 f_EVMaximumChargePower.Value = _c12_Value
@@ -13974,18 +14895,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c13_Value - 1 if _neg else _c13_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c13_Exponent
                 f_EVMinimumChargePower.Value = _c13_Value
@@ -14010,18 +14933,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c14_Value - 1 if _neg else _c14_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
                 f_EVMaximumChargeCurrent.Value = _c14_Value
@@ -14046,18 +14971,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c15_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c15_Value - 1 if _neg else _c15_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
-                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c15_Exponent
                 f_EVMaximumVoltage.Value = _c15_Value
@@ -14082,18 +15009,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c16_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c16_Value - 1 if _neg else _c16_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
-                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c16_Exponent
                 f_EVMinimumVoltage.Value = _c16_Value
@@ -14127,18 +15056,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c17_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c17_Value - 1 if _neg else _c17_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
-                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c17_Exponent
                 f_EVMinimumChargePower.Value = _c17_Value
@@ -14163,18 +15094,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c18_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c18_Value - 1 if _neg else _c18_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
-                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c18_Exponent
                 f_EVMaximumChargeCurrent.Value = _c18_Value
@@ -14199,18 +15132,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c19_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c19_Value - 1 if _neg else _c19_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
-                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c19_Exponent
                 f_EVMaximumVoltage.Value = _c19_Value
@@ -14235,18 +15170,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c20_Value - 1 if _neg else _c20_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
-                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c20_Exponent
                 f_EVMinimumVoltage.Value = _c20_Value
@@ -14280,18 +15217,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c21_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c21_Value - 1 if _neg else _c21_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
                 f_EVMaximumChargeCurrent.Value = _c21_Value
@@ -14316,18 +15255,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c22_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c22_Value - 1 if _neg else _c22_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
-                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c22_Exponent
                 f_EVMaximumVoltage.Value = _c22_Value
@@ -14352,18 +15293,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c23_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c23_Value - 1 if _neg else _c23_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
-                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c23_Exponent
                 f_EVMinimumVoltage.Value = _c23_Value
@@ -14397,18 +15340,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c24_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c24_Value - 1 if _neg else _c24_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
-                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c24_Exponent
                 f_EVMaximumVoltage.Value = _c24_Value
@@ -14433,18 +15378,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c25_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c25_Value - 1 if _neg else _c25_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
-                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c25_Exponent
                 f_EVMinimumVoltage.Value = _c25_Value
@@ -14478,18 +15425,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c26_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c26_Value - 1 if _neg else _c26_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
-                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c26_Exponent
                 f_EVMinimumVoltage.Value = _c26_Value
@@ -14546,14 +15495,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetEnergyRequest = None
@@ -14568,14 +15520,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumEnergyRequest/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVMaximumEnergyRequest = None
@@ -14590,14 +15545,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumEnergyRequest/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVMinimumEnergyRequest = None
@@ -14612,14 +15570,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetCurrent/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVTargetCurrent = None
@@ -14637,14 +15598,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumEnergyRequest/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumEnergyRequest = None
@@ -14659,14 +15623,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumEnergyRequest = None
@@ -14681,14 +15648,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -14706,14 +15676,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumEnergyRequest = None
@@ -14728,14 +15701,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -14753,14 +15729,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetCurrent/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetCurrent = None
@@ -14778,14 +15757,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVTargetVoltage/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVTargetVoltage = None
@@ -14803,14 +15785,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
-                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 17
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargePower = None
@@ -14825,14 +15810,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
-                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumChargePower = None
@@ -14847,14 +15835,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c14_Exponent <= 127: raise EncodeError(f'value {_c14_Exponent!r} outside [-128, 127]')
                 if not (_c14_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
-                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 17
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -14869,14 +15860,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c15_Exponent <= 127: raise EncodeError(f'value {_c15_Exponent!r} outside [-128, 127]')
                 if not (_c15_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
-                if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 17
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c15_Value < -32768 or _c15_Value > 32767: raise EncodeError(f'value {_c15_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -14891,14 +15885,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c16_Exponent <= 127: raise EncodeError(f'value {_c16_Exponent!r} outside [-128, 127]')
                 if not (_c16_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (4 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c16_Value < -32768 or _c16_Value > 32767: raise EncodeError(f'value {_c16_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -14919,14 +15916,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c17_Exponent <= 127: raise EncodeError(f'value {_c17_Exponent!r} outside [-128, 127]')
                 if not (_c17_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
-                if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c17_Value < -32768 or _c17_Value > 32767: raise EncodeError(f'value {_c17_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumChargePower = None
@@ -14941,14 +15941,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c18_Exponent <= 127: raise EncodeError(f'value {_c18_Exponent!r} outside [-128, 127]')
                 if not (_c18_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
-                if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -14963,14 +15966,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c19_Exponent <= 127: raise EncodeError(f'value {_c19_Exponent!r} outside [-128, 127]')
                 if not (_c19_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
-                if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -14985,14 +15991,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c20_Exponent <= 127: raise EncodeError(f'value {_c20_Exponent!r} outside [-128, 127]')
                 if not (_c20_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c20_Value < -32768 or _c20_Value > 32767: raise EncodeError(f'value {_c20_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -15013,14 +16022,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c21_Exponent <= 127: raise EncodeError(f'value {_c21_Exponent!r} outside [-128, 127]')
                 if not (_c21_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
-                if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c21_Value < -32768 or _c21_Value > 32767: raise EncodeError(f'value {_c21_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumChargeCurrent = None
@@ -15035,14 +16047,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c22_Exponent <= 127: raise EncodeError(f'value {_c22_Exponent!r} outside [-128, 127]')
                 if not (_c22_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
-                if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c22_Value < -32768 or _c22_Value > 32767: raise EncodeError(f'value {_c22_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -15057,14 +16072,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c23_Exponent <= 127: raise EncodeError(f'value {_c23_Exponent!r} outside [-128, 127]')
                 if not (_c23_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c23_Value < -32768 or _c23_Value > 32767: raise EncodeError(f'value {_c23_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -15085,14 +16103,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c24_Exponent <= 127: raise EncodeError(f'value {_c24_Exponent!r} outside [-128, 127]')
                 if not (_c24_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
-                if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 16
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c24_Value < -32768 or _c24_Value > 32767: raise EncodeError(f'value {_c24_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMaximumVoltage = None
@@ -15107,14 +16128,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c25_Exponent <= 127: raise EncodeError(f'value {_c25_Exponent!r} outside [-128, 127]')
                 if not (_c25_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 16
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c25_Value < -32768 or _c25_Value > 32767: raise EncodeError(f'value {_c25_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -15135,14 +16159,17 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 if not -128 <= _c26_Exponent <= 127: raise EncodeError(f'value {_c26_Exponent!r} outside [-128, 127]')
                 if not (_c26_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
-                if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 16
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c26_Value < -32768 or _c26_Value > 32767: raise EncodeError(f'value {_c26_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVMinimumVoltage = None
@@ -15196,18 +16223,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
@@ -15232,18 +16261,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c2_Exponent
             f_EVSEMinimumChargePower.Value = _c2_Value
@@ -15268,18 +16299,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c3_Value
@@ -15304,18 +16337,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 elif not _y & 128:
                     q -= 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c4_Exponent
             f_EVSEMaximumVoltage.Value = _c4_Value
@@ -15349,18 +16384,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c5_Exponent
                 f_EVSEMinimumChargePower.Value = _c5_Value
@@ -15385,18 +16422,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c6_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c6_Value
@@ -15421,18 +16460,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c7_Exponent
                 f_EVSEMaximumVoltage.Value = _c7_Value
@@ -15466,18 +16507,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c8_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c8_Value
@@ -15502,18 +16545,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c9_Exponent
                 f_EVSEMaximumVoltage.Value = _c9_Value
@@ -15547,18 +16592,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     elif not _y & 128:
                         q -= 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c10_Exponent
                 f_EVSEMaximumVoltage.Value = _c10_Value
@@ -15603,14 +16650,17 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargePower/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 1
@@ -15624,14 +16674,17 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargePower/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 2
@@ -15645,14 +16698,17 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargeCurrent/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 3
@@ -15666,14 +16722,17 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltage/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             s = 4
@@ -15692,14 +16751,17 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumChargePower/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 2
@@ -15713,14 +16775,17 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -15734,14 +16799,17 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -15760,14 +16828,17 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 3
@@ -15781,14 +16852,17 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -15807,14 +16881,17 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 s = 4
@@ -16113,17 +17190,19 @@ def _de11(r):  # AckMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
-    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -16161,15 +17240,16 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -16207,15 +17287,16 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -16253,15 +17334,16 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -16299,15 +17381,16 @@ def _de15(r):  # ChargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -16365,15 +17448,16 @@ def _de17(r):  # DepartureTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -16849,32 +17933,37 @@ def _de34(r):  # MeterStatus
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee34(w, o):  # MeterStatus
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -16899,15 +17988,16 @@ def _de35(r):  # MeterTimestamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
-    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -16999,17 +18089,19 @@ def _de38(r):  # NotificationMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
-    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17243,15 +18335,16 @@ def _de45(r):  # RemainingTimeToMaximumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17289,15 +18382,16 @@ def _de46(r):  # RemainingTimeToMinimumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17335,15 +18429,16 @@ def _de47(r):  # RemainingTimeToTargetSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17594,15 +18689,16 @@ def _de55(r):  # TimeAnchor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17640,15 +18736,16 @@ def _de56(r):  # TimeStamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -17686,32 +18783,37 @@ def _de57(r):  # Value
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee57(w, o):  # Value
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

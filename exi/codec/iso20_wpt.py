@@ -214,17 +214,19 @@ def _d_AlternativeSECCType(r):
                 elif not _y & 128:
                     q -= 24
                     f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_Port = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
-            if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
             s = 4
         elif ec == 4:
             pass
@@ -287,17 +289,19 @@ def _d_AlternativeSECCType(r):
                     elif not _y & 128:
                         q -= 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_Port = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
-                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 3:
                 pass
@@ -342,17 +346,19 @@ def _d_AlternativeSECCType(r):
                     elif not _y & 128:
                         q -= 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_Port = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
-                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 2:
                 pass
@@ -379,17 +385,19 @@ def _d_AlternativeSECCType(r):
                     elif not _y & 128:
                         q -= 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_Port = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
-                if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 1:
                 pass
@@ -726,15 +734,16 @@ def _d_WPT_AlignmentCheckReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -791,19 +800,21 @@ def _d_WPT_AlignmentCheckReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 7
                 if q < 0: V, q = r.slideq(q, 7)
                 x = (V >> q) & 127
                 if x & 121: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_TargetCoilCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_TargetCoilCurrent.Exponent = _c2_Exponent
                 f_TargetCoilCurrent.Value = _c2_Value
@@ -959,14 +970,17 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TargetCoilCurrent/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                 el = 'EVResultCode'
                 _i4 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
@@ -1067,15 +1081,16 @@ def _d_WPT_AlignmentCheckResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1136,18 +1151,20 @@ def _d_WPT_AlignmentCheckResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
                 f_PowerTransmitted = _new(iso20_commontypes.RationalNumberType)
                 f_PowerTransmitted.Exponent = _c2_Exponent
                 f_PowerTransmitted.Value = _c2_Value
@@ -1172,18 +1189,20 @@ def _d_WPT_AlignmentCheckResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_SupplyDeviceCurrent.Exponent = _c3_Exponent
                 f_SupplyDeviceCurrent.Value = _c3_Value
@@ -1240,18 +1259,20 @@ def _d_WPT_AlignmentCheckResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
                 f_SupplyDeviceCurrent.Exponent = _c4_Exponent
                 f_SupplyDeviceCurrent.Value = _c4_Value
@@ -1458,14 +1479,17 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PowerTransmitted/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_PowerTransmitted = None
@@ -1480,14 +1504,17 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SupplyDeviceCurrent/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (1 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_SupplyDeviceCurrent = None
@@ -1520,14 +1547,17 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SupplyDeviceCurrent/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_SupplyDeviceCurrent = None
@@ -1651,15 +1681,16 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -1730,19 +1761,21 @@ def _d_WPT_ChargeLoopReqType(r):
                 elif not _y & 128:
                     q -= 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerRequest.Exponent = _c2_Exponent
             f_EVPCPowerRequest.Value = _c2_Value
@@ -1761,19 +1794,21 @@ def _d_WPT_ChargeLoopReqType(r):
                 elif not _y & 128:
                     q -= 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
             if x & 121: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVPCPowerOutput = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerOutput.Exponent = _c3_Exponent
             f_EVPCPowerOutput.Value = _c3_Value
@@ -1804,18 +1839,20 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCOperatingFrequency.Exponent = _c4_Exponent
                 f_EVPCOperatingFrequency.Value = _c4_Value
@@ -1840,19 +1877,21 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_c1_Value - 1 if _neg else _c5_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_c1_Value - 1 if _neg else _c5_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_c1_Value - 1 if _neg else _c5_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
                 _c5_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCCoilCurrentRequest.Exponent = _c5_c1_Exponent
                 _c5_EVPCCoilCurrentRequest.Value = _c5_c1_Value
@@ -1871,19 +1910,21 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_c2_Value - 1 if _neg else _c5_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_c2_Value - 1 if _neg else _c5_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_c2_Value - 1 if _neg else _c5_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c2_Value = -_c5_c2_Value - 1
-                if _c5_c2_Value < -32768 or _c5_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c2_Value, r.at(r.end - q))
                 _c5_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCCoilCurrentInformation.Exponent = _c5_c2_Exponent
                 _c5_EVPCCoilCurrentInformation.Value = _c5_c2_Value
@@ -1902,19 +1943,21 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_c3_Value - 1 if _neg else _c5_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_c3_Value - 1 if _neg else _c5_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_c3_Value - 1 if _neg else _c5_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c3_Value = -_c5_c3_Value - 1
-                if _c5_c3_Value < -32768 or _c5_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c3_Value, r.at(r.end - q))
                 _c5_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCCurrentOutputInformation.Exponent = _c5_c3_Exponent
                 _c5_EVPCCurrentOutputInformation.Value = _c5_c3_Value
@@ -1933,18 +1976,20 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_c4_Value - 1 if _neg else _c5_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_c4_Value - 1 if _neg else _c5_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_c4_Value - 1 if _neg else _c5_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c5_c4_Value = -_c5_c4_Value - 1
-                if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(r.end - q))
                 _c5_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c5_EVPCVoltageOutputInformation.Exponent = _c5_c4_Exponent
                 _c5_EVPCVoltageOutputInformation.Value = _c5_c4_Value
@@ -2006,19 +2051,21 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_c1_Value - 1 if _neg else _c6_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_c1_Value - 1 if _neg else _c6_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_c1_Value - 1 if _neg else _c6_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c1_Value = -_c6_c1_Value - 1
-                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
                 _c6_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCCoilCurrentRequest.Exponent = _c6_c1_Exponent
                 _c6_EVPCCoilCurrentRequest.Value = _c6_c1_Value
@@ -2037,19 +2084,21 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_c2_Value - 1 if _neg else _c6_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_c2_Value - 1 if _neg else _c6_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_c2_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_c2_Value - 1 if _neg else _c6_c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c2_Value = -_c6_c2_Value - 1
-                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(r.end - q))
                 _c6_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCCoilCurrentInformation.Exponent = _c6_c2_Exponent
                 _c6_EVPCCoilCurrentInformation.Value = _c6_c2_Value
@@ -2068,19 +2117,21 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_c3_Value - 1 if _neg else _c6_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_c3_Value - 1 if _neg else _c6_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_c3_Value - 1 if _neg else _c6_c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c3_Value = -_c6_c3_Value - 1
-                if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c3_Value, r.at(r.end - q))
                 _c6_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCCurrentOutputInformation.Exponent = _c6_c3_Exponent
                 _c6_EVPCCurrentOutputInformation.Value = _c6_c3_Value
@@ -2099,18 +2150,20 @@ def _d_WPT_ChargeLoopReqType(r):
                     elif not _y & 128:
                         q -= 24
                         _c6_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c6_c4_Value - 1 if _neg else _c6_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c6_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c6_c4_Value - 1 if _neg else _c6_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_c4_Value - 1 if _neg else _c6_c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c4_Value = -_c6_c4_Value - 1
-                if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c4_Value, r.at(r.end - q))
                 _c6_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
                 _c6_EVPCVoltageOutputInformation.Exponent = _c6_c4_Exponent
                 _c6_EVPCVoltageOutputInformation.Value = _c6_c4_Value
@@ -2341,14 +2394,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
                 if not (_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerRequest/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 15
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVPCPowerOutput is not None): raise EncodeError('missing content: EVPCPowerOutput')
                 el = 'EVPCPowerOutput'
                 _o = v_EVPCPowerOutput
@@ -2359,15 +2415,18 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerOutput/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 17
                 v_EVPCPowerRequest = None
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_EVPCChargeDiagnostics is not None): raise EncodeError('missing content: EVPCChargeDiagnostics')
                 el = 'EVPCChargeDiagnostics'
                 _i4 = _I_iso20_wpt_WPT_EVPCChargeDiagnosticsType.get(v_EVPCChargeDiagnostics)
@@ -2390,14 +2449,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCOperatingFrequency/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPCOperatingFrequency = None
@@ -2419,14 +2481,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
                 if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
-                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
                 n += 18
                 _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
                 _o = _c6_EVPCCoilCurrentInformation
@@ -2437,14 +2502,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c6_c2_Exponent <= 127: raise EncodeError(f'value {_c6_c2_Exponent!r} outside [-128, 127]')
                 if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
-                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
                 n += 17
                 _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
                 _o = _c6_EVPCCurrentOutputInformation
@@ -2455,14 +2523,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c6_c3_Exponent <= 127: raise EncodeError(f'value {_c6_c3_Exponent!r} outside [-128, 127]')
                 if not (_c6_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
-                if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_c3_Exponent - -128) << 4) | (_c6_c3_Value < 0)
                 n += 17
                 _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c6_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
                 _o = _c6_EVPCVoltageOutputInformation
@@ -2473,14 +2544,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c6_c4_Exponent <= 127: raise EncodeError(f'value {_c6_c4_Exponent!r} outside [-128, 127]')
                 if not (_c6_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
-                if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: raise EncodeError(f'value {_c6_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c6_c4_Exponent - -128) << 4) | (_c6_c4_Value < 0)
                 n += 17
                 _m = (-_c6_c4_Value - 1 if _c6_c4_Value < 0 else _c6_c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: raise EncodeError(f'value {_c6_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: raise EncodeError(f'value {_c6_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVPCPowerControlParameter = None
@@ -2520,14 +2594,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c7_c1_Exponent <= 127: raise EncodeError(f'value {_c7_c1_Exponent!r} outside [-128, 127]')
                 if not (_c7_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
-                if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_c1_Exponent - -128) << 4) | (_c7_c1_Value < 0)
                 n += 17
                 _m = (-_c7_c1_Value - 1 if _c7_c1_Value < 0 else _c7_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: raise EncodeError(f'value {_c7_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
                 _o = _c7_EVPCCoilCurrentInformation
@@ -2538,14 +2615,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c7_c2_Exponent <= 127: raise EncodeError(f'value {_c7_c2_Exponent!r} outside [-128, 127]')
                 if not (_c7_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
-                if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_c2_Exponent - -128) << 4) | (_c7_c2_Value < 0)
                 n += 17
                 _m = (-_c7_c2_Value - 1 if _c7_c2_Value < 0 else _c7_c2_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
                 _o = _c7_EVPCCurrentOutputInformation
@@ -2556,14 +2636,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c7_c3_Exponent <= 127: raise EncodeError(f'value {_c7_c3_Exponent!r} outside [-128, 127]')
                 if not (_c7_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
-                if _c7_c3_Value < -32768 or _c7_c3_Value > 32767: raise EncodeError(f'value {_c7_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_c3_Exponent - -128) << 4) | (_c7_c3_Value < 0)
                 n += 17
                 _m = (-_c7_c3_Value - 1 if _c7_c3_Value < 0 else _c7_c3_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_c3_Value < -32768 or _c7_c3_Value > 32767: raise EncodeError(f'value {_c7_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_c3_Value < -32768 or _c7_c3_Value > 32767: raise EncodeError(f'value {_c7_c3_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (_c7_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
                 _o = _c7_EVPCVoltageOutputInformation
@@ -2574,14 +2657,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not -128 <= _c7_c4_Exponent <= 127: raise EncodeError(f'value {_c7_c4_Exponent!r} outside [-128, 127]')
                 if not (_c7_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
-                if _c7_c4_Value < -32768 or _c7_c4_Value > 32767: raise EncodeError(f'value {_c7_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c7_c4_Exponent - -128) << 4) | (_c7_c4_Value < 0)
                 n += 17
                 _m = (-_c7_c4_Value - 1 if _c7_c4_Value < 0 else _c7_c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_c4_Value < -32768 or _c7_c4_Value > 32767: raise EncodeError(f'value {_c7_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_c4_Value < -32768 or _c7_c4_Value > 32767: raise EncodeError(f'value {_c7_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_EVPCPowerControlParameter = None
@@ -2709,15 +2795,16 @@ def _d_WPT_ChargeLoopResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -2770,18 +2857,20 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_NotificationMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 q -= 8
                 if q < 0: V, q = r.slideq(q, 8)
                 x = (V >> q) & 255
                 if x & 227: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
                 _c2_EVSENotification = ((x >> 2) & 7)
                 if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
@@ -2822,18 +2911,20 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c3_Exponent
                 f_EVPCPowerRequest.Value = _c3_Value
@@ -2876,18 +2967,20 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c4_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c4_Exponent
                 f_EVPCPowerRequest.Value = _c4_Value
@@ -2924,18 +3017,20 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c5_Exponent
                 f_EVPCPowerRequest.Value = _c5_Value
@@ -2962,18 +3057,20 @@ def _d_WPT_ChargeLoopResType(r):
                 elif not _y & 128:
                     q -= 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c6_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c6_Value - 1 if _neg else _c6_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
             f_EVPCPowerRequest.Exponent = _c6_Exponent
             f_EVPCPowerRequest.Value = _c6_Value
@@ -3002,19 +3099,21 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c7_Value - 1 if _neg else _c7_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_SDPowerInput = _new(iso20_commontypes.RationalNumberType)
                 f_SDPowerInput.Exponent = _c7_Exponent
                 f_SDPowerInput.Value = _c7_Value
@@ -3033,18 +3132,20 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c8_Value - 1 if _neg else _c8_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
                 f_SPCMaxOutputPowerLimit.Exponent = _c8_Exponent
                 f_SPCMaxOutputPowerLimit.Value = _c8_Value
@@ -3069,18 +3170,20 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c9_Value - 1 if _neg else _c9_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
                 f_SPCMaxOutputPowerLimit.Exponent = _c9_Exponent
                 f_SPCMaxOutputPowerLimit.Value = _c9_Value
@@ -3107,19 +3210,21 @@ def _d_WPT_ChargeLoopResType(r):
                 elif not _y & 128:
                     q -= 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c10_Value - 1 if _neg else _c10_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 241: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_SPCMinOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
             f_SPCMinOutputPowerLimit.Exponent = _c10_Exponent
             f_SPCMinOutputPowerLimit.Value = _c10_Value
@@ -3152,18 +3257,20 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c11_Value - 1 if _neg else _c11_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
-                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_SPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_SPCOperatingFrequency.Exponent = _c11_Exponent
                 f_SPCOperatingFrequency.Value = _c11_Value
@@ -3188,18 +3295,20 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c12_c1_Value - 1 if _neg else _c12_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c12_c1_Value - 1 if _neg else _c12_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c12_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c12_c1_Value - 1 if _neg else _c12_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c12_c1_Value = -_c12_c1_Value - 1
-                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(r.end - q))
                 _c12_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c12_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c12_c1_Exponent
                 _c12_SPCPrimaryDeviceCoilCurrentInformation.Value = _c12_c1_Value
@@ -3258,18 +3367,20 @@ def _d_WPT_ChargeLoopResType(r):
                     elif not _y & 128:
                         q -= 24
                         _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c13_c1_Value - 1 if _neg else _c13_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c13_c1_Value - 1 if _neg else _c13_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c13_c1_Value - 1 if _neg else _c13_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c13_c1_Value = -_c13_c1_Value - 1
-                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(r.end - q))
                 _c13_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
                 _c13_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c13_c1_Exponent
                 _c13_SPCPrimaryDeviceCoilCurrentInformation.Value = _c13_c1_Value
@@ -3527,14 +3638,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerRequest/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPCPowerRequest = None
@@ -3570,14 +3684,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerRequest/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (2 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPCPowerRequest = None
@@ -3604,14 +3721,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerRequest/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPCPowerRequest = None
@@ -3629,14 +3749,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerRequest/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_EVPCPowerRequest = None
@@ -3654,14 +3777,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SDPowerInput/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_SPCMaxOutputPowerLimit is not None): raise EncodeError('missing content: SPCMaxOutputPowerLimit')
                 el = 'SPCMaxOutputPowerLimit'
                 _o = v_SPCMaxOutputPowerLimit
@@ -3672,15 +3798,18 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCMaxOutputPowerLimit/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 v_SDPowerInput = None
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_SPCMaxOutputPowerLimit = None
@@ -3695,14 +3824,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCMaxOutputPowerLimit/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_SPCMaxOutputPowerLimit = None
@@ -3720,14 +3852,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCMinOutputPowerLimit/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 if not (v_SPCChargeDiagnostics is not None): raise EncodeError('missing content: SPCChargeDiagnostics')
                 el = 'SPCChargeDiagnostics'
                 _i12 = _I_iso20_wpt_WPT_SPCChargeDiagnosticsType.get(v_SPCChargeDiagnostics)
@@ -3750,14 +3885,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
                 if not (_c13_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCOperatingFrequency/Value'
-                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 2
                 n += 2
                 v_SPCOperatingFrequency = None
@@ -3776,14 +3914,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c14_c1_Exponent <= 127: raise EncodeError(f'value {_c14_c1_Exponent!r} outside [-128, 127]')
                 if not (_c14_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
-                if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 18) | (1 << 15) | ((_c14_c1_Exponent - -128) << 4) | (_c14_c1_Value < 0)
                 n += 18
                 _m = (-_c14_c1_Value - 1 if _c14_c1_Value < 0 else _c14_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_SPCPowerControlParameter = None
@@ -3820,14 +3961,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not -128 <= _c15_c1_Exponent <= 127: raise EncodeError(f'value {_c15_c1_Exponent!r} outside [-128, 127]')
                 if not (_c15_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
-                if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 17) | ((_c15_c1_Exponent - -128) << 4) | (_c15_c1_Value < 0)
                 n += 17
                 _m = (-_c15_c1_Value - 1 if _c15_c1_Value < 0 else _c15_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 v_SPCPowerControlParameter = None
@@ -3949,15 +4093,16 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -4000,18 +4145,20 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVPCMaxReceivablePower = _new(iso20_commontypes.RationalNumberType)
         f_EVPCMaxReceivablePower.Exponent = _c2_Exponent
         f_EVPCMaxReceivablePower.Value = _c2_Value
@@ -4027,17 +4174,19 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             elif not _y & 128:
                 q -= 24
                 f_SDMaxGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SDMaxGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
+                if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SDMaxGroundClearence = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SDMaxGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
+            if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
-        if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(r.end - q))
         el = 'SDMinGroundClearence'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -4050,18 +4199,20 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             elif not _y & 128:
                 q -= 24
                 f_SDMinGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SDMinGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
+                if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SDMinGroundClearence = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SDMinGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
+            if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
-        if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(r.end - q))
         el = 'EVPCNaturalFrequency/Exponent'
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCNaturalFrequency/Value'
@@ -4077,19 +4228,21 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 61: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVPCNaturalFrequency = _new(iso20_commontypes.RationalNumberType)
         f_EVPCNaturalFrequency.Exponent = _c3_Exponent
         f_EVPCNaturalFrequency.Value = _c3_Value
@@ -4223,15 +4376,18 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCMaxReceivablePower/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 15
             v_Header = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_SDMaxGroundClearence is not None): raise EncodeError('missing content: SDMaxGroundClearence')
             el = 'SDMaxGroundClearence'
             if v_SDMaxGroundClearence < 0 or v_SDMaxGroundClearence > 65535: raise EncodeError(f'value {v_SDMaxGroundClearence!r} outside [0, 65535]')
@@ -4262,15 +4418,18 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCNaturalFrequency/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 16
             v_SDMinGroundClearence = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCDeviceLocalControl is not None): raise EncodeError('missing content: EVPCDeviceLocalControl')
             el = 'EVPCDeviceLocalControl'
             if v_EVPCDeviceLocalControl is not True and v_EVPCDeviceLocalControl is not False: raise EncodeError(f'expected a bool, got {v_EVPCDeviceLocalControl!r}')
@@ -4366,15 +4525,16 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -4423,19 +4583,21 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_SDMinOutputPower = _new(iso20_commontypes.RationalNumberType)
         f_SDMinOutputPower.Exponent = _c2_Exponent
         f_SDMinOutputPower.Value = _c2_Value
@@ -4454,18 +4616,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_SDMaxOutputPower = _new(iso20_commontypes.RationalNumberType)
         f_SDMaxOutputPower.Exponent = _c3_Exponent
         f_SDMaxOutputPower.Value = _c3_Value
@@ -4481,17 +4645,19 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 f_SDMaxGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
+                if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SDMaxGroundClearanceSupport = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
+            if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
-        if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(r.end - q))
         el = 'SDMinGroundClearanceSupport'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -4504,18 +4670,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 f_SDMinGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
+                if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_SDMinGroundClearanceSupport = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
+            if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
-        if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(r.end - q))
         el = 'PDMinCoilCurrent/Exponent'
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'PDMinCoilCurrent/Value'
@@ -4531,19 +4699,21 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_PDMinCoilCurrent = _new(iso20_commontypes.RationalNumberType)
         f_PDMinCoilCurrent.Exponent = _c4_Exponent
         f_PDMinCoilCurrent.Value = _c4_Value
@@ -4562,18 +4732,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             elif not _y & 128:
                 q -= 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c5_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c5_Value - 1 if _neg else _c5_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
         f_PDMaxCoilCurrent = _new(iso20_commontypes.RationalNumberType)
         f_PDMaxCoilCurrent.Exponent = _c5_Exponent
         f_PDMaxCoilCurrent.Value = _c5_Value
@@ -4719,7 +4891,6 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'SDMinOutputPower/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 29) | (_i2 << 21) | (_i3 << 16) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 29
             v_Header = None
@@ -4728,8 +4899,12 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_SDMaxOutputPower is not None): raise EncodeError('missing content: SDMaxOutputPower')
             el = 'SDMaxOutputPower'
             _o = v_SDMaxOutputPower
@@ -4740,15 +4915,18 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'SDMaxOutputPower/Value'
-            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 17
             v_SDMinOutputPower = None
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_SDMaxGroundClearanceSupport is not None): raise EncodeError('missing content: SDMaxGroundClearanceSupport')
             el = 'SDMaxGroundClearanceSupport'
             if v_SDMaxGroundClearanceSupport < 0 or v_SDMaxGroundClearanceSupport > 65535: raise EncodeError(f'value {v_SDMaxGroundClearanceSupport!r} outside [0, 65535]')
@@ -4779,15 +4957,18 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'PDMinCoilCurrent/Value'
-            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 16
             v_SDMinGroundClearanceSupport = None
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_PDMaxCoilCurrent is not None): raise EncodeError('missing content: PDMaxCoilCurrent')
             el = 'PDMaxCoilCurrent'
             _o = v_PDMaxCoilCurrent
@@ -4798,15 +4979,18 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
             if not (_c7_Value is not None): raise EncodeError('missing content: Value')
             el = 'PDMaxCoilCurrent/Value'
-            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
             n += 17
             v_PDMinCoilCurrent = None
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_PDMaxCoilCurrent = None
@@ -4874,19 +5058,21 @@ def _d_WPT_CoordinateXYZType(r):
             elif not _y & 128:
                 q -= 24
                 f_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -f_Coord_X - 1 if _neg else f_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -f_Coord_X - 1 if _neg else f_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -f_Coord_X - 1 if _neg else f_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         if _neg: f_Coord_X = -f_Coord_X - 1
-        if f_Coord_X < -32768 or f_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', f_Coord_X, r.at(r.end - q))
         el = 'Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -4900,19 +5086,21 @@ def _d_WPT_CoordinateXYZType(r):
             elif not _y & 128:
                 q -= 24
                 f_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -f_Coord_Y - 1 if _neg else f_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -f_Coord_Y - 1 if _neg else f_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -f_Coord_Y - 1 if _neg else f_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         if _neg: f_Coord_Y = -f_Coord_Y - 1
-        if f_Coord_Y < -32768 or f_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', f_Coord_Y, r.at(r.end - q))
         el = 'Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -4926,18 +5114,20 @@ def _d_WPT_CoordinateXYZType(r):
             elif not _y & 128:
                 q -= 24
                 f_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -f_Coord_Z - 1 if _neg else f_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -f_Coord_Z - 1 if _neg else f_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -f_Coord_Z - 1 if _neg else f_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         if _neg: f_Coord_Z = -f_Coord_Z - 1
-        if f_Coord_Z < -32768 or f_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', f_Coord_Z, r.at(r.end - q))
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -4958,34 +5148,43 @@ def _e_WPT_CoordinateXYZType(w, o):
         v_Coord_Z = o.Coord_Z
         if v_Coord_X is not None:
             el = 'Coord_X'
-            if v_Coord_X < -32768 or v_Coord_X > 32767: raise EncodeError(f'value {v_Coord_X!r} outside [-32768, 32767]')
             v = (v << 3) | (v_Coord_X < 0)
             n += 3
             _m = (-v_Coord_X - 1 if v_Coord_X < 0 else v_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if v_Coord_X < -32768 or v_Coord_X > 32767: raise EncodeError(f'value {v_Coord_X!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if v_Coord_X < -32768 or v_Coord_X > 32767: raise EncodeError(f'value {v_Coord_X!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'Coord_Y'
-            if v_Coord_Y < -32768 or v_Coord_Y > 32767: raise EncodeError(f'value {v_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (v_Coord_Y < 0)
             n += 4
             _m = (-v_Coord_Y - 1 if v_Coord_Y < 0 else v_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if v_Coord_Y < -32768 or v_Coord_Y > 32767: raise EncodeError(f'value {v_Coord_Y!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if v_Coord_Y < -32768 or v_Coord_Y > 32767: raise EncodeError(f'value {v_Coord_Y!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'Coord_Z'
-            if v_Coord_Z < -32768 or v_Coord_Z > 32767: raise EncodeError(f'value {v_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (v_Coord_Z < 0)
             n += 4
             _m = (-v_Coord_Z - 1 if v_Coord_Z < 0 else v_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if v_Coord_Z < -32768 or v_Coord_Z > 32767: raise EncodeError(f'value {v_Coord_Z!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if v_Coord_Z < -32768 or v_Coord_Z > 32767: raise EncodeError(f'value {v_Coord_Z!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
         else:
@@ -5024,19 +5223,21 @@ def _d_WPT_EVPCPowerControlParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
         f_EVPCCoilCurrentRequest.Exponent = _c1_Exponent
         f_EVPCCoilCurrentRequest.Value = _c1_Value
@@ -5055,19 +5256,21 @@ def _d_WPT_EVPCPowerControlParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Value - 1 if _neg else _c2_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
         f_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
         f_EVPCCoilCurrentInformation.Exponent = _c2_Exponent
         f_EVPCCoilCurrentInformation.Value = _c2_Value
@@ -5086,19 +5289,21 @@ def _d_WPT_EVPCPowerControlParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c3_Value - 1 if _neg else _c3_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
         f_EVPCCurrentOutputInformation.Exponent = _c3_Exponent
         f_EVPCCurrentOutputInformation.Value = _c3_Value
@@ -5117,18 +5322,20 @@ def _d_WPT_EVPCPowerControlParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c4_Value - 1 if _neg else _c4_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
         f_EVPCVoltageOutputInformation.Exponent = _c4_Exponent
         f_EVPCVoltageOutputInformation.Value = _c4_Value
@@ -5162,14 +5369,17 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCCoilCurrentRequest/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
             el = 'EVPCCoilCurrentInformation'
             _o = v_EVPCCoilCurrentInformation
@@ -5180,14 +5390,17 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCCoilCurrentInformation/Value'
-            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
             el = 'EVPCCurrentOutputInformation'
             _o = v_EVPCCurrentOutputInformation
@@ -5198,14 +5411,17 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCCurrentOutputInformation/Value'
-            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
             el = 'EVPCVoltageOutputInformation'
             _o = v_EVPCVoltageOutputInformation
@@ -5216,14 +5432,17 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCVoltageOutputInformation/Value'
-            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -5386,15 +5605,16 @@ def _d_WPT_FinePositioningReqType(r):
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
                     q -= 2
@@ -5737,15 +5957,16 @@ def _d_WPT_FinePositioningResType(r):
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
                     q -= 2
@@ -6091,15 +6312,16 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
                     q -= 2
@@ -6164,17 +6386,19 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     elif not _y & 128:
                         q -= 24
                         f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_NaturalOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
-                if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 s = 6
             if s == 6:
                 _k = 0
@@ -6572,15 +6796,16 @@ def _d_WPT_FinePositioningSetupResType(r):
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeStamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 _c1_s = 2
                 if _c1_s == 2:
                     q -= 2
@@ -6645,17 +6870,19 @@ def _d_WPT_FinePositioningSetupResType(r):
                     elif not _y & 128:
                         q -= 24
                         f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_NaturalOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
-                if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 s = 6
             if s == 6:
                 _k = 0
@@ -7121,18 +7348,20 @@ def _d_WPT_LF_DataPackageType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_c1_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 5
                 if q < 0: V, q = r.slideq(q, 5)
                 if (V >> q) & 31: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
                 if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
-                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(r.end - q))
                 _c1_c1_EIRP = _new(iso20_commontypes.RationalNumberType)
                 _c1_c1_EIRP.Exponent = _c1_c1_c1_Exponent
                 _c1_c1_EIRP.Value = _c1_c1_c1_Value
@@ -7208,18 +7437,20 @@ def _d_WPT_LF_DataPackageType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_c1_c1_c1_c1_Value - 1 if _neg else _c2_c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c1_c1_c1_c1_Value - 1 if _neg else _c2_c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_c1_c1_c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_c1_c1_c1_c1_Value - 1 if _neg else _c2_c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 7
                 if q < 0: V, q = r.slideq(q, 7)
                 if (V >> q) & 127: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
                 if _neg: _c2_c1_c1_c1_c1_Value = -_c2_c1_c1_c1_c1_Value - 1
-                if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_c1_c1_c1_Value, r.at(r.end - q))
                 _c2_c1_c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
                 _c2_c1_c1_c1_RSSI.Exponent = _c2_c1_c1_c1_c1_Exponent
                 _c2_c1_c1_c1_RSSI.Value = _c2_c1_c1_c1_c1_Value
@@ -7292,14 +7523,17 @@ def _e_WPT_LF_DataPackageType(w, o):
                 if not -128 <= _c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_c1_Exponent!r} outside [-128, 127]')
                 if not (_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
-                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_Value < 0)
                 n += 16
                 _m = (-_c1_c1_c1_Value - 1 if _c1_c1_c1_Value < 0 else _c1_c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 5
                 n += 5
                 v_LF_TxData = None
@@ -7351,14 +7585,17 @@ def _e_WPT_LF_DataPackageType(w, o):
                 if not -128 <= _c2_c1_c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Exponent!r} outside [-128, 127]')
                 if not (_c2_c1_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
-                if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
                 v = (v << 16) | ((_c2_c1_c1_c1_c1_Exponent - -128) << 4) | (_c2_c1_c1_c1_c1_Value < 0)
                 n += 16
                 _m = (-_c2_c1_c1_c1_c1_Value - 1 if _c2_c1_c1_c1_c1_Value < 0 else _c2_c1_c1_c1_c1_Value)
                 if _m < 128: v = (v << 8) | _m; n += 8
                 elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                elif _m < 2097152:
+                    if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else:
+                    if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
+                    w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                 v <<= 7
                 n += 7
                 v_LF_RxData = None
@@ -7422,19 +7659,21 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c1_Coord_X - 1 if _neg else _c1_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c1_Coord_X - 1 if _neg else _c1_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c1_Coord_X - 1 if _neg else _c1_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c1_Coord_X = -_c1_c1_Coord_X - 1
-        if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c1_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -7448,19 +7687,21 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c1_Coord_Y - 1 if _neg else _c1_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c1_Coord_Y - 1 if _neg else _c1_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c1_Coord_Y - 1 if _neg else _c1_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c1_Coord_Y = -_c1_c1_Coord_Y - 1
-        if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c1_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -7474,19 +7715,21 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c1_Coord_Z - 1 if _neg else _c1_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c1_Coord_Z - 1 if _neg else _c1_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c1_Coord_Z - 1 if _neg else _c1_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c1_Coord_Z = -_c1_c1_Coord_Z - 1
-        if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c1_Coord_Z, r.at(r.end - q))
         _c1_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c1_TxRxPosition.Coord_X = _c1_c1_Coord_X
         _c1_TxRxPosition.Coord_Y = _c1_c1_Coord_Y
@@ -7504,19 +7747,21 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c2_Coord_X - 1 if _neg else _c1_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c2_Coord_X - 1 if _neg else _c1_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c2_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c2_Coord_X - 1 if _neg else _c1_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c2_Coord_X = -_c1_c2_Coord_X - 1
-        if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c2_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -7530,19 +7775,21 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c2_Coord_Y - 1 if _neg else _c1_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c2_Coord_Y - 1 if _neg else _c1_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c2_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c2_Coord_Y - 1 if _neg else _c1_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c2_Coord_Y = -_c1_c2_Coord_Y - 1
-        if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c2_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -7556,18 +7803,20 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c2_Coord_Z - 1 if _neg else _c1_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c2_Coord_Z - 1 if _neg else _c1_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c2_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c2_Coord_Z - 1 if _neg else _c1_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c2_Coord_Z = -_c1_c2_Coord_Z - 1
-        if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c2_Coord_Z, r.at(r.end - q))
         _c1_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c1_TxRxOrientation.Coord_X = _c1_c2_Coord_X
         _c1_TxRxOrientation.Coord_Y = _c1_c2_Coord_Y
@@ -7617,19 +7866,21 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c1_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c1_Coord_X = -_c2_c1_Coord_X - 1
-        if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -7643,19 +7894,21 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c1_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c1_Coord_Y = -_c2_c1_Coord_Y - 1
-        if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -7669,19 +7922,21 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c1_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c1_Coord_Z = -_c2_c1_Coord_Z - 1
-        if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c1_Coord_Z, r.at(r.end - q))
         _c2_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c2_TxRxPosition.Coord_X = _c2_c1_Coord_X
         _c2_TxRxPosition.Coord_Y = _c2_c1_Coord_Y
@@ -7699,19 +7954,21 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c2_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c2_Coord_X = -_c2_c2_Coord_X - 1
-        if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -7725,19 +7982,21 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c2_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c2_Coord_Y = -_c2_c2_Coord_Y - 1
-        if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -7751,18 +8010,20 @@ def _d_WPT_LF_ReceiverDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_c2_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c2_Coord_Z = -_c2_c2_Coord_Z - 1
-        if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(r.end - q))
         _c2_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
         _c2_TxRxOrientation.Coord_X = _c2_c2_Coord_X
         _c2_TxRxOrientation.Coord_Y = _c2_c2_Coord_Y
@@ -7820,19 +8081,21 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c1_Coord_X = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c1_Coord_X = -_c3_c1_Coord_X - 1
-                    if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(r.end - q))
                     el = 'RxSpecData/TxRxPosition/Coord_Y'
                     _neg = (x & 1)
                     if q >= 24:
@@ -7846,19 +8109,21 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c1_Coord_Y = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c1_Coord_Y = -_c3_c1_Coord_Y - 1
-                    if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(r.end - q))
                     el = 'RxSpecData/TxRxPosition/Coord_Z'
                     _neg = (x & 1)
                     if q >= 24:
@@ -7872,19 +8137,21 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c1_Coord_Z = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 6
                     if q < 0: V, q = r.slideq(q, 6)
                     x = (V >> q) & 63
                     if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c1_Coord_Z = -_c3_c1_Coord_Z - 1
-                    if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(r.end - q))
                     _c3_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                     _c3_TxRxPosition.Coord_X = _c3_c1_Coord_X
                     _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
@@ -7902,19 +8169,21 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c2_Coord_X = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c2_Coord_X = -_c3_c2_Coord_X - 1
-                    if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(r.end - q))
                     el = 'RxSpecData/TxRxOrientation/Coord_Y'
                     _neg = (x & 1)
                     if q >= 24:
@@ -7928,19 +8197,21 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c2_Coord_Y = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c2_Coord_Y = -_c3_c2_Coord_Y - 1
-                    if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(r.end - q))
                     el = 'RxSpecData/TxRxOrientation/Coord_Z'
                     _neg = (x & 1)
                     if q >= 24:
@@ -7954,18 +8225,20 @@ def _d_WPT_LF_ReceiverDataType(r):
                         elif not _y & 128:
                             q -= 24
                             _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         else:
                             r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c2_Coord_Z = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                     if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
-                    if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(r.end - q))
                     _c3_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                     _c3_TxRxOrientation.Coord_X = _c3_c2_Coord_X
                     _c3_TxRxOrientation.Coord_Y = _c3_c2_Coord_Y
@@ -8035,34 +8308,43 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             _c1_c1_Coord_Z = _o.Coord_Z
             if not (_c1_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxPosition/Coord_X'
-            if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: raise EncodeError(f'value {_c1_c1_Coord_X!r} outside [-32768, 32767]')
             v = (v << 5) | (_c1_c1_Coord_X < 0)
             n += 5
             _m = (-_c1_c1_Coord_X - 1 if _c1_c1_Coord_X < 0 else _c1_c1_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: raise EncodeError(f'value {_c1_c1_Coord_X!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: raise EncodeError(f'value {_c1_c1_Coord_X!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxPosition/Coord_Y'
-            if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_c1_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_c1_Coord_Y < 0)
             n += 4
             _m = (-_c1_c1_Coord_Y - 1 if _c1_c1_Coord_Y < 0 else _c1_c1_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_c1_Coord_Y!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_c1_Coord_Y!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxPosition/Coord_Z'
-            if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_c1_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_c1_Coord_Z < 0)
             n += 4
             _m = (-_c1_c1_Coord_Z - 1 if _c1_c1_Coord_Z < 0 else _c1_c1_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_c1_Coord_Z!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_c1_Coord_Z!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'RxSpecData/TxRxOrientation'
             _o = _c1_TxRxOrientation
@@ -8071,34 +8353,43 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             _c1_c2_Coord_Z = _o.Coord_Z
             if not (_c1_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxOrientation/Coord_X'
-            if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: raise EncodeError(f'value {_c1_c2_Coord_X!r} outside [-32768, 32767]')
             v = (v << 6) | (_c1_c2_Coord_X < 0)
             n += 6
             _m = (-_c1_c2_Coord_X - 1 if _c1_c2_Coord_X < 0 else _c1_c2_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: raise EncodeError(f'value {_c1_c2_Coord_X!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: raise EncodeError(f'value {_c1_c2_Coord_X!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxOrientation/Coord_Y'
-            if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: raise EncodeError(f'value {_c1_c2_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_c2_Coord_Y < 0)
             n += 4
             _m = (-_c1_c2_Coord_Y - 1 if _c1_c2_Coord_Y < 0 else _c1_c2_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: raise EncodeError(f'value {_c1_c2_Coord_Y!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: raise EncodeError(f'value {_c1_c2_Coord_Y!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxOrientation/Coord_Z'
-            if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: raise EncodeError(f'value {_c1_c2_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_c2_Coord_Z < 0)
             n += 4
             _m = (-_c1_c2_Coord_Z - 1 if _c1_c2_Coord_Z < 0 else _c1_c2_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: raise EncodeError(f'value {_c1_c2_Coord_Z!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: raise EncodeError(f'value {_c1_c2_Coord_Z!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             i_RxSpecData += 1
@@ -8125,34 +8416,43 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             _c2_c1_Coord_Z = _o.Coord_Z
             if not (_c2_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxPosition/Coord_X'
-            if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
             v = (v << 5) | (_c2_c1_Coord_X < 0)
             n += 5
             _m = (-_c2_c1_Coord_X - 1 if _c2_c1_Coord_X < 0 else _c2_c1_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxPosition/Coord_Y'
-            if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_c1_Coord_Y < 0)
             n += 4
             _m = (-_c2_c1_Coord_Y - 1 if _c2_c1_Coord_Y < 0 else _c2_c1_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxPosition/Coord_Z'
-            if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_c1_Coord_Z < 0)
             n += 4
             _m = (-_c2_c1_Coord_Z - 1 if _c2_c1_Coord_Z < 0 else _c2_c1_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'RxSpecData/TxRxOrientation'
             _o = _c2_TxRxOrientation
@@ -8161,34 +8461,43 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             _c2_c2_Coord_Z = _o.Coord_Z
             if not (_c2_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxOrientation/Coord_X'
-            if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
             v = (v << 6) | (_c2_c2_Coord_X < 0)
             n += 6
             _m = (-_c2_c2_Coord_X - 1 if _c2_c2_Coord_X < 0 else _c2_c2_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxOrientation/Coord_Y'
-            if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_c2_Coord_Y < 0)
             n += 4
             _m = (-_c2_c2_Coord_Y - 1 if _c2_c2_Coord_Y < 0 else _c2_c2_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxOrientation/Coord_Z'
-            if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_c2_Coord_Z < 0)
             n += 4
             _m = (-_c2_c2_Coord_Z - 1 if _c2_c2_Coord_Z < 0 else _c2_c2_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
             i_RxSpecData += 1
@@ -8221,34 +8530,43 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     _c3_c1_Coord_Z = _o.Coord_Z
                     if not (_c3_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'RxSpecData/TxRxPosition/Coord_X'
-                    if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 5) | (_c3_c1_Coord_X < 0)
                     n += 5
                     _m = (-_c3_c1_Coord_X - 1 if _c3_c1_Coord_X < 0 else _c3_c1_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'RxSpecData/TxRxPosition/Coord_Y'
-                    if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c1_Coord_Y < 0)
                     n += 4
                     _m = (-_c3_c1_Coord_Y - 1 if _c3_c1_Coord_Y < 0 else _c3_c1_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'RxSpecData/TxRxPosition/Coord_Z'
-                    if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c1_Coord_Z < 0)
                     n += 4
                     _m = (-_c3_c1_Coord_Z - 1 if _c3_c1_Coord_Z < 0 else _c3_c1_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'RxSpecData/TxRxOrientation'
                     _o = _c3_TxRxOrientation
@@ -8257,34 +8575,43 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     _c3_c2_Coord_Z = _o.Coord_Z
                     if not (_c3_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'RxSpecData/TxRxOrientation/Coord_X'
-                    if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 6) | (_c3_c2_Coord_X < 0)
                     n += 6
                     _m = (-_c3_c2_Coord_X - 1 if _c3_c2_Coord_X < 0 else _c3_c2_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'RxSpecData/TxRxOrientation/Coord_Y'
-                    if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c2_Coord_Y < 0)
                     n += 4
                     _m = (-_c3_c2_Coord_Y - 1 if _c3_c2_Coord_Y < 0 else _c3_c2_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'RxSpecData/TxRxOrientation/Coord_Z'
-                    if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c2_Coord_Z < 0)
                     n += 4
                     _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_RxSpecData += 1
@@ -8381,18 +8708,20 @@ def _d_WPT_LF_RxDataListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         if (V >> q) & 63: raise r.deviation('WPT_LF_RxDataListType', r.end - q)
         if _neg: _c1_c1_c1_c1_Value = -_c1_c1_c1_c1_Value - 1
-        if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_c1_Value, r.at(r.end - q))
         _c1_c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
         _c1_c1_c1_RSSI.Exponent = _c1_c1_c1_c1_Exponent
         _c1_c1_c1_RSSI.Value = _c1_c1_c1_c1_Value
@@ -8460,14 +8789,17 @@ def _e_WPT_LF_RxDataListType(w, o):
             if not -128 <= _c1_c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
-            if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_c1_c1_Value - 1 if _c1_c1_c1_c1_Value < 0 else _c1_c1_c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 6
             n += 6
         else:
@@ -8550,18 +8882,20 @@ def _d_WPT_LF_RxDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c1_c1_Value - 1 if _neg else _c1_c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 5
         if q < 0: V, q = r.slideq(q, 5)
         if (V >> q) & 31: raise r.deviation('WPT_LF_RxDataType', r.end - q)
         if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
-        if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(r.end - q))
         _c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
         _c1_c1_RSSI.Exponent = _c1_c1_c1_Exponent
         _c1_c1_RSSI.Value = _c1_c1_c1_Value
@@ -8623,14 +8957,17 @@ def _e_WPT_LF_RxDataType(w, o):
             if not -128 <= _c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'RSSIData/RSSIDataList/RSSI/Value'
-            if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_c1_Value - 1 if _c1_c1_c1_Value < 0 else _c1_c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 5
             n += 5
         else:
@@ -8689,18 +9026,20 @@ def _d_WPT_LF_RxRSSIListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('WPT_LF_RxRSSIListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_RSSI = _new(iso20_commontypes.RationalNumberType)
         _c1_RSSI.Exponent = _c1_c1_Exponent
         _c1_RSSI.Value = _c1_c1_Value
@@ -8745,14 +9084,17 @@ def _e_WPT_LF_RxRSSIListType(w, o):
             if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'RSSIDataList/RSSI/Value'
-            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
         else:
@@ -8812,18 +9154,20 @@ def _d_WPT_LF_RxRSSIType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_LF_RxRSSIType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_RSSI = _new(iso20_commontypes.RationalNumberType)
         f_RSSI.Exponent = _c1_Exponent
         f_RSSI.Value = _c1_Value
@@ -8862,14 +9206,17 @@ def _e_WPT_LF_RxRSSIType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'RSSI/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -8987,18 +9334,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 5
                 if q < 0: V, q = r.slideq(q, 5)
                 if (V >> q) & 31: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
                 f_SignalFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_SignalFrequency.Exponent = _c1_Exponent
                 f_SignalFrequency.Value = _c1_Value
@@ -9039,19 +9388,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_Coord_X = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_c1_Coord_X - 1 if _neg else _c2_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c1_Coord_X = -_c2_c1_Coord_X - 1
-                if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9065,19 +9416,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_Coord_Y = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_c1_Coord_Y - 1 if _neg else _c2_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c1_Coord_Y = -_c2_c1_Coord_Y - 1
-                if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9091,19 +9444,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c1_Coord_Z = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_c1_Coord_Z - 1 if _neg else _c2_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 6
                 if q < 0: V, q = r.slideq(q, 6)
                 x = (V >> q) & 63
                 if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c1_Coord_Z = -_c2_c1_Coord_Z - 1
-                if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c1_Coord_Z, r.at(r.end - q))
                 _c2_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c2_TxRxPosition.Coord_X = _c2_c1_Coord_X
                 _c2_TxRxPosition.Coord_Y = _c2_c1_Coord_Y
@@ -9121,19 +9476,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c2_Coord_X = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_c2_Coord_X - 1 if _neg else _c2_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c2_Coord_X = -_c2_c2_Coord_X - 1
-                if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9147,19 +9504,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c2_Coord_Y = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_c2_Coord_Y - 1 if _neg else _c2_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c2_Coord_Y = -_c2_c2_Coord_Y - 1
-                if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9173,18 +9532,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c2_Coord_Z = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c2_c2_Coord_Z - 1 if _neg else _c2_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c2_Coord_Z = -_c2_c2_Coord_Z - 1
-                if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(r.end - q))
                 _c2_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c2_TxRxOrientation.Coord_X = _c2_c2_Coord_X
                 _c2_TxRxOrientation.Coord_Y = _c2_c2_Coord_Y
@@ -9234,19 +9595,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c1_Coord_X = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_c1_Coord_X - 1 if _neg else _c3_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c1_Coord_X = -_c3_c1_Coord_X - 1
-                if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9260,19 +9623,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c1_Coord_Y = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_c1_Coord_Y - 1 if _neg else _c3_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c1_Coord_Y = -_c3_c1_Coord_Y - 1
-                if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9286,19 +9651,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c1_Coord_Z = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_c1_Coord_Z - 1 if _neg else _c3_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 6
                 if q < 0: V, q = r.slideq(q, 6)
                 x = (V >> q) & 63
                 if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c1_Coord_Z = -_c3_c1_Coord_Z - 1
-                if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(r.end - q))
                 _c3_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c3_TxRxPosition.Coord_X = _c3_c1_Coord_X
                 _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
@@ -9316,19 +9683,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c2_Coord_X = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_c2_Coord_X - 1 if _neg else _c3_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c2_Coord_X = -_c3_c2_Coord_X - 1
-                if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9342,19 +9711,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c2_Coord_Y = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_c2_Coord_Y - 1 if _neg else _c3_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c2_Coord_Y = -_c3_c2_Coord_Y - 1
-                if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9368,18 +9739,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c2_Coord_Z = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                    if (_sv := -_c3_c2_Coord_Z - 1 if _neg else _c3_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
-                if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(r.end - q))
                 _c3_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                 _c3_TxRxOrientation.Coord_X = _c3_c2_Coord_X
                 _c3_TxRxOrientation.Coord_Y = _c3_c2_Coord_Y
@@ -9437,19 +9810,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                if (_sv := -_c4_c1_Coord_X - 1 if _neg else _c4_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                                if (_sv := -_c4_c1_Coord_X - 1 if _neg else _c4_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c1_Coord_X = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c4_c1_Coord_X - 1 if _neg else _c4_c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c1_Coord_X = -_c4_c1_Coord_X - 1
-                        if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c1_Coord_X, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
                         _neg = (x & 1)
                         if q >= 24:
@@ -9463,19 +9838,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                if (_sv := -_c4_c1_Coord_Y - 1 if _neg else _c4_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                                if (_sv := -_c4_c1_Coord_Y - 1 if _neg else _c4_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c1_Coord_Y = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c4_c1_Coord_Y - 1 if _neg else _c4_c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c1_Coord_Y = -_c4_c1_Coord_Y - 1
-                        if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c1_Coord_Y, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
                         _neg = (x & 1)
                         if q >= 24:
@@ -9489,19 +9866,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                if (_sv := -_c4_c1_Coord_Z - 1 if _neg else _c4_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                                if (_sv := -_c4_c1_Coord_Z - 1 if _neg else _c4_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c1_Coord_Z = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c4_c1_Coord_Z - 1 if _neg else _c4_c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
                         x = (V >> q) & 63
                         if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c1_Coord_Z = -_c4_c1_Coord_Z - 1
-                        if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c1_Coord_Z, r.at(r.end - q))
                         _c4_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
                         _c4_TxRxPosition.Coord_X = _c4_c1_Coord_X
                         _c4_TxRxPosition.Coord_Y = _c4_c1_Coord_Y
@@ -9519,19 +9898,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                if (_sv := -_c4_c2_Coord_X - 1 if _neg else _c4_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                                if (_sv := -_c4_c2_Coord_X - 1 if _neg else _c4_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c2_Coord_X = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c4_c2_Coord_X - 1 if _neg else _c4_c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c2_Coord_X = -_c4_c2_Coord_X - 1
-                        if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c2_Coord_X, r.at(r.end - q))
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
                         _neg = (x & 1)
                         if q >= 24:
@@ -9545,19 +9926,21 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                if (_sv := -_c4_c2_Coord_Y - 1 if _neg else _c4_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                                if (_sv := -_c4_c2_Coord_Y - 1 if _neg else _c4_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c2_Coord_Y = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c4_c2_Coord_Y - 1 if _neg else _c4_c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c2_Coord_Y = -_c4_c2_Coord_Y - 1
-                        if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c2_Coord_Y, r.at(r.end - q))
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
                         _neg = (x & 1)
                         if q >= 24:
@@ -9571,18 +9954,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c4_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                if (_sv := -_c4_c2_Coord_Z - 1 if _neg else _c4_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                                if (_sv := -_c4_c2_Coord_Z - 1 if _neg else _c4_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c4_c2_Coord_Z = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                            if (_sv := -_c4_c2_Coord_Z - 1 if _neg else _c4_c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c2_Coord_Z = -_c4_c2_Coord_Z - 1
-                        if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c2_Coord_Z, r.at(r.end - q))
                         _c4_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
                         _c4_TxRxOrientation.Coord_X = _c4_c2_Coord_X
                         _c4_TxRxOrientation.Coord_Y = _c4_c2_Coord_Y
@@ -9667,15 +10052,18 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
                     if not (_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'SignalFrequency/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
                     v = (v << 26) | (v_NumberOfTransmitters << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                     n += 26
                     v_NumberOfTransmitters = None
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_TxSpecData < n_TxSpecData): raise EncodeError('missing content: TxSpecData')
                     el = 'TxSpecData'
                     _o = v_TxSpecData[i_TxSpecData]
@@ -9700,34 +10088,43 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     _c2_c1_Coord_Z = _o.Coord_Z
                     if not (_c2_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxPosition/Coord_X'
-                    if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 5) | (_c2_c1_Coord_X < 0)
                     n += 5
                     _m = (-_c2_c1_Coord_X - 1 if _c2_c1_Coord_X < 0 else _c2_c1_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxPosition/Coord_Y'
-                    if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c2_c1_Coord_Y < 0)
                     n += 4
                     _m = (-_c2_c1_Coord_Y - 1 if _c2_c1_Coord_Y < 0 else _c2_c1_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxPosition/Coord_Z'
-                    if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c2_c1_Coord_Z < 0)
                     n += 4
                     _m = (-_c2_c1_Coord_Z - 1 if _c2_c1_Coord_Z < 0 else _c2_c1_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'TxSpecData/TxRxOrientation'
                     _o = _c2_TxRxOrientation
@@ -9736,34 +10133,43 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     _c2_c2_Coord_Z = _o.Coord_Z
                     if not (_c2_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxOrientation/Coord_X'
-                    if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 6) | (_c2_c2_Coord_X < 0)
                     n += 6
                     _m = (-_c2_c2_Coord_X - 1 if _c2_c2_Coord_X < 0 else _c2_c2_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxOrientation/Coord_Y'
-                    if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c2_c2_Coord_Y < 0)
                     n += 4
                     _m = (-_c2_c2_Coord_Y - 1 if _c2_c2_Coord_Y < 0 else _c2_c2_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c2_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxOrientation/Coord_Z'
-                    if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c2_c2_Coord_Z < 0)
                     n += 4
                     _m = (-_c2_c2_Coord_Z - 1 if _c2_c2_Coord_Z < 0 else _c2_c2_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_TxSpecData += 1
@@ -9790,34 +10196,43 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     _c3_c1_Coord_Z = _o.Coord_Z
                     if not (_c3_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxPosition/Coord_X'
-                    if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 5) | (_c3_c1_Coord_X < 0)
                     n += 5
                     _m = (-_c3_c1_Coord_X - 1 if _c3_c1_Coord_X < 0 else _c3_c1_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxPosition/Coord_Y'
-                    if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c1_Coord_Y < 0)
                     n += 4
                     _m = (-_c3_c1_Coord_Y - 1 if _c3_c1_Coord_Y < 0 else _c3_c1_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxPosition/Coord_Z'
-                    if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c1_Coord_Z < 0)
                     n += 4
                     _m = (-_c3_c1_Coord_Z - 1 if _c3_c1_Coord_Z < 0 else _c3_c1_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'TxSpecData/TxRxOrientation'
                     _o = _c3_TxRxOrientation
@@ -9826,34 +10241,43 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     _c3_c2_Coord_Z = _o.Coord_Z
                     if not (_c3_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxOrientation/Coord_X'
-                    if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
                     v = (v << 6) | (_c3_c2_Coord_X < 0)
                     n += 6
                     _m = (-_c3_c2_Coord_X - 1 if _c3_c2_Coord_X < 0 else _c3_c2_Coord_X)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxOrientation/Coord_Y'
-                    if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c2_Coord_Y < 0)
                     n += 4
                     _m = (-_c3_c2_Coord_Y - 1 if _c3_c2_Coord_Y < 0 else _c3_c2_Coord_Y)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c3_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxOrientation/Coord_Z'
-                    if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c3_c2_Coord_Z < 0)
                     n += 4
                     _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    elif _m < 2097152:
+                        if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
+                        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else:
+                        if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
+                        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
                     i_TxSpecData += 1
@@ -9886,34 +10310,43 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         _c4_c1_Coord_Z = _o.Coord_Z
                         if not (_c4_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                         el = 'TxSpecData/TxRxPosition/Coord_X'
-                        if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: raise EncodeError(f'value {_c4_c1_Coord_X!r} outside [-32768, 32767]')
                         v = (v << 5) | (_c4_c1_Coord_X < 0)
                         n += 5
                         _m = (-_c4_c1_Coord_X - 1 if _c4_c1_Coord_X < 0 else _c4_c1_Coord_X)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152:
+                            if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: raise EncodeError(f'value {_c4_c1_Coord_X!r} outside [-32768, 32767]')
+                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else:
+                            if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: raise EncodeError(f'value {_c4_c1_Coord_X!r} outside [-32768, 32767]')
+                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
-                        if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: raise EncodeError(f'value {_c4_c1_Coord_Y!r} outside [-32768, 32767]')
                         v = (v << 4) | (_c4_c1_Coord_Y < 0)
                         n += 4
                         _m = (-_c4_c1_Coord_Y - 1 if _c4_c1_Coord_Y < 0 else _c4_c1_Coord_Y)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152:
+                            if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: raise EncodeError(f'value {_c4_c1_Coord_Y!r} outside [-32768, 32767]')
+                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else:
+                            if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: raise EncodeError(f'value {_c4_c1_Coord_Y!r} outside [-32768, 32767]')
+                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
-                        if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: raise EncodeError(f'value {_c4_c1_Coord_Z!r} outside [-32768, 32767]')
                         v = (v << 4) | (_c4_c1_Coord_Z < 0)
                         n += 4
                         _m = (-_c4_c1_Coord_Z - 1 if _c4_c1_Coord_Z < 0 else _c4_c1_Coord_Z)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152:
+                            if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: raise EncodeError(f'value {_c4_c1_Coord_Z!r} outside [-32768, 32767]')
+                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else:
+                            if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: raise EncodeError(f'value {_c4_c1_Coord_Z!r} outside [-32768, 32767]')
+                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                         el = 'TxSpecData/TxRxOrientation'
                         _o = _c4_TxRxOrientation
@@ -9922,34 +10355,43 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         _c4_c2_Coord_Z = _o.Coord_Z
                         if not (_c4_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                         el = 'TxSpecData/TxRxOrientation/Coord_X'
-                        if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: raise EncodeError(f'value {_c4_c2_Coord_X!r} outside [-32768, 32767]')
                         v = (v << 6) | (_c4_c2_Coord_X < 0)
                         n += 6
                         _m = (-_c4_c2_Coord_X - 1 if _c4_c2_Coord_X < 0 else _c4_c2_Coord_X)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152:
+                            if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: raise EncodeError(f'value {_c4_c2_Coord_X!r} outside [-32768, 32767]')
+                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else:
+                            if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: raise EncodeError(f'value {_c4_c2_Coord_X!r} outside [-32768, 32767]')
+                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
-                        if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: raise EncodeError(f'value {_c4_c2_Coord_Y!r} outside [-32768, 32767]')
                         v = (v << 4) | (_c4_c2_Coord_Y < 0)
                         n += 4
                         _m = (-_c4_c2_Coord_Y - 1 if _c4_c2_Coord_Y < 0 else _c4_c2_Coord_Y)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152:
+                            if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: raise EncodeError(f'value {_c4_c2_Coord_Y!r} outside [-32768, 32767]')
+                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else:
+                            if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: raise EncodeError(f'value {_c4_c2_Coord_Y!r} outside [-32768, 32767]')
+                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         if not (_c4_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
-                        if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: raise EncodeError(f'value {_c4_c2_Coord_Z!r} outside [-32768, 32767]')
                         v = (v << 4) | (_c4_c2_Coord_Z < 0)
                         n += 4
                         _m = (-_c4_c2_Coord_Z - 1 if _c4_c2_Coord_Z < 0 else _c4_c2_Coord_Z)
                         if _m < 128: v = (v << 8) | _m; n += 8
                         elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        elif _m < 2097152:
+                            if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: raise EncodeError(f'value {_c4_c2_Coord_Z!r} outside [-32768, 32767]')
+                            v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else:
+                            if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: raise EncodeError(f'value {_c4_c2_Coord_Z!r} outside [-32768, 32767]')
+                            w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 3
                         n += 3
                         i_TxSpecData += 1
@@ -10048,18 +10490,20 @@ def _d_WPT_LF_TxDataListType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_c1_Value - 1 if _neg else _c1_c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('WPT_LF_TxDataListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
         _c1_EIRP = _new(iso20_commontypes.RationalNumberType)
         _c1_EIRP.Exponent = _c1_c1_Exponent
         _c1_EIRP.Value = _c1_c1_Value
@@ -10104,14 +10548,17 @@ def _e_WPT_LF_TxDataListType(w, o):
             if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'WPT_LF_TxDataList/EIRP/Value'
-            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 4
             n += 4
         else:
@@ -10171,18 +10618,20 @@ def _d_WPT_LF_TxDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_LF_TxDataType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EIRP = _new(iso20_commontypes.RationalNumberType)
         f_EIRP.Exponent = _c1_Exponent
         f_EIRP.Value = _c1_Value
@@ -10221,14 +10670,17 @@ def _e_WPT_LF_TxDataType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EIRP/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -10388,15 +10840,16 @@ def _d_WPT_PairingReqType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -10712,15 +11165,16 @@ def _d_WPT_PairingResType(r):
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         _c1_s = 2
         if _c1_s == 2:
             q -= 2
@@ -11170,18 +11624,20 @@ def _d_WPT_SPCPowerControlParameterType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Value - 1 if _neg else _c1_Value) < -32768 or _sv > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_SPCPowerControlParameterType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
         f_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c1_Exponent
         f_SPCPrimaryDeviceCoilCurrentInformation.Value = _c1_Value
@@ -11209,14 +11665,17 @@ def _e_WPT_SPCPowerControlParameterType(w, o):
             if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'SPCPrimaryDeviceCoilCurrentInformation/Value'
-            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -11254,17 +11713,19 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c1_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c1_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_IndexNumber = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
-                if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(r.end - q))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -11309,17 +11770,19 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     elif not _y & 128:
                         q -= 24
                         _c2_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; _c2_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_IndexNumber = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
-                if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(r.end - q))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -11372,17 +11835,19 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 _c3_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; _c3_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_IndexNumber = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
-                        if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(r.end - q))
                         el = 'PulseSequenceOrder/TxRxIdentifier'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -11432,17 +11897,19 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                             elif not _y & 128:
                                 q -= 24
                                 f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                             else:
                                 r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                                if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             f_PulseSeparationTime = (V >> q) & 127
                         else:
                             r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                            if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
-                        if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                         s = 4
                         break
                     else:
@@ -11463,17 +11930,19 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     elif not _y & 128:
                         q -= 24
                         f_PulseDuration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_PulseDuration = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_PulseDuration = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_PulseDuration = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
-                if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(r.end - q))
                 el = 'PackageSeparationTime'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -11486,17 +11955,19 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     elif not _y & 128:
                         q -= 24
                         f_PackageSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_PackageSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_PackageSeparationTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_PackageSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
-                if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(r.end - q))
                 s = -1
             if s == 258:
                 q -= 2
@@ -11514,17 +11985,19 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     elif not _y & 128:
                         q -= 24
                         f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                     else:
                         r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_PulseSeparationTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
-                if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                 s = 4
         r.pos = r.end - q
     except Exception as e:
@@ -11726,17 +12199,19 @@ def _d_WPT_TxRxPulseOrderType(r):
             elif not _y & 128:
                 q -= 24
                 f_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(r.end - q))
             else:
                 r.pos = r.end - q; f_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_IndexNumber = (V >> q) & 127
         else:
             r.pos = r.end - q; f_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+            if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_TxRxPulseOrderType', r.end - q)
-        if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(r.end - q))
         el = 'TxRxIdentifier'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -11852,19 +12327,21 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Coord_X - 1 if _neg else _c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Coord_X - 1 if _neg else _c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Coord_X - 1 if _neg else _c1_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c1_Coord_X = -_c1_Coord_X - 1
-        if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_Coord_X, r.at(r.end - q))
         el = 'TxRxPosition/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -11878,19 +12355,21 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Coord_Y - 1 if _neg else _c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Coord_Y - 1 if _neg else _c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Coord_Y - 1 if _neg else _c1_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c1_Coord_Y = -_c1_Coord_Y - 1
-        if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_Coord_Y, r.at(r.end - q))
         el = 'TxRxPosition/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -11904,19 +12383,21 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c1_Coord_Z - 1 if _neg else _c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c1_Coord_Z - 1 if _neg else _c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c1_Coord_Z - 1 if _neg else _c1_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
         x = (V >> q) & 63
         if x & 62: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c1_Coord_Z = -_c1_Coord_Z - 1
-        if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_Coord_Z, r.at(r.end - q))
         f_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
         f_TxRxPosition.Coord_X = _c1_Coord_X
         f_TxRxPosition.Coord_Y = _c1_Coord_Y
@@ -11934,19 +12415,21 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Coord_X - 1 if _neg else _c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Coord_X - 1 if _neg else _c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Coord_X = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Coord_X - 1 if _neg else _c2_Coord_X) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c2_Coord_X = -_c2_Coord_X - 1
-        if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_Coord_X, r.at(r.end - q))
         el = 'TxRxOrientation/Coord_Y'
         _neg = (x & 1)
         if q >= 24:
@@ -11960,19 +12443,21 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Coord_Y - 1 if _neg else _c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Coord_Y - 1 if _neg else _c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Coord_Y = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Coord_Y - 1 if _neg else _c2_Coord_Y) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c2_Coord_Y = -_c2_Coord_Y - 1
-        if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_Coord_Y, r.at(r.end - q))
         el = 'TxRxOrientation/Coord_Z'
         _neg = (x & 1)
         if q >= 24:
@@ -11986,18 +12471,20 @@ def _d_WPT_TxRxSpecDataType(r):
             elif not _y & 128:
                 q -= 24
                 _c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                if (_sv := -_c2_Coord_Z - 1 if _neg else _c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
             else:
                 r.pos = r.end - q; _c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                if (_sv := -_c2_Coord_Z - 1 if _neg else _c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_Coord_Z = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -_c2_Coord_Z - 1 if _neg else _c2_Coord_Z) < -32768 or _sv > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c2_Coord_Z = -_c2_Coord_Z - 1
-        if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_Coord_Z, r.at(r.end - q))
         f_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
         f_TxRxOrientation.Coord_X = _c2_Coord_X
         f_TxRxOrientation.Coord_Y = _c2_Coord_Y
@@ -12037,34 +12524,43 @@ def _e_WPT_TxRxSpecDataType(w, o):
             _c1_Coord_Z = _o.Coord_Z
             if not (_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'TxRxPosition/Coord_X'
-            if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: raise EncodeError(f'value {_c1_Coord_X!r} outside [-32768, 32767]')
             v = (v << 5) | (_c1_Coord_X < 0)
             n += 5
             _m = (-_c1_Coord_X - 1 if _c1_Coord_X < 0 else _c1_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: raise EncodeError(f'value {_c1_Coord_X!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: raise EncodeError(f'value {_c1_Coord_X!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'TxRxPosition/Coord_Y'
-            if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_Coord_Y < 0)
             n += 4
             _m = (-_c1_Coord_Y - 1 if _c1_Coord_Y < 0 else _c1_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_Coord_Y!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_Coord_Y!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'TxRxPosition/Coord_Z'
-            if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c1_Coord_Z < 0)
             n += 4
             _m = (-_c1_Coord_Z - 1 if _c1_Coord_Z < 0 else _c1_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_Coord_Z!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_Coord_Z!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'TxRxOrientation'
             _o = v_TxRxOrientation
@@ -12073,34 +12569,43 @@ def _e_WPT_TxRxSpecDataType(w, o):
             _c2_Coord_Z = _o.Coord_Z
             if not (_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'TxRxOrientation/Coord_X'
-            if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: raise EncodeError(f'value {_c2_Coord_X!r} outside [-32768, 32767]')
             v = (v << 6) | (_c2_Coord_X < 0)
             n += 6
             _m = (-_c2_Coord_X - 1 if _c2_Coord_X < 0 else _c2_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: raise EncodeError(f'value {_c2_Coord_X!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: raise EncodeError(f'value {_c2_Coord_X!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'TxRxOrientation/Coord_Y'
-            if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_Coord_Y!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_Coord_Y < 0)
             n += 4
             _m = (-_c2_Coord_Y - 1 if _c2_Coord_Y < 0 else _c2_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_Coord_Y!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_Coord_Y!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'TxRxOrientation/Coord_Z'
-            if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_Coord_Z!r} outside [-32768, 32767]')
             v = (v << 4) | (_c2_Coord_Z < 0)
             n += 4
             _m = (-_c2_Coord_Z - 1 if _c2_Coord_Z < 0 else _c2_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            elif _m < 2097152:
+                if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_Coord_Z!r} outside [-32768, 32767]')
+                v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+            else:
+                if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_Coord_Z!r} outside [-32768, 32767]')
+                w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
         else:
@@ -12405,17 +12910,19 @@ def _de11(r):  # AckMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
-    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -12453,15 +12960,16 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -12499,15 +13007,16 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -12582,15 +13091,16 @@ def _de15(r):  # CapacitiveEnergyReadingVARh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -12628,15 +13138,16 @@ def _de16(r):  # ChargedEnergyReadingWh
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -12694,32 +13205,37 @@ def _de18(r):  # Coord_X
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_X', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Coord_X', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Coord_X', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee18(w, o):  # Coord_X
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -12744,32 +13260,37 @@ def _de19(r):  # Coord_Y
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Coord_Y', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee19(w, o):  # Coord_Y
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -12794,32 +13315,37 @@ def _de20(r):  # Coord_Z
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Coord_Z', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee20(w, o):  # Coord_Z
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -12844,15 +13370,16 @@ def _de21(r):  # DepartureTime
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13197,17 +13724,19 @@ def _de33(r):  # IndexNumber
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('IndexNumber', r.end - q)
-    if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13452,32 +13981,37 @@ def _de41(r):  # MeterStatus
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee41(w, o):  # MeterStatus
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -13502,15 +14036,16 @@ def _de42(r):  # MeterTimestamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
-    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13602,17 +14137,19 @@ def _de45(r):  # NaturalOffset
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NaturalOffset', r.end - q)
-    if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13648,17 +14185,19 @@ def _de46(r):  # NotificationMaxDelay
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
-    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -13946,17 +14485,19 @@ def _de56(r):  # PackageSeparationTime
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PackageSeparationTime', r.end - q)
-    if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14027,17 +14568,19 @@ def _de58(r):  # Port
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Port', r.end - q)
-    if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14094,17 +14637,19 @@ def _de60(r):  # PulseDuration
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PulseDuration', r.end - q)
-    if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14140,17 +14685,19 @@ def _de61(r):  # PulseSeparationTime
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PulseSeparationTime', r.end - q)
-    if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14223,15 +14770,16 @@ def _de63(r):  # RemainingTimeToMaximumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14269,15 +14817,16 @@ def _de64(r):  # RemainingTimeToMinimumSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14315,15 +14864,16 @@ def _de65(r):  # RemainingTimeToTargetSOC
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14465,17 +15015,19 @@ def _de69(r):  # SDMaxGroundClearanceSupport
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMaxGroundClearanceSupport', r.end - q)
-    if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14511,17 +15063,19 @@ def _de70(r):  # SDMaxGroundClearence
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMaxGroundClearence', r.end - q)
-    if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14557,17 +15111,19 @@ def _de71(r):  # SDMinGroundClearanceSupport
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMinGroundClearanceSupport', r.end - q)
-    if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14603,17 +15159,19 @@ def _de72(r):  # SDMinGroundClearence
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMinGroundClearence', r.end - q)
-    if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14880,15 +15438,16 @@ def _de80(r):  # TimeAnchor
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -14926,15 +15485,16 @@ def _de81(r):  # TimeStamp
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
@@ -15064,32 +15624,37 @@ def _de84(r):  # Value
         elif not _y & 128:
             q -= 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if (_sv := -val - 1 if _neg else val) < -32768 or _sv > 32767: r.facet('Value', 'range [-32768, 32767]', _sv, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
 
 def _ee84(w, o):  # Value
     v = w.v
     n = w.n
-    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    elif _m < 2097152:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+    else:
+        if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+        w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
