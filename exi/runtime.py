@@ -440,6 +440,35 @@ def _ctx(exc: BaseException, element: str, reader: Reader | None) -> ExiError:
     return exc
 
 
+def _fields_table(span: int, fields: tuple[tuple, ...]) -> tuple[tuple | None, ...]:
+    """For generated decoders: adjacent small fields read as one ``span``-bit piece, decoded by one lookup.
+    ``fields``: (shift, width, 'bool', None) | (shift, width, 'nbit', minimum, maxInclusive) |
+    (shift, width, 'enum', members). The entry for a piece is the tuple of the fields' values, or None where
+    a value breaks its facet (an nbit past maxInclusive, an enumeration index past the members): the
+    generated code then decodes those fields one by one, recording or refusing the deviation. The bits
+    between the fields (event codes) are tested zero before the lookup and do not matter here."""
+    table: list[tuple | None] = []
+    for piece in range(1 << span):
+        values: list[object] = []
+        for shift, width, kind, *args in fields:
+            raw = (piece >> shift) & ((1 << width) - 1)
+            if kind == "bool":
+                values.append(raw == 1)
+            elif kind == "nbit":
+                if raw + args[0] > args[1]:
+                    break
+                values.append(raw + args[0])
+            elif raw < len(args[0]):
+                values.append(args[0][raw])
+            else:
+                break
+        else:
+            table.append(tuple(values))
+            continue
+        table.append(None)
+    return tuple(table)
+
+
 def _leftover(obj: object) -> EncodeError:
     return EncodeError(f"{type(obj).__name__} has content the schema does not allow here: an element out of "
                        "order, more than one alternative of a choice, or more items than maxOccurs")

@@ -279,3 +279,42 @@ def test_unsigned_range_is_checked_past_the_octets_that_always_fit(start: int, b
             exi.decode("iso2", data, strict=True)
     else:
         assert found == [] and exi.decode("iso2", data, strict=True) == msg
+
+
+def _max_power_bits(multiplier_raw: int, unit_raw: int) -> str:
+    """The PhysicalValue head of ChargingProfileEntryMaxPower: Multiplier (3 bits, +-3 offset), then EE, SE(Unit)
+    and CH (one bit each), Unit (3 bits), then EE, SE(Value) and CH."""
+    return f"{multiplier_raw:03b}000{unit_raw:03b}000"
+
+
+@pytest.mark.parametrize("multiplier", range(-3, 4))
+@pytest.mark.parametrize("unit", list(t.unitSymbolType))
+def test_multiplier_and_unit_decode_by_one_lookup_for_every_valid_pair(multiplier: int, unit: str) -> None:
+    """Adjacent small fields (a PhysicalValue's Multiplier and Unit) decode by one table lookup: every valid
+    pair comes back as encoded, with no deviation."""
+    entry = t.ProfileEntryType(0, t.PhysicalValueType(multiplier, unit, 11000), 1)
+    msg = V2G_Message(MessageHeaderType(SID), b.BodyType(PowerDeliveryReq=b.PowerDeliveryReqType(
+        "Start", 1, t.ChargingProfileType([entry]))))
+    found: list[exi.Deviation] = []
+    assert exi.decode("iso2", exi.encode("iso2", msg), deviations=found, strict=False) == msg
+    assert found == []
+
+
+@pytest.mark.parametrize(("multiplier_raw", "unit_raw", "facets"), [
+    (7, 5, ["maxInclusive 3"]), (3, 7, ["enumeration (7 values)"]),
+    (7, 7, ["maxInclusive 3", "enumeration (7 values)"])])
+def test_multiplier_or_unit_past_the_facets_leave_the_lookup_and_are_recorded(
+        multiplier_raw: int, unit_raw: int, facets: list[str]) -> None:
+    """Where the lookup table has no entry (a Multiplier of 4, a Unit index past the seven units) the fields'
+    own code decodes them: lenient records each deviation, strict refuses."""
+    data = exi.encode("iso2", power_delivery(1))
+    data = replace_bits(data, _max_power_bits(3, 5) + "0" + uint_bits(11000),  # 0 W
+                        _max_power_bits(multiplier_raw, unit_raw) + "0" + uint_bits(11000))
+    found: list[exi.Deviation] = []
+    pv = exi.decode("iso2", data, deviations=found).Body.PowerDeliveryReq.ChargingProfile.ProfileEntry[0]
+    pv = pv.ChargingProfileEntryMaxPower
+    assert [d.facet for d in found] == facets
+    assert pv.Multiplier == multiplier_raw - 3 and pv.Value == 11000
+    assert pv.Unit == (t.unitSymbolType.W if unit_raw == 5 else exi.UnknownEnumValue(7))
+    with pytest.raises(exi.DecodeError, match="breaks maxInclusive 3" if multiplier_raw == 7 else "enumeration index"):
+        exi.decode("iso2", data, strict=True)

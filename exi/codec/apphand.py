@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:15118:2:2010:AppProtocol,
 and the document and fragment grammars of schema set 'apphand' (the supportedAppProtocol handshake)."""
 # ruff: noqa
-from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
+from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
 from exi.model import apphand
 
 _new = object.__new__

@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:din:70121:2012:MsgDef,
 and the document and fragment grammars of schema set 'din' (DIN SPEC 70121)."""
 # ruff: noqa
-from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
+from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
 from exi.model import din_msgbody, din_msgdatatypes, din_msgdef, din_msgheader, xmldsig
 from exi.codec import din_msgbody as c_din_msgbody
 from exi.codec import din_msgdatatypes as c_din_msgdatatypes
@@ -36,6 +36,9 @@ _I_din_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(din_msgdatat
 _I_din_msgdatatypes_responseCodeType = {v: i for i, v in enumerate(din_msgdatatypes.responseCodeType)}
 _I_din_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(din_msgdatatypes.serviceCategoryType)}
 _I_din_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(din_msgdatatypes.unitSymbolType)}
+_T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType = _fields_table(9, ((7, 2, 'enum', _E_din_msgdatatypes_isolationLevelType), (0, 4, 'enum', _E_din_msgdatatypes_DC_EVSEStatusCodeType),))
+_T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType = _fields_table(9, ((4, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'enum', _E_din_msgdatatypes_EVSEProcessingType),))
+_T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b = _fields_table(10, ((5, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'bool', None),))
 
 def _d_BodyBaseType(r):
     # {urn:din:70121:2012:MsgDef}BodyBaseType
@@ -218,12 +221,17 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 11)
                             x = (V >> q) & 2047
                             if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
-                            _c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
-                            el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c3_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+                            if _t is None:
+                                el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                                el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c3_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
+                            else:
+                                el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c3_c1_EVSEIsolationStatus, _c3_c1_EVSEStatusCode = _t
                             _c3_c1_s = 2
                         elif ec == 1:
                             q -= 6
@@ -807,12 +815,17 @@ def _d_BodyType(r):
                         if x & 6203: raise r.deviation('BodyType', r.end - q)
                         el = 'ContractAuthenticationRes'
                         _cf = 'ContractAuthenticationRes'
-                        el = 'ContractAuthenticationRes/ResponseCode'
-                        _c9_ResponseCode = ((x >> 6) & 31)
-                        if _c9_ResponseCode >= 23: _c9_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c9_ResponseCode, 23, r.at(r.end - q))
-                        else: _c9_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c9_ResponseCode]
-                        el = 'ContractAuthenticationRes/EVSEProcessing'
-                        _c9_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
+                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 2) & 511)]
+                        if _t is None:
+                            el = 'ContractAuthenticationRes/ResponseCode'
+                            _c9_ResponseCode = ((x >> 6) & 31)
+                            if _c9_ResponseCode >= 23: _c9_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c9_ResponseCode, 23, r.at(r.end - q))
+                            else: _c9_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c9_ResponseCode]
+                            el = 'ContractAuthenticationRes/EVSEProcessing'
+                            _c9_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
+                        else:
+                            el = 'ContractAuthenticationRes/EVSEProcessing'
+                            _c9_ResponseCode, _c9_EVSEProcessing = _t
                         _cv = _new(din_msgbody.ContractAuthenticationResType)
                         _cv.ResponseCode = _c9_ResponseCode
                         _cv.EVSEProcessing = _c9_EVSEProcessing
@@ -960,12 +973,17 @@ def _d_BodyType(r):
                         if x & 397175: raise r.deviation('BodyType', r.end - q)
                         el = 'MeteringReceiptRes'
                         _cf = 'MeteringReceiptRes'
-                        el = 'MeteringReceiptRes/ResponseCode'
-                        _c11_ResponseCode = ((x >> 12) & 31)
-                        if _c11_ResponseCode >= 23: _c11_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c11_ResponseCode, 23, r.at(r.end - q))
-                        else: _c11_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c11_ResponseCode]
-                        el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
-                        _c11_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b[((x >> 7) & 1023)]
+                        if _t is None:
+                            el = 'MeteringReceiptRes/ResponseCode'
+                            _c11_ResponseCode = ((x >> 12) & 31)
+                            if _c11_ResponseCode >= 23: _c11_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c11_ResponseCode, 23, r.at(r.end - q))
+                            else: _c11_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c11_ResponseCode]
+                            el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
+                            _c11_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                        else:
+                            el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
+                            _c11_ResponseCode, _c11_c1_PowerSwitchClosed = _t
                         el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
                         _c11_c1_RCD = ((x >> 3) & 1) == 1
                         el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
@@ -1499,12 +1517,17 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 11)
                             x = (V >> q) & 2047
                             if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                            _c15_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
-                            el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c15_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c15_c1_EVSEStatusCode >= 12: _c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c15_c1_EVSEStatusCode]
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+                            if _t is None:
+                                el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c15_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c15_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c15_c1_EVSEStatusCode >= 12: _c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c15_c1_EVSEStatusCode]
+                            else:
+                                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c15_c1_EVSEIsolationStatus, _c15_c1_EVSEStatusCode = _t
                             _c15_c1_s = 2
                         elif ec == 1:
                             q -= 6
@@ -2136,12 +2159,17 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 11)
                             x = (V >> q) & 2047
                             if x & 1249: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                            _c26_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
-                            el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c26_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 1) & 511)]
+                            if _t is None:
+                                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c26_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c26_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
+                            else:
+                                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c26_c1_EVSEIsolationStatus, _c26_c1_EVSEStatusCode = _t
                             _c26_c1_s = 2
                         elif ec == 1:
                             q -= 6

@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:std:iso:15118:-20:AC,
 and the document and fragment grammars of schema set 'iso20_ac' (ISO 15118-20 AC)."""
 # ruff: noqa
-from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
+from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
 from exi.model import iso20_ac, iso20_commontypes, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig

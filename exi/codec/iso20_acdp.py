@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:std:iso:15118:-20:ACDP,
 and the document and fragment grammars of schema set 'iso20_acdp' (ISO 15118-20 ACDP)."""
 # ruff: noqa
-from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
+from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
 from exi.model import iso20_acdp, iso20_commontypes, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -24,6 +24,12 @@ _I_iso20_acdp_mechanicalChargingDeviceStatusType = {v: i for i, v in enumerate(i
 _I_iso20_commontypes_evseNotificationType = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
 _I_iso20_commontypes_processingType = {v: i for i, v in enumerate(iso20_commontypes.processingType)}
 _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_commontypes.responseCodeType)}
+_T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', None),))
+_T_b__z1__z1__z1__b__z1__z1__z1__b = _fields_table(9, ((8, 1, 'bool', None), (4, 1, 'bool', None), (0, 1, 'bool', None),))
+_T_iso20_acdp_isolationStatusType__z1__z1__z1__b__z1__z1__z1__b = _fields_table(10, ((8, 2, 'enum', _E_iso20_acdp_isolationStatusType), (4, 1, 'bool', None), (0, 1, 'bool', None),))
+_T_iso20_acdp_mechanicalChargingDeviceStatusType__z1__z1__z1__b = _fields_table(6, ((4, 2, 'enum', _E_iso20_acdp_mechanicalChargingDeviceStatusType), (0, 1, 'bool', None),))
+_T_iso20_commontypes_processingType__z1__z1__z1__b = _fields_table(6, ((4, 2, 'enum', _E_iso20_commontypes_processingType), (0, 1, 'bool', None),))
+_T_iso20_commontypes_processingType__z1__z1__z1__iso20_acdp_electricalChargingDeviceStatusType = _fields_table(7, ((5, 2, 'enum', _E_iso20_commontypes_processingType), (0, 2, 'enum', _E_iso20_acdp_electricalChargingDeviceStatusType),))
 
 def _d_ACDP_ConnectReqType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectReqType
@@ -270,12 +276,17 @@ def _d_ACDP_ConnectResType(r):
         f_ResponseCode = ((x >> 17) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_ConnectResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        el = 'EVSEProcessing'
-        f_EVSEProcessing = ((x >> 12) & 3)
-        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ACDP_ConnectResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
-        else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
-        el = 'EVSEElectricalChargingDeviceStatus'
-        f_EVSEElectricalChargingDeviceStatus = _E_iso20_acdp_electricalChargingDeviceStatusType[((x >> 7) & 3)]
+        _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_acdp_electricalChargingDeviceStatusType[((x >> 7) & 127)]
+        if _t is None:
+            el = 'EVSEProcessing'
+            f_EVSEProcessing = ((x >> 12) & 3)
+            if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ACDP_ConnectResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
+            else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
+            el = 'EVSEElectricalChargingDeviceStatus'
+            f_EVSEElectricalChargingDeviceStatus = _E_iso20_acdp_electricalChargingDeviceStatusType[((x >> 7) & 3)]
+        else:
+            el = 'EVSEElectricalChargingDeviceStatus'
+            f_EVSEProcessing, f_EVSEElectricalChargingDeviceStatus = _t
         el = 'EVSEMechanicalChargingDeviceStatus'
         f_EVSEMechanicalChargingDeviceStatus = ((x >> 2) & 3)
         if f_EVSEMechanicalChargingDeviceStatus >= 3: f_EVSEMechanicalChargingDeviceStatus = r.enum_index('ACDP_ConnectResType/EVSEMechanicalChargingDeviceStatus', f_EVSEMechanicalChargingDeviceStatus, 3, r.at(r.end - q))
@@ -637,24 +648,39 @@ def _d_ACDP_SystemStatusResType(r):
         f_ResponseCode = ((x >> 40) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_SystemStatusResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        el = 'EVSEMechanicalChargingDeviceStatus'
-        f_EVSEMechanicalChargingDeviceStatus = ((x >> 35) & 3)
-        if f_EVSEMechanicalChargingDeviceStatus >= 3: f_EVSEMechanicalChargingDeviceStatus = r.enum_index('ACDP_SystemStatusResType/EVSEMechanicalChargingDeviceStatus', f_EVSEMechanicalChargingDeviceStatus, 3, r.at(r.end - q))
-        else: f_EVSEMechanicalChargingDeviceStatus = _E_iso20_acdp_mechanicalChargingDeviceStatusType[f_EVSEMechanicalChargingDeviceStatus]
-        el = 'EVSEReadyToCharge'
-        f_EVSEReadyToCharge = ((x >> 31) & 1) == 1
-        el = 'EVSEIsolationStatus'
-        f_EVSEIsolationStatus = _E_iso20_acdp_isolationStatusType[((x >> 26) & 3)]
-        el = 'EVSEDisabled'
-        f_EVSEDisabled = ((x >> 22) & 1) == 1
-        el = 'EVSEUtilityInterruptEvent'
-        f_EVSEUtilityInterruptEvent = ((x >> 18) & 1) == 1
-        el = 'EVSEEmergencyShutdown'
-        f_EVSEEmergencyShutdown = ((x >> 14) & 1) == 1
-        el = 'EVSEMalfunction'
-        f_EVSEMalfunction = ((x >> 10) & 1) == 1
-        el = 'EVInChargePosition'
-        f_EVInChargePosition = ((x >> 6) & 1) == 1
+        _t = _T_iso20_acdp_mechanicalChargingDeviceStatusType__z1__z1__z1__b[((x >> 31) & 63)]
+        if _t is None:
+            el = 'EVSEMechanicalChargingDeviceStatus'
+            f_EVSEMechanicalChargingDeviceStatus = ((x >> 35) & 3)
+            if f_EVSEMechanicalChargingDeviceStatus >= 3: f_EVSEMechanicalChargingDeviceStatus = r.enum_index('ACDP_SystemStatusResType/EVSEMechanicalChargingDeviceStatus', f_EVSEMechanicalChargingDeviceStatus, 3, r.at(r.end - q))
+            else: f_EVSEMechanicalChargingDeviceStatus = _E_iso20_acdp_mechanicalChargingDeviceStatusType[f_EVSEMechanicalChargingDeviceStatus]
+            el = 'EVSEReadyToCharge'
+            f_EVSEReadyToCharge = ((x >> 31) & 1) == 1
+        else:
+            el = 'EVSEReadyToCharge'
+            f_EVSEMechanicalChargingDeviceStatus, f_EVSEReadyToCharge = _t
+        _t = _T_iso20_acdp_isolationStatusType__z1__z1__z1__b__z1__z1__z1__b[((x >> 18) & 1023)]
+        if _t is None:
+            el = 'EVSEIsolationStatus'
+            f_EVSEIsolationStatus = _E_iso20_acdp_isolationStatusType[((x >> 26) & 3)]
+            el = 'EVSEDisabled'
+            f_EVSEDisabled = ((x >> 22) & 1) == 1
+            el = 'EVSEUtilityInterruptEvent'
+            f_EVSEUtilityInterruptEvent = ((x >> 18) & 1) == 1
+        else:
+            el = 'EVSEUtilityInterruptEvent'
+            f_EVSEIsolationStatus, f_EVSEDisabled, f_EVSEUtilityInterruptEvent = _t
+        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 6) & 511)]
+        if _t is None:
+            el = 'EVSEEmergencyShutdown'
+            f_EVSEEmergencyShutdown = ((x >> 14) & 1) == 1
+            el = 'EVSEMalfunction'
+            f_EVSEMalfunction = ((x >> 10) & 1) == 1
+            el = 'EVInChargePosition'
+            f_EVInChargePosition = ((x >> 6) & 1) == 1
+        else:
+            el = 'EVInChargePosition'
+            f_EVSEEmergencyShutdown, f_EVSEMalfunction, f_EVInChargePosition = _t
         el = 'EVAssociationStatus'
         f_EVAssociationStatus = ((x >> 2) & 1) == 1
         r.pos = r.end - q
@@ -871,10 +897,15 @@ def _d_ACDP_VehiclePositioningReqType(r):
         if q < 0: V, q = r.slideq(q, 9)
         x = (V >> q) & 511
         if x & 443: raise r.deviation('ACDP_VehiclePositioningReqType', r.end - q)
-        el = 'EVMobilityStatus'
-        f_EVMobilityStatus = ((x >> 6) & 1) == 1
-        el = 'EVPositioningSupport'
-        f_EVPositioningSupport = ((x >> 2) & 1) == 1
+        _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+        if _t is None:
+            el = 'EVMobilityStatus'
+            f_EVMobilityStatus = ((x >> 6) & 1) == 1
+            el = 'EVPositioningSupport'
+            f_EVPositioningSupport = ((x >> 2) & 1) == 1
+        else:
+            el = 'EVPositioningSupport'
+            f_EVMobilityStatus, f_EVPositioningSupport = _t
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1048,12 +1079,17 @@ def _d_ACDP_VehiclePositioningResType(r):
         f_ResponseCode = ((x >> 13) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_VehiclePositioningResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        el = 'EVSEProcessing'
-        f_EVSEProcessing = ((x >> 8) & 3)
-        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ACDP_VehiclePositioningResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
-        else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
-        el = 'EVSEPositioningSupport'
-        f_EVSEPositioningSupport = ((x >> 4) & 1) == 1
+        _t = _T_iso20_commontypes_processingType__z1__z1__z1__b[((x >> 4) & 63)]
+        if _t is None:
+            el = 'EVSEProcessing'
+            f_EVSEProcessing = ((x >> 8) & 3)
+            if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ACDP_VehiclePositioningResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
+            else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
+            el = 'EVSEPositioningSupport'
+            f_EVSEPositioningSupport = ((x >> 4) & 1) == 1
+        else:
+            el = 'EVSEPositioningSupport'
+            f_EVSEProcessing, f_EVSEPositioningSupport = _t
         el = 'EVRelativeXDeviation'
         _neg = (x & 1)
         if q >= 24:
@@ -1347,10 +1383,15 @@ def _d_EVTechnicalStatusType(r):
         if q < 0: V, q = r.slideq(q, 8)
         x = (V >> q) & 255
         if x & 221: raise r.deviation('EVTechnicalStatusType', r.end - q)
-        el = 'EVReadyToCharge'
-        f_EVReadyToCharge = ((x >> 5) & 1) == 1
-        el = 'EVImmobilizationRequest'
-        f_EVImmobilizationRequest = ((x >> 1) & 1) == 1
+        _t = _T_b__z1__z1__z1__b[((x >> 1) & 31)]
+        if _t is None:
+            el = 'EVReadyToCharge'
+            f_EVReadyToCharge = ((x >> 5) & 1) == 1
+            el = 'EVImmobilizationRequest'
+            f_EVImmobilizationRequest = ((x >> 1) & 1) == 1
+        else:
+            el = 'EVImmobilizationRequest'
+            f_EVReadyToCharge, f_EVImmobilizationRequest = _t
         s = 2
         if s == 2:
             q -= 3

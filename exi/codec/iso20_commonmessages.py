@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:std:iso:15118:-20:CommonMessages,
 and the document and fragment grammars of schema set 'iso20_common' (ISO 15118-20 common messages)."""
 # ruff: noqa
-from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
+from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
 from exi.model import iso20_commonmessages, iso20_commontypes, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -34,6 +34,13 @@ _I_iso20_commonmessages_powerToleranceAcceptanceType = {v: i for i, v in enumera
 _I_iso20_commontypes_evseNotificationType = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
 _I_iso20_commontypes_processingType = {v: i for i, v in enumerate(iso20_commontypes.processingType)}
 _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_commontypes.responseCodeType)}
+_T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', None),))
+_T_b__z1__z1__z1__b__z1__z1__z1__b = _fields_table(9, ((8, 1, 'bool', None), (4, 1, 'bool', None), (0, 1, 'bool', None),))
+_T_iso20_commonmessages_evCheckInStatusType__z1__z1__z1__iso20_commonmessages_parkingMethodType = _fields_table(7, ((5, 2, 'enum', _E_iso20_commonmessages_evCheckInStatusType), (0, 2, 'enum', _E_iso20_commonmessages_parkingMethodType),))
+_T_iso20_commontypes_processingType__z1__z1__z1__iso20_commonmessages_chargeProgressType = _fields_table(7, ((5, 2, 'enum', _E_iso20_commontypes_processingType), (0, 2, 'enum', _E_iso20_commonmessages_chargeProgressType),))
+_T_iso20_commontypes_responseCodeType__z1__z1__z1__b = _fields_table(10, ((4, 6, 'enum', _E_iso20_commontypes_responseCodeType), (0, 1, 'bool', None),))
+_T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_authorizationType = _fields_table(10, ((4, 6, 'enum', _E_iso20_commontypes_responseCodeType), (0, 1, 'enum', _E_iso20_commonmessages_authorizationType),))
+_T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_evseCheckOutStatusType = _fields_table(10, ((4, 6, 'enum', _E_iso20_commontypes_responseCodeType), (0, 1, 'enum', _E_iso20_commonmessages_evseCheckOutStatusType),))
 
 def _d_AbsolutePriceScheduleType(r):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AbsolutePriceScheduleType
@@ -1915,12 +1922,17 @@ def _d_AuthorizationSetupResType(r):
         if q < 0: V, q = r.slideq(q, 13)
         x = (V >> q) & 8191
         if x & 6173: raise r.deviation('AuthorizationSetupResType', r.end - q)
-        el = 'ResponseCode'
-        f_ResponseCode = ((x >> 5) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AuthorizationSetupResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
-        else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        el = 'AuthorizationServices'
-        _v = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
+        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_authorizationType[((x >> 1) & 1023)]
+        if _t is None:
+            el = 'ResponseCode'
+            f_ResponseCode = ((x >> 5) & 63)
+            if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AuthorizationSetupResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
+            else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+            el = 'AuthorizationServices'
+            _v = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
+        else:
+            el = 'AuthorizationServices'
+            f_ResponseCode, _v = _t
         f_AuthorizationServices.append(_v)
         s = 3
         if s == 3:
@@ -8032,12 +8044,17 @@ def _d_PowerDeliveryReqType(r):
         if q < 0: V, q = r.slideq(q, 10)
         x = (V >> q) & 1023
         if x & 825: raise r.deviation('PowerDeliveryReqType', r.end - q)
-        el = 'EVProcessing'
-        f_EVProcessing = ((x >> 6) & 3)
-        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('PowerDeliveryReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
-        else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
-        el = 'ChargeProgress'
-        f_ChargeProgress = _E_iso20_commonmessages_chargeProgressType[((x >> 1) & 3)]
+        _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_commonmessages_chargeProgressType[((x >> 1) & 127)]
+        if _t is None:
+            el = 'EVProcessing'
+            f_EVProcessing = ((x >> 6) & 3)
+            if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('PowerDeliveryReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
+            else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
+            el = 'ChargeProgress'
+            f_ChargeProgress = _E_iso20_commonmessages_chargeProgressType[((x >> 1) & 3)]
+        else:
+            el = 'ChargeProgress'
+            f_EVProcessing, f_ChargeProgress = _t
         s = 3
         if s == 3:
             q -= 2
@@ -15674,12 +15691,17 @@ def _d_ServiceDiscoveryResType(r):
         if q < 0: V, q = r.slideq(q, 14)
         x = (V >> q) & 16383
         if x & 12347: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-        el = 'ResponseCode'
-        f_ResponseCode = ((x >> 6) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
-        else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        el = 'ServiceRenegotiationSupported'
-        f_ServiceRenegotiationSupported = ((x >> 2) & 1) == 1
+        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__b[((x >> 2) & 1023)]
+        if _t is None:
+            el = 'ResponseCode'
+            f_ResponseCode = ((x >> 6) & 63)
+            if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
+            else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+            el = 'ServiceRenegotiationSupported'
+            f_ServiceRenegotiationSupported = ((x >> 2) & 1) == 1
+        else:
+            el = 'ServiceRenegotiationSupported'
+            f_ResponseCode, f_ServiceRenegotiationSupported = _t
         el = 'EnergyTransferServiceList'
         r.pos = r.end - q
         f_EnergyTransferServiceList = _d_ServiceListType(r)
@@ -18889,10 +18911,15 @@ def _d_TaxRuleType(r):
                 if q < 0: V, q = r.slideq(q, 7)
                 x = (V >> q) & 127
                 if x & 93: raise r.deviation('TaxRuleType', r.end - q)
-                el = 'TaxIncludedInPrice'
-                f_TaxIncludedInPrice = ((x >> 5) & 1) == 1
-                el = 'AppliesToEnergyFee'
-                f_AppliesToEnergyFee = ((x >> 1) & 1) == 1
+                _t = _T_b__z1__z1__z1__b[((x >> 1) & 31)]
+                if _t is None:
+                    el = 'TaxIncludedInPrice'
+                    f_TaxIncludedInPrice = ((x >> 5) & 1) == 1
+                    el = 'AppliesToEnergyFee'
+                    f_AppliesToEnergyFee = ((x >> 1) & 1) == 1
+                else:
+                    el = 'AppliesToEnergyFee'
+                    f_TaxIncludedInPrice, f_AppliesToEnergyFee = _t
                 s = 5
             elif ec == 1:
                 q -= 3
@@ -18909,12 +18936,17 @@ def _d_TaxRuleType(r):
             if q < 0: V, q = r.slideq(q, 13)
             x = (V >> q) & 8191
             if x & 7099: raise r.deviation('TaxRuleType', r.end - q)
-            el = 'AppliesToParkingFee'
-            f_AppliesToParkingFee = ((x >> 10) & 1) == 1
-            el = 'AppliesToOverstayFee'
-            f_AppliesToOverstayFee = ((x >> 6) & 1) == 1
-            el = 'AppliesMinimumMaximumCost'
-            f_AppliesMinimumMaximumCost = ((x >> 2) & 1) == 1
+            _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 2) & 511)]
+            if _t is None:
+                el = 'AppliesToParkingFee'
+                f_AppliesToParkingFee = ((x >> 10) & 1) == 1
+                el = 'AppliesToOverstayFee'
+                f_AppliesToOverstayFee = ((x >> 6) & 1) == 1
+                el = 'AppliesMinimumMaximumCost'
+                f_AppliesMinimumMaximumCost = ((x >> 2) & 1) == 1
+            else:
+                el = 'AppliesMinimumMaximumCost'
+                f_AppliesToParkingFee, f_AppliesToOverstayFee, f_AppliesMinimumMaximumCost = _t
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -19140,14 +19172,19 @@ def _d_VehicleCheckInReqType(r):
         if q < 0: V, q = r.slideq(q, 10)
         x = (V >> q) & 1023
         if x & 825: raise r.deviation('VehicleCheckInReqType', r.end - q)
-        el = 'EVCheckInStatus'
-        f_EVCheckInStatus = ((x >> 6) & 3)
-        if f_EVCheckInStatus >= 3: f_EVCheckInStatus = r.enum_index('VehicleCheckInReqType/EVCheckInStatus', f_EVCheckInStatus, 3, r.at(r.end - q))
-        else: f_EVCheckInStatus = _E_iso20_commonmessages_evCheckInStatusType[f_EVCheckInStatus]
-        el = 'ParkingMethod'
-        f_ParkingMethod = ((x >> 1) & 3)
-        if f_ParkingMethod >= 3: f_ParkingMethod = r.enum_index('VehicleCheckInReqType/ParkingMethod', f_ParkingMethod, 3, r.at(r.end - q))
-        else: f_ParkingMethod = _E_iso20_commonmessages_parkingMethodType[f_ParkingMethod]
+        _t = _T_iso20_commonmessages_evCheckInStatusType__z1__z1__z1__iso20_commonmessages_parkingMethodType[((x >> 1) & 127)]
+        if _t is None:
+            el = 'EVCheckInStatus'
+            f_EVCheckInStatus = ((x >> 6) & 3)
+            if f_EVCheckInStatus >= 3: f_EVCheckInStatus = r.enum_index('VehicleCheckInReqType/EVCheckInStatus', f_EVCheckInStatus, 3, r.at(r.end - q))
+            else: f_EVCheckInStatus = _E_iso20_commonmessages_evCheckInStatusType[f_EVCheckInStatus]
+            el = 'ParkingMethod'
+            f_ParkingMethod = ((x >> 1) & 3)
+            if f_ParkingMethod >= 3: f_ParkingMethod = r.enum_index('VehicleCheckInReqType/ParkingMethod', f_ParkingMethod, 3, r.at(r.end - q))
+            else: f_ParkingMethod = _E_iso20_commonmessages_parkingMethodType[f_ParkingMethod]
+        else:
+            el = 'ParkingMethod'
+            f_EVCheckInStatus, f_ParkingMethod = _t
         s = 3
         if s == 3:
             q -= 3
@@ -20401,12 +20438,17 @@ def _d_VehicleCheckOutResType(r):
         if q < 0: V, q = r.slideq(q, 14)
         x = (V >> q) & 16383
         if x & 12347: raise r.deviation('VehicleCheckOutResType', r.end - q)
-        el = 'ResponseCode'
-        f_ResponseCode = ((x >> 6) & 63)
-        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('VehicleCheckOutResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
-        else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        el = 'EVSECheckOutStatus'
-        f_EVSECheckOutStatus = _E_iso20_commonmessages_evseCheckOutStatusType[((x >> 2) & 1)]
+        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_evseCheckOutStatusType[((x >> 2) & 1023)]
+        if _t is None:
+            el = 'ResponseCode'
+            f_ResponseCode = ((x >> 6) & 63)
+            if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('VehicleCheckOutResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
+            else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
+            el = 'EVSECheckOutStatus'
+            f_EVSECheckOutStatus = _E_iso20_commonmessages_evseCheckOutStatusType[((x >> 2) & 1)]
+        else:
+            el = 'EVSECheckOutStatus'
+            f_ResponseCode, f_EVSECheckOutStatus = _t
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None

@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:std:iso:15118:-20:DC,
 and the document and fragment grammars of schema set 'iso20_dc' (ISO 15118-20 DC)."""
 # ruff: noqa
-from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
+from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
 from exi.model import iso20_commontypes, iso20_dc, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -14,6 +14,7 @@ _E_iso20_commontypes_responseCodeType = tuple(iso20_commontypes.responseCodeType
 _I_iso20_commontypes_evseNotificationType = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
 _I_iso20_commontypes_processingType = {v: i for i, v in enumerate(iso20_commontypes.processingType)}
 _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_commontypes.responseCodeType)}
+_T_b__z1__z1__z1__b__z1__z1__z1__b = _fields_table(9, ((8, 1, 'bool', None), (4, 1, 'bool', None), (0, 1, 'bool', None),))
 
 def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
     # {urn:iso:std:iso:15118:-20:DC}BPT_DC_CPDReqEnergyTransferModeType
@@ -11183,12 +11184,17 @@ def _d_DC_ChargeLoopResType(r):
             f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
             f_EVSEPresentVoltage.Exponent = _c7_Exponent
             f_EVSEPresentVoltage.Value = _c7_Value
-            el = 'EVSEPowerLimitAchieved'
-            f_EVSEPowerLimitAchieved = ((x >> 9) & 1) == 1
-            el = 'EVSECurrentLimitAchieved'
-            f_EVSECurrentLimitAchieved = ((x >> 5) & 1) == 1
-            el = 'EVSEVoltageLimitAchieved'
-            f_EVSEVoltageLimitAchieved = ((x >> 1) & 1) == 1
+            _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 1) & 511)]
+            if _t is None:
+                el = 'EVSEPowerLimitAchieved'
+                f_EVSEPowerLimitAchieved = ((x >> 9) & 1) == 1
+                el = 'EVSECurrentLimitAchieved'
+                f_EVSECurrentLimitAchieved = ((x >> 5) & 1) == 1
+                el = 'EVSEVoltageLimitAchieved'
+                f_EVSEVoltageLimitAchieved = ((x >> 1) & 1) == 1
+            else:
+                el = 'EVSEVoltageLimitAchieved'
+                f_EVSEPowerLimitAchieved, f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved = _t
             s = 10
         if s == 10:
             q -= 3

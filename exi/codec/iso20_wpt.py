@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:std:iso:15118:-20:WPT,
 and the document and fragment grammars of schema set 'iso20_wpt' (ISO 15118-20 WPT)."""
 # ruff: noqa
-from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
+from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
 from exi.model import iso20_commontypes, iso20_wpt, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -28,6 +28,7 @@ _I_iso20_wpt_WPT_FinePositioningMethodType = {v: i for i, v in enumerate(iso20_w
 _I_iso20_wpt_WPT_PairingMethodType = {v: i for i, v in enumerate(iso20_wpt.WPT_PairingMethodType)}
 _I_iso20_wpt_WPT_PowerClassType = {v: i for i, v in enumerate(iso20_wpt.WPT_PowerClassType)}
 _I_iso20_wpt_WPT_SPCChargeDiagnosticsType = {v: i for i, v in enumerate(iso20_wpt.WPT_SPCChargeDiagnosticsType)}
+_T_iso20_commontypes_processingType__z1__z1__z1__iso20_wpt_WPT_EVResultType = _fields_table(7, ((5, 2, 'enum', _E_iso20_commontypes_processingType), (0, 2, 'enum', _E_iso20_wpt_WPT_EVResultType),))
 
 def _d_AlternativeSECCListType(r):
     # {urn:iso:std:iso:15118:-20:WPT}AlternativeSECCListType
@@ -5642,14 +5643,19 @@ def _d_WPT_FinePositioningReqType(r):
                 if q < 0: V, q = r.slideq(q, 10)
                 x = (V >> q) & 1023
                 if x & 825: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
-                el = 'EVProcessing'
-                f_EVProcessing = ((x >> 6) & 3)
-                if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_FinePositioningReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
-                else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
-                el = 'EVResultCode'
-                f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_FinePositioningReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
-                else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
+                _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_wpt_WPT_EVResultType[((x >> 1) & 127)]
+                if _t is None:
+                    el = 'EVProcessing'
+                    f_EVProcessing = ((x >> 6) & 3)
+                    if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_FinePositioningReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
+                    else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
+                    el = 'EVResultCode'
+                    f_EVResultCode = ((x >> 1) & 3)
+                    if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_FinePositioningReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
+                    else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
+                else:
+                    el = 'EVResultCode'
+                    f_EVProcessing, f_EVResultCode = _t
                 s = 3
             if s == 3:
                 _k = 0

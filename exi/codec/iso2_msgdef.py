@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:15118:2:2013:MsgDef,
 and the document and fragment grammars of schema set 'iso2' (ISO 15118-2:2014)."""
 # ruff: noqa
-from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
+from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
 from exi import relaxed as _relaxed
 from exi.model import iso2_msgbody, iso2_msgdatatypes, iso2_msgdef, iso2_msgheader, xmldsig
 from exi.codec import iso2_msgbody as c_iso2_msgbody

@@ -2,7 +2,7 @@
 """EXI codec for the types of http://www.w3.org/2000/09/xmldsig#,
 and the document and fragment grammars of schema set 'xmldsig' (W3C XML Signature (the -20 SignedInfo fragments))."""
 # ruff: noqa
-from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
+from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
 from exi.model import xmldsig
 
 _new = object.__new__

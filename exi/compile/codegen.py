@@ -405,11 +405,11 @@ class CodecModules:
                 body.extend(["", src])
                 doc += f",\nand the document and fragment grammars of schema set {label!r} ({desc})"
             text = "\n".join(body)
-            consts = sorted(c for c in set(re.findall(r"\b_[EI]_\w+", text)) if c in self.consts)
+            consts = sorted(c for c in set(re.findall(r"\b_[EIT]_\w+", text)) if c in self.consts)
             models = sorted(m for m in model_mods if re.search(rf"(?<![\w.]){m}\.", text))
             codecs = sorted(m for m in model_mods if m != mod and re.search(rf"\bc_{m}\.", text))
             head = [HEADER.rstrip(), f'"""{doc}."""', "# ruff: noqa",
-                    "from exi.runtime import DecodeError, EncodeError, _ctx, _leftover",
+                    "from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover",
                     *(["from exi import relaxed as _relaxed"] if set_info is not None and set_info[3] else []),
                     *([f"from exi.model import {', '.join(models)}"] if models else []),
                     *(f"from exi.codec import {m} as c_{m}" for m in codecs), "", "_new = object.__new__"]
@@ -481,8 +481,10 @@ class CodecWriter:
 
     def dec_value_ops(self, st: SimpleType, target: str, key: str) -> list[tuple]:
         rep = st.rep
+        # A value fix carries (kind, target, *args) as a 5th element: adjacent ones decode by one table
+        # lookup (_render_dec); the 4th element is an encoder fix's.
         if rep == "bool":
-            return [("fix", 1, [f"{target} = {{p}} == 1"])]
+            return [("fix", 1, [f"{target} = {{p}} == 1"], None, ("bool", target))]
         if rep == "nbit":
             n = st.nbits()
             lines = [f"{target} = {{p}} + {st.min_value}" if st.min_value else f"{target} = {{p}}"]
@@ -490,18 +492,19 @@ class CodecWriter:
                 # the n bits hold more than the facet allows: a lenient decode keeps the value (recorded)
                 lines.append(f"if {target} > {st.max_value}: r.facet({self._where(target)!r}, "
                              f"'maxInclusive {st.max_value}', {target}, r.at(r.end - q))")
-            return [("fix", n, lines)]
+            return [("fix", n, lines, None, ("nbit", target, st.min_value, st.max_value))]
         if rep == "enum":
             n = len(st.enum)
             width = (n - 1).bit_length()
             ref = self.enum_ref(st)
             table = self.const(f"tuple({ref})", "_E_" + ref.replace(".", "_"))
+            spec = ("enum", target, table)
             if (1 << width) == n:
-                return [("fix", width, [f"{target} = {table}[{{p}}]"])]
+                return [("fix", width, [f"{target} = {table}[{{p}}]"], None, spec)]
             return [("fix", width, [
                 f"{target} = {{p}}",
                 f"if {target} >= {n}: {target} = r.enum_index({self._where(target)!r}, {target}, {n}, r.at(r.end - q))",
-                f"else: {target} = {table}[{target}]"])]
+                f"else: {target} = {table}[{target}]"], None, spec)]
         if rep in ("int", "uint"):
             signed = rep == "int"
             safe = self._safe_octets(st)
@@ -698,11 +701,53 @@ class CodecWriter:
             shift = total
             code_mask = 0
             body: list[str] = []
-            for op in run:
+            k = 0
+            while k < len(run):
+                op = run[k]
                 if op[0] == "nop":
                     body.extend(op[1])
+                    k += 1
                     continue
-                _, width, lines = op
+                width, lines = op[1], op[2]
+                group = self._table_group(run, k) if len(op) == 5 else None
+                if group is not None:  # adjacent small fields: one table lookup, their own code if it misses
+                    end, span = group
+                    table = self._fields_table(run[k:end], span)
+                    low = shift - span
+                    piece = f"(x >> {low})" if low else "x"
+                    if low + span < total:
+                        piece = f"({piece} & {(1 << span) - 1})"
+                    targets = [o[4][1] for o in run[k:end] if o[0] == "fix" and len(o) == 5]
+                    els = [x for o in run[k:end] if o[0] == "nop" for x in o[1]]
+                    lead: list[str] = []  # the first field's error context: needed only where the lookup misses
+                    j = k - 1
+                    while j >= 0 and run[j][0] == "fix" and run[j][2] == "code":
+                        j -= 1
+                    before = run[j][1] if j >= 0 and run[j][0] == "nop" else []
+                    if before and body[-len(before):] == before and all(x.startswith("el = ") for x in before):
+                        lead = before
+                        del body[-len(lead):]
+                    body.append(f"_t = {table}[{piece}]")
+                    body.append("if _t is None:")
+                    body.extend("    " + x for x in lead)
+                    for o in run[k:end]:
+                        if o[0] == "nop":
+                            body.extend("    " + x for x in o[1])
+                            continue
+                        shift -= o[1]
+                        code_mask |= ((1 << o[1]) - 1) << shift if o[2] == "code" else 0
+                        if o[2] != "code":
+                            pc = f"(x >> {shift})" if shift else "x"
+                            if shift + o[1] < total:
+                                pc = f"({pc} & {(1 << o[1]) - 1})"
+                            body.extend("    " + x.replace("{p}", pc) for x in o[2])
+                    body.append("else:")
+                    if els:
+                        body.append("    " + els[-1])
+                    body.append(f"    {', '.join(targets)} = _t")
+                    k = end
+                    continue
+                k += 1
                 if width == 0:
                     continue
                 shift -= width
@@ -718,6 +763,54 @@ class CodecWriter:
                 L.append(f"if x & {code_mask}: raise r.deviation({where!r}, r.end - q)")
             L.extend(body)
         return L
+
+    TABLE_BITS = 10  # adjacent small fields spanning at most this many bits decode by one table lookup
+
+    @classmethod
+    def _table_group(cls, run: list[tuple], k: int) -> tuple[int, int] | None:
+        """The small fields from run[k] on that one table lookup decodes: (end index, bits spanned), or None
+        for fewer than two. Event codes between them are in the span (tested zero before); only
+        error-context lines (``el = ...``) may stand between them."""
+        span = used = values = 0
+        end = None
+        for j in range(k, len(run)):
+            op = run[j]
+            if op[0] == "nop":
+                if all(x.startswith("el = ") for x in op[1]):
+                    continue
+                break
+            if op[1] and span + op[1] > cls.TABLE_BITS:
+                break
+            span += op[1]
+            if len(op) == 5:
+                values += 1
+                used, end = span, j + 1
+            elif op[2] != "code":
+                break
+        return (end, used) if values >= 2 else None
+
+    def _fields_table(self, ops: list[tuple], span: int) -> str:
+        """A module constant: for every value of the ``span`` bits, the tuple of the fields' values, or None
+        where one breaks a facet (its own code then decodes it and records or refuses the deviation)."""
+        fields = []
+        names = []
+        low = span
+        for op in ops:
+            if op[0] != "fix" or not op[1]:
+                continue
+            low -= op[1]
+            if len(op) != 5:
+                names.append(f"z{op[1]}")
+                continue
+            kind, _, *args = op[4]
+            fields.append(f"({low}, {op[1]}, {kind!r}, {', '.join(map(str, args)) or 'None'})")
+            if kind == "bool":
+                names.append("b")
+            elif kind == "nbit":
+                names.append(f"n{args[0]}_{args[1]}".replace("-", "m"))
+            else:
+                names.append(str(args[0])[3:])
+        return self.const(f"_fields_table({span}, ({', '.join(fields)},))", "_T_" + "__".join(names))
 
     def enc_value_ops(self, st: SimpleType, expr: str) -> list[tuple]:
         rep = st.rep
@@ -940,6 +1033,8 @@ class CodecWriter:
         for op in ops:
             if op[0] == "fix" and len(op) == 3:
                 out.append(("fix", op[1], sub(op[2])))
+            elif op[0] == "fix" and len(op) == 5:  # a decoder's value fix: its target is renamed too
+                out.append(("fix", op[1], sub(op[2]), None, (op[4][0], names(op[4][1]), *op[4][2:])))
             elif op[0] == "fix":
                 out.append(("fix", op[1], sub(op[2]), names(op[3])))
             elif op[0] == "uint" and len(op) == 4:  # target or magnitude, range checks, safe octets
